@@ -1,0 +1,38 @@
+import { IdempotencyConfigError } from './errors.js';
+import type { Duration } from './types.js';
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+
+/**
+ * Converts a {@link Duration} to milliseconds, rejecting anything that is not a positive, finite length.
+ *
+ * @example
+ * ```ts
+ * parseDuration('30s'); // 30000
+ * parseDuration(250);   // 250
+ * ```
+ */
+export function parseDuration(value: Duration | string, option: string): number {
+  let ms: number;
+  if (typeof value === 'number') {
+    ms = value;
+  } else {
+    const match = PATTERN.exec(String(value).trim());
+    if (!match) {
+      throw new IdempotencyConfigError(
+        `${option}: expected milliseconds or a string like '30s' or '24h', got ${JSON.stringify(value)}`,
+      );
+    }
+    ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  }
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new IdempotencyConfigError(`${option}: must be a positive duration, got ${JSON.stringify(value)}`);
+  }
+  return Math.round(ms);
+}
+
+/** Milliseconds to a `Retry-After` value: whole seconds, at least 1. */
+export function retryAfterSeconds(ms: number): string {
+  return String(Math.max(1, Math.ceil(ms / 1_000)));
+}

@@ -1,0 +1,141 @@
+/**
+ * idempo's errors: one base class, one subclass per case, each with a stable `code`, the HTTP
+ * `status` it answers with and an RFC 9457 problem `type`. Codes and types are public forever;
+ * `errors.test.ts` pins the list.
+ *
+ * @module
+ */
+
+/** Base URI of idempo's problem types; each case appends its slug. */
+export const PROBLEM_BASE = 'https://idempo.dev/problems/';
+
+/** Options every idempo error accepts. */
+export interface IdempotencyErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/**
+ * Base class of every error idempo raises or answers with.
+ *
+ * @example
+ * ```ts
+ * try { await store.claim(input); } catch (err) {
+ *   if (err instanceof IdempotencyError) console.error(err.code);
+ * }
+ * ```
+ */
+export class IdempotencyError extends Error {
+  /** Stable machine-readable code, e.g. `IDEMPO_KEY_INVALID`. */
+  readonly code: string = 'IDEMPO_ERROR';
+  /** The HTTP status idempo answers with for this error. */
+  readonly status: number = 500;
+  /** The RFC 9457 problem `type` URI. */
+  readonly type: string = `${PROBLEM_BASE}error`;
+  /** Short human title for the problem body. */
+  readonly title: string = 'Idempotency error';
+
+  constructor(message: string, options: IdempotencyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+  }
+}
+
+/** The request needs an `Idempotency-Key` header and has none. */
+export class IdempotencyKeyMissingError extends IdempotencyError {
+  override readonly code = 'IDEMPO_KEY_MISSING';
+  override readonly status = 400;
+  override readonly type = `${PROBLEM_BASE}key-missing`;
+  override readonly title = 'Idempotency-Key header required';
+}
+
+/** The `Idempotency-Key` is empty, too long or not visible ASCII. */
+export class IdempotencyKeyInvalidError extends IdempotencyError {
+  override readonly code = 'IDEMPO_KEY_INVALID';
+  override readonly status = 400;
+  override readonly type = `${PROBLEM_BASE}key-invalid`;
+  override readonly title = 'Invalid Idempotency-Key';
+}
+
+/** A request with the same key is still being processed. */
+export class IdempotencyConflictError extends IdempotencyError {
+  override readonly code = 'IDEMPO_CONFLICT';
+  override readonly status = 409;
+  override readonly type = `${PROBLEM_BASE}conflict`;
+  override readonly title = 'A request with this Idempotency-Key is in progress';
+}
+
+/** The key was first used for a different request (the fingerprint differs). */
+export class IdempotencyMismatchError extends IdempotencyError {
+  override readonly code = 'IDEMPO_MISMATCH';
+  override readonly status: number = 422;
+  override readonly type = `${PROBLEM_BASE}mismatch`;
+  override readonly title = 'Idempotency-Key reused for a different request';
+
+  constructor(message: string, options: IdempotencyErrorOptions & { status?: number } = {}) {
+    super(message, options);
+    if (options.status !== undefined) this.status = options.status;
+  }
+}
+
+/** The request body is larger than `maxBodyBytes`, so it cannot be fingerprinted. */
+export class IdempotencyBodyTooLargeError extends IdempotencyError {
+  override readonly code = 'IDEMPO_BODY_TOO_LARGE';
+  override readonly status = 413;
+  override readonly type = `${PROBLEM_BASE}body-too-large`;
+  override readonly title = 'Request body too large';
+}
+
+/** The store could not be reached or failed; nothing was run. */
+export class IdempotencyStoreError extends IdempotencyError {
+  override readonly code = 'IDEMPO_STORE_UNAVAILABLE';
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}store-unavailable`;
+  override readonly title = 'Idempotency store unavailable';
+}
+
+/** The handler threw; the key was released so the client can retry. */
+export class IdempotencyHandlerError extends IdempotencyError {
+  override readonly code = 'IDEMPO_HANDLER_FAILED';
+  override readonly status = 500;
+  override readonly type = `${PROBLEM_BASE}handler-failed`;
+  override readonly title = 'The request failed and may be retried';
+}
+
+/** The handler lost its lease (a newer owner took the key over), so its writes are refused. */
+export class IdempotencyLeaseLostError extends IdempotencyError {
+  override readonly code = 'IDEMPO_LEASE_LOST';
+  override readonly status = 409;
+  override readonly type = `${PROBLEM_BASE}lease-lost`;
+  override readonly title = 'The idempotency lease was lost';
+}
+
+/** The gateway could not reach its upstream; nothing happened there and the key was released. */
+export class IdempotencyUpstreamError extends IdempotencyError {
+  override readonly code = 'IDEMPO_UPSTREAM_UNREACHABLE';
+  override readonly status = 502;
+  override readonly type = `${PROBLEM_BASE}upstream-unreachable`;
+  override readonly title = 'Upstream unreachable';
+}
+
+/** The upstream accepted the request but did not answer in time; the outcome is unknown. */
+export class IdempotencyUpstreamTimeoutError extends IdempotencyError {
+  override readonly code = 'IDEMPO_UPSTREAM_TIMEOUT';
+  override readonly status = 504;
+  override readonly type = `${PROBLEM_BASE}upstream-timeout`;
+  override readonly title = 'Upstream timed out';
+}
+
+/** An option is invalid (thrown at setup, never per request). */
+export class IdempotencyConfigError extends IdempotencyError {
+  override readonly code = 'IDEMPO_CONFIG_INVALID';
+  override readonly type = `${PROBLEM_BASE}config-invalid`;
+  override readonly title = 'Invalid idempo configuration';
+}
+
+/** An optional dependency a feature needs (better-sqlite3, ioredis, pg, …) is not installed. */
+export class IdempotencyDependencyError extends IdempotencyError {
+  override readonly code = 'IDEMPO_DEPENDENCY_MISSING';
+  override readonly type = `${PROBLEM_BASE}dependency-missing`;
+  override readonly title = 'Missing optional dependency';
+}

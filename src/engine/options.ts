@@ -1,0 +1,115 @@
+import type { IdempotencyStore } from '../stores/contract.js';
+import { parseDuration } from './duration.js';
+import { IdempotencyConfigError } from './errors.js';
+import { defaultFingerprint } from './fingerprint.js';
+import { DEFAULT_EXCLUDED_HEADERS, storedHeaderFilter } from './headers.js';
+import { problemFormatter, stripeFormatter } from './problem.js';
+import type { ErrorFormatter, IdempotencyOptions, IdempotencyRequest } from './types.js';
+
+/** {@link IdempotencyOptions} with every default applied and every value checked. */
+export interface ResolvedOptions {
+  store: IdempotencyStore;
+  methods: ReadonlySet<string>;
+  required: (request: IdempotencyRequest) => boolean;
+  header: string;
+  maxKeyLength: number;
+  leaseMs: number;
+  ttlMs: number;
+  concurrent: 'reject' | 'wait';
+  waitTimeoutMs: number;
+  releases: (status: number) => boolean;
+  onStoreError: 'fail-closed' | 'fail-open';
+  mismatchStatus: 400 | 422;
+  maxBodyBytes: number;
+  maxResponseBytes: number;
+  storesHeader: (name: string) => boolean;
+  fingerprint: NonNullable<IdempotencyOptions['fingerprint']>;
+  scope: IdempotencyOptions['scope'];
+  formatError: ErrorFormatter;
+  onEvent: IdempotencyOptions['onEvent'];
+}
+
+const STORE_METHODS = ['claim', 'complete', 'release', 'renew', 'saveStep'] as const;
+
+/** Applies defaults and validates options once, at setup, so no request meets a bad option. */
+export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
+  if (!options || typeof options !== 'object')
+    throw new IdempotencyConfigError('createIdempotency needs an options object with a store.');
+  const { store } = options;
+  for (const method of STORE_METHODS) {
+    if (typeof store?.[method] !== 'function') {
+      throw new IdempotencyConfigError(
+        `options.store must implement the IdempotencyStore contract (missing ${method}()); use createMemoryStore(), createSqliteStore(), createRedisStore() or createPostgresStore().`,
+      );
+    }
+  }
+  const leaseMs = parseDuration(options.lease ?? '60s', 'lease');
+  const ttlMs = parseDuration(options.ttl ?? '24h', 'ttl');
+  if (ttlMs < leaseMs)
+    throw new IdempotencyConfigError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
+  return {
+    store,
+    methods: new Set((options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase())),
+    required: requiredPredicate(options.required),
+    header: (options.header ?? 'idempotency-key').toLowerCase(),
+    maxKeyLength: positiveInteger(options.maxKeyLength ?? 255, 'maxKeyLength'),
+    leaseMs,
+    ttlMs,
+    concurrent: oneOf(options.concurrent ?? 'reject', ['reject', 'wait'], 'concurrent'),
+    waitTimeoutMs: parseDuration(options.waitTimeout ?? '10s', 'waitTimeout'),
+    releases: releasePredicate(options.releaseOn ?? ['5xx']),
+    onStoreError: oneOf(options.onStoreError ?? 'fail-closed', ['fail-closed', 'fail-open'], 'onStoreError'),
+    mismatchStatus: oneOf(options.mismatchStatus ?? 422, [400, 422], 'mismatchStatus'),
+    maxBodyBytes: positiveInteger(options.maxBodyBytes ?? 1_048_576, 'maxBodyBytes'),
+    maxResponseBytes: positiveInteger(options.maxResponseBytes ?? 1_048_576, 'maxResponseBytes'),
+    storesHeader: storedHeaderFilter(options.replayHeaders?.exclude ?? DEFAULT_EXCLUDED_HEADERS),
+    fingerprint: options.fingerprint ?? defaultFingerprint,
+    scope: options.scope,
+    formatError: formatterFor(options.errorFormat ?? 'problem'),
+    onEvent: options.onEvent,
+  };
+}
+
+function requiredPredicate(required: IdempotencyOptions['required']): (request: IdempotencyRequest) => boolean {
+  if (typeof required === 'function') return required;
+  const value = required ?? false;
+  return () => value;
+}
+
+function releasePredicate(releaseOn: NonNullable<IdempotencyOptions['releaseOn']>): (status: number) => boolean {
+  const exact = new Set<number>();
+  const classes = new Set<number>();
+  for (const entry of releaseOn) {
+    if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 100 && entry <= 599) exact.add(entry);
+    else if (typeof entry === 'string' && /^[1-5]xx$/.test(entry)) classes.add(Number(entry[0]));
+    else
+      throw new IdempotencyConfigError(
+        `releaseOn: expected status codes or classes like '5xx', got ${JSON.stringify(entry)}`,
+      );
+  }
+  return (status) => exact.has(status) || classes.has(Math.floor(status / 100));
+}
+
+function formatterFor(format: NonNullable<IdempotencyOptions['errorFormat']>): ErrorFormatter {
+  if (typeof format === 'function') return format;
+  if (format === 'problem') return problemFormatter;
+  if (format === 'stripe') return stripeFormatter;
+  throw new IdempotencyConfigError(
+    `errorFormat: expected 'problem', 'stripe' or a function, got ${JSON.stringify(format)}`,
+  );
+}
+
+function positiveInteger(value: number, option: string): number {
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new IdempotencyConfigError(`${option}: expected a positive integer, got ${value}`);
+  return value;
+}
+
+function oneOf<T>(value: T, allowed: readonly T[], option: string): T {
+  if (!allowed.includes(value)) {
+    throw new IdempotencyConfigError(
+      `${option}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,257 @@
+/**
+ * The engine's neutral request/response shapes, options, context and events. Adapters translate
+ * their framework's objects to and from these; nothing here knows a framework or a store.
+ *
+ * @module
+ */
+import type { IdempotencyStore, StoredResponse } from '../stores/contract.js';
+import type { IdempotencyError } from './errors.js';
+
+/** A duration: milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'5m'`, `'24h'`, `'7d'`. */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
+
+/** A body an adapter already parsed (for example Express after `express.json()`); fingerprinted as canonical JSON. */
+export interface ParsedBody {
+  /** The parsed JSON value. */
+  readonly parsed: unknown;
+}
+
+/**
+ * The request as the engine sees it. Adapters build one per request without copying more than
+ * they must: headers are looked up on demand and the body is read only for keyed requests.
+ */
+export interface IdempotencyRequest {
+  /** Upper-case HTTP method. */
+  readonly method: string;
+  /** Origin-form target: path and query, e.g. `/payments?currency=eur`. */
+  readonly url: string;
+  /** Returns a header's value (name in lower case), several values joined with `, `. */
+  header(name: string): string | undefined;
+  /**
+   * Reads the body. Called at most once, and only for requests that carry a key. Returns `null`
+   * when the request has no body. Must reject with {@link IdempotencyBodyTooLargeError} as soon
+   * as more than `maxBytes` arrive.
+   */
+  body(maxBytes: number): Promise<Uint8Array | ParsedBody | null>;
+}
+
+/** A response as the engine produces or receives it; the same shape the store keeps. */
+export type IdempotencyResponse = StoredResponse;
+
+/** What an error formatter returns: status, headers and body of an idempo error response. */
+export type ErrorFormatter = (error: IdempotencyError, request: IdempotencyRequest) => IdempotencyResponse;
+
+/** The handler's view of the idempotent execution it runs in. */
+export interface IdempotencyContext {
+  /** The client's key, as parsed from the header. */
+  readonly key: string;
+  /** The scoped, hashed key under which the store keeps the record. */
+  readonly storeKey: string;
+  /** The fencing token this execution owns. */
+  readonly token: number;
+  /** True when an earlier owner's lease expired (it crashed or stalled) and this run took over. */
+  readonly recovered: boolean;
+  /** Aborted when this execution loses its lease: its result will not be stored. */
+  readonly signal: AbortSignal;
+  /**
+   * Runs `fn` once per key, across retries and crashes: its JSON-serialisable result is stored
+   * under the current token, and a later execution of the same key (after a release or a crash)
+   * gets the stored result back instead of running `fn` again.
+   *
+   * @example
+   * ```ts
+   * const charge = await ctx.step('charge', () => payments.charge(card, amount));
+   * ```
+   */
+  step<T>(name: string, fn: () => T | Promise<T>): Promise<T>;
+}
+
+/** The kinds of {@link IdempotencyEvent}. */
+export type IdempotencyEventType =
+  | 'executed'
+  | 'replayed'
+  | 'conflict'
+  | 'mismatch'
+  | 'invalid_key'
+  | 'store_error'
+  | 'released'
+  | 'recovered'
+  | 'lease_lost';
+
+/** One event per outcome, for logs and metrics. */
+export interface IdempotencyEvent {
+  /** What happened. */
+  type: IdempotencyEventType;
+  /** Request method. */
+  method: string;
+  /** Request target (path and query). */
+  url: string;
+  /** The client's key, when there was a valid one. */
+  key?: string;
+  /** The response status the client got, when the engine decided it. */
+  status?: number;
+  /** Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'response_too_large'`, `'claim'`). */
+  reason?: string;
+  /** For `store_error`: what the engine did (`'fail-closed'` or `'fail-open'`); for others unset. */
+  action?: 'fail-closed' | 'fail-open' | 'response_sent';
+  /** The error behind a `store_error` or a thrown handler. */
+  error?: unknown;
+  /** Time from the start of `begin` to the event, in ms. */
+  durationMs: number;
+}
+
+/**
+ * Options of {@link createIdempotency}. Only `store` is required.
+ */
+export interface IdempotencyOptions {
+  /** Where records live: `createMemoryStore()`, `createSqliteStore()`, `createRedisStore()`, `createPostgresStore()`. */
+  store: IdempotencyStore;
+  /**
+   * Methods that take part; others pass through untouched.
+   * @default ['POST', 'PATCH']
+   */
+  methods?: readonly string[];
+  /**
+   * Whether a request of a covered method must carry a key (`400` otherwise). A function decides per request.
+   * @default false
+   */
+  required?: boolean | ((request: IdempotencyRequest) => boolean);
+  /**
+   * The request header that carries the key.
+   * @default 'idempotency-key'
+   */
+  header?: string;
+  /**
+   * Longest accepted key, in characters.
+   * @default 255
+   */
+  maxKeyLength?: number;
+  /**
+   * How long an execution owns its key before a duplicate may take it over; renewed while the handler runs.
+   * @default '60s'
+   */
+  lease?: Duration;
+  /**
+   * How long completed responses are kept.
+   * @default '24h'
+   */
+  ttl?: Duration;
+  /**
+   * What a duplicate gets while the first request is still running: `'reject'` → `409` with
+   * `Retry-After`; `'wait'` → waits up to `waitTimeout` and replays the original's response.
+   * @default 'reject'
+   */
+  concurrent?: 'reject' | 'wait';
+  /**
+   * How long a duplicate waits with `concurrent: 'wait'` before it gets `409`.
+   * @default '10s'
+   */
+  waitTimeout?: Duration;
+  /**
+   * Handler response statuses that release the key instead of storing the response: a retry runs again.
+   * Numbers, or `'5xx'`-style classes. `[]` keeps everything (Stripe's rule).
+   * @default ['5xx']
+   */
+  releaseOn?: readonly (number | `${1 | 2 | 3 | 4 | 5}xx`)[];
+  /**
+   * When the store fails: `'fail-closed'` answers `503` and runs nothing; `'fail-open'` runs the
+   * handler unprotected and emits a `store_error` event.
+   * @default 'fail-closed'
+   */
+  onStoreError?: 'fail-closed' | 'fail-open';
+  /**
+   * Status for a key reused with a different request: the IETF draft's `422` or Stripe's `400`.
+   * @default 422
+   */
+  mismatchStatus?: 400 | 422;
+  /**
+   * Largest request body fingerprinted, in bytes; larger keyed requests get `413`.
+   * @default 1048576 (1 MiB)
+   */
+  maxBodyBytes?: number;
+  /**
+   * Largest response stored, in bytes; a larger one is still sent, not stored, and the key is released.
+   * @default 1048576 (1 MiB)
+   */
+  maxResponseBytes?: number;
+  /**
+   * Response headers not stored (lower case). Hop-by-hop headers are never stored whatever this says.
+   * @default ['set-cookie', 'date']
+   */
+  replayHeaders?: { exclude?: readonly string[] };
+  /**
+   * Replaces the request fingerprint. Requests with the same key and a different fingerprint get `mismatch`.
+   * @default SHA-256 of method, path, sorted query, canonical JSON or raw body, and a hash of Authorization
+   */
+  fingerprint?: (request: IdempotencyRequest, body: Uint8Array | ParsedBody | null) => string | Promise<string>;
+  /**
+   * Namespaces keys, e.g. per tenant or principal: the same key under two scopes is two records.
+   * @default no scope
+   */
+  scope?: (request: IdempotencyRequest) => string | undefined;
+  /**
+   * Shape of idempo's own error responses: RFC 9457 problem+json, Stripe's `{"error": {...}}`, or a function.
+   * @default 'problem'
+   */
+  errorFormat?: 'problem' | 'stripe' | ErrorFormatter;
+  /** Receives one event per outcome. Must not throw; errors it throws are ignored. */
+  onEvent?: (event: IdempotencyEvent) => void;
+}
+
+/** What {@link Idempotency.begin} decided for a request. */
+export type Decision =
+  | {
+      /** Not covered (method, no key, or fail-open): run the handler as if idempo were not there. */
+      readonly action: 'pass';
+      /** Set when the engine already read the body before deciding (fail-open): hand it to the handler. */
+      readonly body?: Uint8Array | ParsedBody | null;
+    }
+  | {
+      /** Send this response (a replay or an idempo error) and do not run the handler. */
+      readonly action: 'respond';
+      readonly response: IdempotencyResponse;
+    }
+  | Execution;
+
+/** The handler must run under the claimed key; report its result with `commit` or `abort`. */
+export interface Execution {
+  readonly action: 'execute';
+  /** The request body the engine read (to fingerprint it), for the adapter to hand to the handler. */
+  readonly body: Uint8Array | ParsedBody | null;
+  /** The context to pass to the handler. */
+  readonly context: IdempotencyContext;
+  /**
+   * Stores the handler's response (or releases the key for `releaseOn` statuses). Pass `body: null`
+   * when the response grew past `maxResponseBytes` and was not captured: the key is released.
+   * Never throws: a store failure is reported as an event, since the response already exists.
+   */
+  commit(response: { status: number; headers: [string, string][]; body: Uint8Array | null }): Promise<void>;
+  /** The handler threw or the response could not be produced: releases the key. Never throws. */
+  abort(error: unknown): Promise<void>;
+}
+
+/** An idempotency engine, made by {@link createIdempotency}. */
+export interface Idempotency {
+  /**
+   * Runs `handler` for `request` under the protocol: first requests run it, retries replay, duplicates
+   * and mismatches are refused.
+   *
+   * @example
+   * ```ts
+   * const response = await idem.handle(request, async (req, ctx) => Response.json({ ok: true }, { status: 201 }));
+   * ```
+   */
+  handle(
+    request: Request,
+    handler: (request: Request, context: IdempotencyContext) => Response | Promise<Response>,
+  ): Promise<Response>;
+  /**
+   * The adapter-facing half of `handle`: decides what to do with a neutral request. Adapters call it,
+   * then run the handler for `execute` and report back with `commit`/`abort`.
+   */
+  begin(request: IdempotencyRequest): Promise<Decision>;
+  /** Formats an idempo error the way `errorFormat` says; adapters use it for their own errors. */
+  formatError(error: IdempotencyError, request: IdempotencyRequest): IdempotencyResponse;
+  /** The limits adapters must enforce while capturing. */
+  readonly limits: { readonly maxBodyBytes: number; readonly maxResponseBytes: number };
+}

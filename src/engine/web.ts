@@ -1,0 +1,124 @@
+import { IdempotencyBodyTooLargeError, IdempotencyHandlerError } from './errors.js';
+import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse, ParsedBody } from './types.js';
+import { unprotectedContext } from './unprotected.js';
+
+/** `idem.handle()`: the protocol for web-standard `Request`/`Response`. */
+export async function handleWebRequest(
+  engine: Idempotency,
+  request: Request,
+  handler: (request: Request, context: IdempotencyContext) => Response | Promise<Response>,
+): Promise<Response> {
+  const neutral = fromWebRequest(request);
+  const decision = await engine.begin(neutral);
+  if (decision.action === 'respond') return toWebResponse(decision.response);
+  if (decision.action === 'pass') {
+    const passed = decision.body === undefined ? request : withBody(request, decision.body);
+    return handler(passed, unprotectedContext());
+  }
+  let response: Response;
+  try {
+    response = await handler(withBody(request, decision.body), decision.context);
+  } catch (error) {
+    await decision.abort(error);
+    const failure = new IdempotencyHandlerError(
+      'The request failed before it completed; it may be retried with the same key.',
+      {
+        cause: error,
+      },
+    );
+    return toWebResponse(engine.formatError(failure, neutral));
+  }
+  let body: Uint8Array;
+  try {
+    body = new Uint8Array(await response.arrayBuffer());
+  } catch (error) {
+    await decision.abort(error);
+    throw error;
+  }
+  const headers = headerPairs(response.headers);
+  await decision.commit({ status: response.status, headers, body });
+  return new Response(isNullBodyStatus(response.status) ? null : bodyInit(body), {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
+/** A neutral view of a web `Request`; the body is read only when the engine asks for it. */
+export function fromWebRequest(request: Request): IdempotencyRequest {
+  const url = new URL(request.url);
+  return {
+    method: request.method,
+    url: url.pathname + url.search,
+    header: (name) => request.headers.get(name) ?? undefined,
+    body: (maxBytes) => readLimited(request, maxBytes),
+  };
+}
+
+/** A neutral response as a web `Response`. */
+export function toWebResponse(response: IdempotencyResponse): Response {
+  const headers = new Headers();
+  for (const [name, value] of response.headers) headers.append(name, value);
+  return new Response(isNullBodyStatus(response.status) ? null : bodyInit(response.body), {
+    status: response.status,
+    headers,
+  });
+}
+
+// Bytes idempo holds are never shared-memory views; the DOM typings just cannot tell.
+function bodyInit(bytes: Uint8Array): BodyInit {
+  return bytes as Uint8Array<ArrayBuffer>;
+}
+
+function headerPairs(headers: Headers): [string, string][] {
+  const pairs: [string, string][] = [];
+  headers.forEach((value, name) => {
+    if (name !== 'set-cookie') pairs.push([name, value]);
+  });
+  for (const cookie of headers.getSetCookie()) pairs.push(['set-cookie', cookie]);
+  return pairs;
+}
+
+function isNullBodyStatus(status: number): boolean {
+  return status === 101 || status === 204 || status === 205 || status === 304;
+}
+
+function withBody(request: Request, body: Uint8Array | ParsedBody | null): Request {
+  if (body === null) return request;
+  const bytes = body instanceof Uint8Array ? body : new TextEncoder().encode(JSON.stringify(body.parsed));
+  return new Request(request, { body: bodyInit(bytes) });
+}
+
+async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array | null> {
+  if (request.body === null) return null;
+  const declared = Number(request.headers.get('content-length'));
+  if (declared > maxBytes) throw tooLarge(maxBytes);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0] as Uint8Array;
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** The 413 error for a body past `maxBytes`; adapters throw it from their body readers. */
+export function tooLarge(maxBytes: number): IdempotencyBodyTooLargeError {
+  return new IdempotencyBodyTooLargeError(
+    `The request body exceeds ${maxBytes} bytes, the most idempo reads to fingerprint a keyed request.`,
+  );
+}

@@ -1,0 +1,54 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { storeContractCases } from './contract.js';
+import { createMemoryStore } from './memory.js';
+
+const store = createMemoryStore();
+afterAll(() => store.close());
+
+describe('memory store: shared contract', () => {
+  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => store }));
+});
+
+describe('memory store: bounds', () => {
+  it('evicts the oldest finished records past maxEntries', async () => {
+    const small = createMemoryStore({ maxEntries: 3 });
+    for (const key of ['a', 'b', 'c', 'd']) {
+      const claim = await small.claim({ key, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+      if (claim.status !== 'acquired') throw new Error('expected acquired');
+      await small.complete(key, claim.token, { status: 200, headers: [], body: new Uint8Array() }, 60_000);
+    }
+    expect(small.size).toBe(3);
+    expect((await small.claim({ key: 'a', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('acquired');
+    expect((await small.claim({ key: 'd', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('replay');
+    await small.close();
+  });
+
+  it('never evicts a live in-flight record, even past maxEntries', async () => {
+    const small = createMemoryStore({ maxEntries: 2 });
+    for (const key of ['a', 'b', 'c']) {
+      expect((await small.claim({ key, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('acquired');
+    }
+    expect(small.size).toBe(3);
+    for (const key of ['a', 'b', 'c']) {
+      expect((await small.claim({ key, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('in_flight');
+    }
+    await small.close();
+  });
+
+  it('sweeps expired records on its timer', async () => {
+    const swept = createMemoryStore({ sweepInterval: 50 });
+    const claim = await swept.claim({ key: 'x', fingerprint: 'f', leaseMs: 20, ttlMs: 20 });
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    await swept.complete('x', claim.token, { status: 200, headers: [], body: new Uint8Array() }, 20);
+    expect(swept.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(swept.size).toBe(0);
+    await swept.close();
+  });
+
+  it('rejects a non-positive maxEntries with a coded error', () => {
+    expect(() => createMemoryStore({ maxEntries: 0 })).toThrow(
+      expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID' }),
+    );
+  });
+});

@@ -1,0 +1,192 @@
+/**
+ * The in-process store: for tests, development and single-instance services that can lose their
+ * keys on restart. Every operation runs synchronously inside one call, so each is atomic within
+ * the process; it is not shared between processes (use SQLite, Redis or PostgreSQL for that).
+ *
+ * @module
+ */
+import { parseDuration } from '../engine/duration.js';
+import { IdempotencyConfigError } from '../engine/errors.js';
+import type { Duration } from '../engine/types.js';
+import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+
+/** Options of {@link createMemoryStore}. */
+export interface MemoryStoreOptions {
+  /**
+   * Most records kept. Past it the oldest records that are not live in-flight are evicted; live
+   * in-flight records are never evicted, so the bound may be exceeded while they all run.
+   * @default 100000
+   */
+  maxEntries?: number;
+  /**
+   * How often expired records are swept out (they are also treated as absent when read).
+   * @default '30s'
+   */
+  sweepInterval?: Duration;
+}
+
+/** A memory store; `size` is the number of records it holds now. */
+export interface MemoryStore extends IdempotencyStore {
+  /** Number of records currently held (expired ones included until swept or read). */
+  readonly size: number;
+  /** Stops the sweep timer and wakes every waiter. */
+  close(): Promise<void>;
+}
+
+interface MemoryRecord {
+  fingerprint: string;
+  state: 'in_flight' | 'completed' | 'released';
+  token: number;
+  leaseUntil: number;
+  expiresAt: number;
+  steps: Record<string, string>;
+  response: StoredResponse | undefined;
+}
+
+/**
+ * Creates an in-process store with a size bound and expiry.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryStore } from 'idempo/memory';
+ * const idem = createIdempotency({ store: createMemoryStore({ maxEntries: 50_000 }) });
+ * ```
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+  const { maxEntries = 100_000 } = options;
+  if (!Number.isSafeInteger(maxEntries) || maxEntries <= 0) {
+    throw new IdempotencyConfigError(`maxEntries: expected a positive integer, got ${maxEntries}`);
+  }
+  const sweepMs = parseDuration(options.sweepInterval ?? '30s', 'sweepInterval');
+  const records = new Map<string, MemoryRecord>();
+  const waiters = new Map<string, Set<() => void>>();
+
+  const isLive = (record: MemoryRecord, now: number) => record.state === 'in_flight' && record.leaseUntil > now;
+  const isExpired = (record: MemoryRecord, now: number) => record.expiresAt <= now && !isLive(record, now);
+
+  function sweep(): void {
+    const now = Date.now();
+    for (const [key, record] of records) if (isExpired(record, now)) records.delete(key);
+  }
+  const sweeper = setInterval(sweep, sweepMs);
+  sweeper.unref?.();
+
+  function evictIfFull(now: number): void {
+    if (records.size <= maxEntries) return;
+    // Map order is insertion order, so the first entries are the oldest.
+    for (const [key, record] of records) {
+      if (!isLive(record, now)) {
+        records.delete(key);
+        if (records.size <= maxEntries) return;
+      }
+    }
+  }
+
+  function notify(key: string): void {
+    const set = waiters.get(key);
+    if (!set) return;
+    waiters.delete(key);
+    for (const wake of set) wake();
+  }
+
+  /** The record if it is current and owned by `token`; expired and foreign records count as absent. */
+  function owned(key: string, token: number): MemoryRecord | undefined {
+    const record = records.get(key);
+    if (!record || record.state !== 'in_flight' || record.token !== token) return undefined;
+    return isExpired(record, Date.now()) ? undefined : record;
+  }
+
+  return {
+    get size() {
+      return records.size;
+    },
+
+    async claim({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): Promise<ClaimResult> {
+      const now = Date.now();
+      let record = records.get(key);
+      let floor = 0;
+      if (record && isExpired(record, now)) {
+        floor = record.token + 1;
+        records.delete(key);
+        record = undefined;
+      }
+      if (!record) {
+        const leaseUntil = now + leaseMs;
+        records.set(key, {
+          fingerprint,
+          state: 'in_flight',
+          token: Math.max(now, floor),
+          leaseUntil,
+          expiresAt: Math.max(now + ttlMs, leaseUntil),
+          steps: {},
+          response: undefined,
+        });
+        evictIfFull(now);
+        return { status: 'acquired', token: Math.max(now, floor), steps: {}, recovered: false };
+      }
+      if (record.fingerprint !== fingerprint) return { status: 'mismatch' };
+      if (record.state === 'completed') return { status: 'replay', response: record.response as StoredResponse };
+      if (isLive(record, now)) return { status: 'in_flight', retryAfterMs: record.leaseUntil - now };
+      const recovered = record.state === 'in_flight';
+      record.state = 'in_flight';
+      record.token += 1;
+      record.leaseUntil = now + leaseMs;
+      record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
+      return { status: 'acquired', token: record.token, steps: { ...record.steps }, recovered };
+    },
+
+    async complete(key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult> {
+      const record = owned(key, token);
+      if (!record) return 'stale';
+      record.state = 'completed';
+      record.response = response;
+      record.steps = {};
+      record.expiresAt = Date.now() + ttlMs;
+      notify(key);
+      return 'ok';
+    },
+
+    async release(key: string, token: number, ttlMs: number): Promise<FencedResult> {
+      const record = owned(key, token);
+      if (!record) return 'stale';
+      record.state = 'released';
+      record.expiresAt = Date.now() + ttlMs;
+      notify(key);
+      return 'ok';
+    },
+
+    async renew(key: string, token: number, leaseMs: number): Promise<FencedResult> {
+      const record = owned(key, token);
+      if (!record) return 'stale';
+      record.leaseUntil = Date.now() + leaseMs;
+      record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
+      return 'ok';
+    },
+
+    async saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult> {
+      const record = owned(key, token);
+      if (!record) return 'stale';
+      record.steps[name] = value;
+      return 'ok';
+    },
+
+    waitForChange(key: string, timeoutMs: number): Promise<void> {
+      return new Promise((resolve) => {
+        let set = waiters.get(key);
+        if (!set) waiters.set(key, (set = new Set()));
+        const wake = () => {
+          clearTimeout(timer);
+          if (set.delete(wake) && set.size === 0 && waiters.get(key) === set) waiters.delete(key);
+          resolve();
+        };
+        const timer = setTimeout(wake, timeoutMs);
+        set.add(wake);
+      });
+    },
+
+    async close(): Promise<void> {
+      clearInterval(sweeper);
+      for (const key of [...waiters.keys()]) notify(key);
+    },
+  };
+}
