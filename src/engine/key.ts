@@ -21,7 +21,7 @@ export function parseIdempotencyKey(raw: string, maxLength: number): string {
   }
   if (!value.startsWith('"') && !isVisibleAscii(key)) {
     throw new IdempotencyKeyInvalidError(
-      'The Idempotency-Key must be visible ASCII (0x21-0x7E) with no spaces or commas from repeated headers; send one key per request.',
+      'The Idempotency-Key must be visible ASCII (0x21-0x7E) without commas or spaces, which come from repeated headers; send one key per request, or quote it as a string ("…").',
     );
   }
   return key;
@@ -30,7 +30,7 @@ export function parseIdempotencyKey(raw: string, maxLength: number): string {
 function isVisibleAscii(text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c < 0x21 || c > 0x7e) return false;
+    if (c < 0x21 || c > 0x7e || c === 0x2c) return false;
   }
   return true;
 }

@@ -1,0 +1,514 @@
+import { describe, expect, it } from 'vitest';
+import type { IdempotencyStore } from '../stores/contract.js';
+import { createMemoryStore } from '../stores/memory.js';
+import { createIdempotency } from './engine.js';
+import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
+
+const URL_BASE = 'http://api.test';
+
+function post(
+  path: string,
+  init: { key?: string; body?: string; headers?: Record<string, string>; method?: string } = {},
+) {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...init.headers };
+  if (init.key !== undefined) headers['idempotency-key'] = init.key;
+  return new Request(URL_BASE + path, { method: init.method ?? 'POST', headers, body: init.body ?? '{"amount":100}' });
+}
+
+function setup(options: Partial<IdempotencyOptions> = {}) {
+  const events: IdempotencyEvent[] = [];
+  let runs = 0;
+  const idem = createIdempotency({ store: createMemoryStore(), onEvent: (e) => events.push(e), ...options });
+  const handler = async (request: Request) => {
+    runs++;
+    const body = await request.text();
+    return new Response(JSON.stringify({ run: runs, echo: body }), {
+      status: 201,
+      headers: {
+        'content-type': 'application/json',
+        'x-custom': 'kept',
+        'set-cookie': 'session=1',
+        'x-run': String(runs),
+      },
+    });
+  };
+  return { idem, events, handler, runs: () => runs };
+}
+
+async function problem(response: Response) {
+  expect(response.headers.get('content-type')).toBe('application/problem+json');
+  return (await response.json()) as { type: string; status: number; code: string; title: string; detail: string };
+}
+
+describe('protocol rows through handle()', () => {
+  it('passes methods not in `methods` through untouched', async () => {
+    const { idem, handler, runs } = setup();
+    const res = await idem.handle(
+      new Request(`${URL_BASE}/x`, { method: 'PUT', headers: { 'idempotency-key': 'k' }, body: 'a' }),
+      handler,
+    );
+    expect(res.status).toBe(201);
+    await idem.handle(
+      new Request(`${URL_BASE}/x`, { method: 'PUT', headers: { 'idempotency-key': 'k' }, body: 'a' }),
+      handler,
+    );
+    expect(runs()).toBe(2);
+  });
+
+  it('passes requests without a key through when not required', async () => {
+    const { idem, handler, runs } = setup();
+    await idem.handle(post('/pay'), handler);
+    const res = await idem.handle(post('/pay'), handler);
+    expect(runs()).toBe(2);
+    expect(res.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('answers 400 problem+json without a key when required', async () => {
+    const { idem, handler, runs, events } = setup({ required: true });
+    const res = await idem.handle(post('/pay'), handler);
+    expect(res.status).toBe(400);
+    const body = await problem(res);
+    expect(body.code).toBe('IDEMPO_KEY_MISSING');
+    expect(body.type).toBe('https://idempo.dev/problems/key-missing');
+    expect(runs()).toBe(0);
+    expect(events.map((e) => e.type)).toEqual(['invalid_key']);
+  });
+
+  it('lets `required` decide per request', async () => {
+    const { idem, handler } = setup({ required: (r) => r.url.startsWith('/pay') });
+    expect((await idem.handle(post('/pay'), handler)).status).toBe(400);
+    expect((await idem.handle(post('/other'), handler)).status).toBe(201);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['too long', 'k'.repeat(256)],
+    ['a space', 'a b'],
+    ['non-ASCII', 'clé'],
+    ['an unterminated string', '"abc'],
+    ['an empty string', '""'],
+    ['two keys', 'a, b'],
+  ])('answers 400 for a key that is %s, running nothing', async (_label, key) => {
+    const { idem, handler, runs } = setup();
+    const res = await idem.handle(post('/pay', { key }), handler);
+    expect(res.status).toBe(400);
+    expect((await problem(res)).code).toBe('IDEMPO_KEY_INVALID');
+    expect(runs()).toBe(0);
+  });
+
+  it('accepts a Structured Field string key as its content', async () => {
+    const { idem, handler, runs } = setup();
+    await idem.handle(post('/pay', { key: '"abc"' }), handler);
+    const res = await idem.handle(post('/pay', { key: 'abc' }), handler);
+    expect(res.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs()).toBe(1);
+  });
+
+  it('honours maxKeyLength', async () => {
+    const { idem, handler } = setup({ maxKeyLength: 8 });
+    expect((await idem.handle(post('/pay', { key: '12345678' }), handler)).status).toBe(201);
+    expect((await idem.handle(post('/pay', { key: '123456789' }), handler)).status).toBe(400);
+  });
+
+  it('runs the first request and replays it byte for byte with Idempotent-Replayed', async () => {
+    const { idem, handler, runs, events } = setup();
+    const first = await idem.handle(post('/pay', { key: 'k1' }), handler);
+    const firstBody = await first.text();
+    expect(first.status).toBe(201);
+    expect(first.headers.get('set-cookie')).toBe('session=1');
+    const replay = await idem.handle(post('/pay', { key: 'k1' }), handler);
+    expect(replay.status).toBe(201);
+    expect(await replay.text()).toBe(firstBody);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('x-custom')).toBe('kept');
+    expect(replay.headers.get('content-type')).toBe('application/json');
+    expect(replay.headers.get('set-cookie')).toBeNull();
+    expect(replay.headers.get('date')).toMatch(/GMT$/);
+    expect(runs()).toBe(1);
+    expect(events.map((e) => e.type)).toEqual(['executed', 'replayed']);
+  });
+
+  it('does not let a handler forge the replay marker', async () => {
+    const { idem } = setup();
+    const forging = async () => new Response('x', { headers: { 'idempotent-replayed': 'true' } });
+    await idem.handle(post('/pay', { key: 'k' }), forging);
+    const replay = await idem.handle(post('/pay', { key: 'k' }), forging);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect([...replay.headers.entries()].filter(([n]) => n === 'idempotent-replayed')).toHaveLength(1);
+  });
+
+  it('answers 409 with Retry-After to a duplicate while the first still runs', async () => {
+    const { idem, events } = setup();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const slow = async () => {
+      await gate;
+      return new Response('done', { status: 201 });
+    };
+    const first = idem.handle(post('/pay', { key: 'k' }), slow);
+    await new Promise((r) => setTimeout(r, 20));
+    const dup = await idem.handle(post('/pay', { key: 'k' }), slow);
+    expect(dup.status).toBe(409);
+    expect(dup.headers.get('retry-after')).toBe('1');
+    expect((await problem(dup)).code).toBe('IDEMPO_CONFLICT');
+    release();
+    expect((await first).status).toBe(201);
+    expect(events.map((e) => e.type)).toContain('conflict');
+  });
+
+  it("with concurrent: 'wait', a duplicate waits and replays the original's response", async () => {
+    const { idem } = setup({ concurrent: 'wait', waitTimeout: '5s' });
+    let runs = 0;
+    const slow = async () => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 100));
+      return new Response('original', { status: 201 });
+    };
+    const [a, b] = await Promise.all([
+      idem.handle(post('/pay', { key: 'k' }), slow),
+      (async () => {
+        await new Promise((r) => setTimeout(r, 10));
+        return idem.handle(post('/pay', { key: 'k' }), slow);
+      })(),
+    ]);
+    expect(runs).toBe(1);
+    expect(await a.text()).toBe('original');
+    expect(await b.text()).toBe('original');
+    expect(b.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it("with concurrent: 'wait', a duplicate gets 409 once waitTimeout passes", async () => {
+    const { idem } = setup({ concurrent: 'wait', waitTimeout: 100 });
+    const slow = async () => {
+      await new Promise((r) => setTimeout(r, 400));
+      return new Response('late', { status: 201 });
+    };
+    const first = idem.handle(post('/pay', { key: 'k' }), slow);
+    await new Promise((r) => setTimeout(r, 10));
+    const started = Date.now();
+    const dup = await idem.handle(post('/pay', { key: 'k' }), slow);
+    expect(dup.status).toBe(409);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    await first;
+  });
+
+  it('answers 422 to the same key with a different body, running and overwriting nothing', async () => {
+    const { idem, handler, runs, events } = setup();
+    await idem.handle(post('/pay', { key: 'k', body: '{"amount":100}' }), handler);
+    const res = await idem.handle(post('/pay', { key: 'k', body: '{"amount":999}' }), handler);
+    expect(res.status).toBe(422);
+    expect((await problem(res)).code).toBe('IDEMPO_MISMATCH');
+    const replay = await idem.handle(post('/pay', { key: 'k', body: '{"amount":100}' }), handler);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs()).toBe(1);
+    expect(events.map((e) => e.type)).toEqual(['executed', 'mismatch', 'replayed']);
+  });
+
+  it.each([
+    ['path', post('/other', { key: 'k' })],
+    ['query', post('/pay?x=1', { key: 'k' })],
+    ['method', post('/pay', { key: 'k', method: 'PATCH' })],
+    ['credentials', post('/pay', { key: 'k', headers: { authorization: 'Bearer someone-else' } })],
+  ])('treats a different %s as a different request (422)', async (_label, second) => {
+    const { idem, handler } = setup();
+    await idem.handle(post('/pay', { key: 'k', headers: { authorization: 'Bearer me' } }), handler);
+    expect((await idem.handle(second, handler)).status).toBe(422);
+  });
+
+  it('gives Stripe’s 400 for a mismatch with mismatchStatus: 400', async () => {
+    const { idem, handler } = setup({ mismatchStatus: 400 });
+    await idem.handle(post('/pay', { key: 'k', body: '{"a":1}' }), handler);
+    const res = await idem.handle(post('/pay', { key: 'k', body: '{"a":2}' }), handler);
+    expect(res.status).toBe(400);
+    expect((await problem(res)).code).toBe('IDEMPO_MISMATCH');
+  });
+
+  it('ignores JSON key order and query parameter order in the fingerprint', async () => {
+    const { idem, handler, runs } = setup();
+    await idem.handle(post('/pay?a=1&b=2', { key: 'k', body: '{"a":1,"b":{"c":2,"d":3}}' }), handler);
+    const res = await idem.handle(post('/pay?b=2&a=1', { key: 'k', body: '{ "b": {"d":3,"c":2}, "a": 1 }' }), handler);
+    expect(res.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs()).toBe(1);
+  });
+
+  it('fingerprints broken JSON as raw bytes and lets the handler answer it', async () => {
+    const { idem, runs } = setup();
+    const handler = async (request: Request) => {
+      try {
+        JSON.parse(await request.text());
+        return new Response('ok');
+      } catch {
+        return new Response('bad json', { status: 400 });
+      }
+    };
+    const first = await idem.handle(post('/pay', { key: 'k', body: '{"amount":' }), handler);
+    expect(first.status).toBe(400);
+    const replay = await idem.handle(post('/pay', { key: 'k', body: '{"amount":' }), handler);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect((await idem.handle(post('/pay', { key: 'k', body: '{"amount": ' }), handler)).status).toBe(422);
+    expect(runs()).toBe(0);
+  });
+
+  it('releases the key when the handler throws, answers 500, and lets the retry run', async () => {
+    const { idem, events } = setup();
+    let calls = 0;
+    const flaky = async () => {
+      calls++;
+      if (calls === 1) throw new Error('database down');
+      return new Response('ok', { status: 201 });
+    };
+    const failed = await idem.handle(post('/pay', { key: 'k' }), flaky);
+    expect(failed.status).toBe(500);
+    expect((await problem(failed)).code).toBe('IDEMPO_HANDLER_FAILED');
+    const retry = await idem.handle(post('/pay', { key: 'k' }), flaky);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(calls).toBe(2);
+    expect(events.find((e) => e.type === 'released')?.reason).toBe('threw');
+  });
+
+  it('releases the key on a releaseOn status and keeps other statuses', async () => {
+    const { idem } = setup();
+    let status = 503;
+    const handler = async () => new Response('x', { status });
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(503);
+    status = 404;
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(404);
+    status = 200;
+    const replay = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(replay.status).toBe(404);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('keeps 500s with releaseOn: [] (Stripe’s rule)', async () => {
+    const { idem } = setup({ releaseOn: [] });
+    const handler = async () => new Response('boom', { status: 500 });
+    await idem.handle(post('/pay', { key: 'k' }), handler);
+    const replay = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(replay.status).toBe(500);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 503 with Retry-After and runs nothing when the store is unreachable (fail-closed)', async () => {
+    const broken = brokenStore();
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store: broken, onEvent: (e) => events.push(e) });
+    let runs = 0;
+    const res = await idem.handle(post('/pay', { key: 'k' }), async () => {
+      runs++;
+      return new Response('x');
+    });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect((await problem(res)).code).toBe('IDEMPO_STORE_UNAVAILABLE');
+    expect(runs).toBe(0);
+    expect(events[0]).toMatchObject({ type: 'store_error', action: 'fail-closed', reason: 'claim' });
+  });
+
+  it('runs the handler unprotected and reports it when fail-open', async () => {
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store: brokenStore(), onStoreError: 'fail-open', onEvent: (e) => events.push(e) });
+    const res = await idem.handle(post('/pay', { key: 'k', body: '{"a":1}' }), async (request, ctx) => {
+      expect(ctx.token).toBe(0);
+      return new Response(await request.text());
+    });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('{"a":1}');
+    expect(events[0]).toMatchObject({ type: 'store_error', action: 'fail-open' });
+  });
+
+  it('answers 413 to a keyed body over maxBodyBytes, running nothing', async () => {
+    const { idem, handler, runs } = setup({ maxBodyBytes: 10 });
+    const res = await idem.handle(post('/pay', { key: 'k', body: 'x'.repeat(11) }), handler);
+    expect(res.status).toBe(413);
+    expect((await problem(res)).code).toBe('IDEMPO_BODY_TOO_LARGE');
+    expect(runs()).toBe(0);
+    expect((await idem.handle(post('/pay', { key: 'k', body: 'x'.repeat(10) }), handler)).status).toBe(201);
+  });
+
+  it('answers 413 to a streamed body that grows past maxBodyBytes without a Content-Length', async () => {
+    const { idem, handler } = setup({ maxBodyBytes: 1_000 });
+    const stream = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 5; i++) controller.enqueue(new Uint8Array(400));
+        controller.close();
+      },
+    });
+    const request = new Request(`${URL_BASE}/pay`, {
+      method: 'POST',
+      headers: { 'idempotency-key': 'k' },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    expect((await idem.handle(request, handler)).status).toBe(413);
+  });
+
+  it('sends but does not store a response over maxResponseBytes, and releases the key', async () => {
+    const { idem, events } = setup({ maxResponseBytes: 100 });
+    let runs = 0;
+    const big = async () => {
+      runs++;
+      return new Response('y'.repeat(101), { status: 200 });
+    };
+    const first = await idem.handle(post('/pay', { key: 'k' }), big);
+    expect((await first.text()).length).toBe(101);
+    const again = await idem.handle(post('/pay', { key: 'k' }), big);
+    expect(again.headers.get('idempotent-replayed')).toBeNull();
+    expect(runs).toBe(2);
+    expect(events.find((e) => e.type === 'released')?.reason).toBe('response_too_large');
+  });
+
+  it('keeps keys of different scopes apart', async () => {
+    const { idem, handler, runs } = setup({ scope: (r) => r.header('x-tenant') });
+    await idem.handle(post('/pay', { key: 'k', headers: { 'x-tenant': 'a' } }), handler);
+    const other = await idem.handle(post('/pay', { key: 'k', headers: { 'x-tenant': 'b' } }), handler);
+    expect(other.headers.get('idempotent-replayed')).toBeNull();
+    expect(runs()).toBe(2);
+  });
+
+  it('uses a custom fingerprint', async () => {
+    const { idem, handler, runs } = setup({ fingerprint: (r) => r.url });
+    await idem.handle(post('/pay', { key: 'k', body: '{"a":1}' }), handler);
+    const res = await idem.handle(post('/pay', { key: 'k', body: '{"a":2}' }), handler);
+    expect(res.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs()).toBe(1);
+  });
+
+  it("formats idempo's errors Stripe's way with errorFormat: 'stripe'", async () => {
+    const { idem, handler } = setup({ errorFormat: 'stripe', required: true });
+    const res = await idem.handle(post('/pay'), handler);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({
+      error: { type: 'invalid_request_error', code: 'idempo_key_missing', message: expect.any(String) },
+    });
+  });
+
+  it('formats errors with a custom function', async () => {
+    const { idem, handler } = setup({
+      required: true,
+      errorFormat: (error) => ({ status: error.status, headers: [['x-err', error.code]], body: new Uint8Array() }),
+    });
+    const res = await idem.handle(post('/pay'), handler);
+    expect(res.headers.get('x-err')).toBe('IDEMPO_KEY_MISSING');
+  });
+
+  it('keeps the key bound to its scope-free hash: the store never sees the raw key', async () => {
+    const seen: string[] = [];
+    const memory = createMemoryStore();
+    const spy: IdempotencyStore = { ...memory, claim: (input) => (seen.push(input.key), memory.claim(input)) };
+    const idem = createIdempotency({ store: spy });
+    await idem.handle(post('/pay', { key: 'secret-key' }), async () => new Response('x'));
+    expect(seen[0]).not.toContain('secret-key');
+    expect(seen[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  });
+});
+
+describe('execution context', () => {
+  it('gives the handler its key, token and recovered flag', async () => {
+    const { idem } = setup();
+    let seen: IdempotencyContext | undefined;
+    await idem.handle(post('/pay', { key: 'ctx-key' }), async (_req, ctx) => {
+      seen = ctx;
+      return new Response('x');
+    });
+    expect(seen?.key).toBe('ctx-key');
+    expect(seen?.token).toBeGreaterThan(0);
+    expect(seen?.recovered).toBe(false);
+  });
+
+  it('runs a step once across a released retry and returns its stored result', async () => {
+    const { idem } = setup();
+    let charges = 0;
+    let attempt = 0;
+    const handler = async (_req: Request, ctx: IdempotencyContext) => {
+      attempt++;
+      const charge = await ctx.step('charge', async () => ({ id: `ch_${++charges}` }));
+      if (attempt === 1) throw new Error('crash after charging');
+      return Response.json(charge, { status: 201 });
+    };
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(500);
+    const retry = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(await retry.json()).toEqual({ id: 'ch_1' });
+    expect(charges).toBe(1);
+  });
+
+  it('renews the lease while a long handler runs, so a duplicate cannot take it over', async () => {
+    const { idem } = setup({ lease: 150, concurrent: 'reject' });
+    let runs = 0;
+    const long = async () => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 500));
+      return new Response('long', { status: 201 });
+    };
+    const first = idem.handle(post('/pay', { key: 'k' }), long);
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await idem.handle(post('/pay', { key: 'k' }), long)).status).toBe(409);
+    expect((await first).status).toBe(201);
+    expect(runs).toBe(1);
+  });
+});
+
+describe('races', () => {
+  it('runs 200 concurrent requests with one new key exactly once (reject)', async () => {
+    const { idem } = setup();
+    let runs = 0;
+    const handler = async () => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 20));
+      return new Response('once', { status: 201 });
+    };
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () => idem.handle(post('/pay', { key: 'race' }), handler)),
+    );
+    expect(runs).toBe(1);
+    expect(responses.filter((r) => r.status === 201)).toHaveLength(1);
+    expect(responses.filter((r) => r.status === 409)).toHaveLength(199);
+  });
+
+  it('runs 200 concurrent requests with one new key exactly once and gives everyone the same 2xx body (wait)', async () => {
+    const { idem } = setup({ concurrent: 'wait', waitTimeout: '10s' });
+    let runs = 0;
+    const handler = async () => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 50));
+      return Response.json({ id: `pay_${runs}` }, { status: 201 });
+    };
+    const responses = await Promise.all(
+      Array.from({ length: 200 }, () => idem.handle(post('/pay', { key: 'race' }), handler)),
+    );
+    expect(runs).toBe(1);
+    const bodies = await Promise.all(responses.map((r) => r.text()));
+    expect(new Set(responses.map((r) => r.status))).toEqual(new Set([201]));
+    expect(new Set(bodies)).toEqual(new Set(['{"id":"pay_1"}']));
+  });
+});
+
+describe('configuration', () => {
+  it.each([
+    [{ lease: 'soon' }, /lease/],
+    [{ ttl: -1 }, /ttl/],
+    [{ lease: '2h', ttl: '1h' }, /ttl/],
+    [{ concurrent: 'queue' }, /concurrent/],
+    [{ releaseOn: ['9xx'] }, /releaseOn/],
+    [{ maxKeyLength: 0 }, /maxKeyLength/],
+    [{ errorFormat: 'xml' }, /errorFormat/],
+  ])('rejects %j with a coded error', (bad, message) => {
+    expect(() => createIdempotency({ store: createMemoryStore(), ...(bad as object) })).toThrow(message);
+    expect(() => createIdempotency({ store: createMemoryStore(), ...(bad as object) })).toThrow(
+      expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID' }),
+    );
+  });
+
+  it('rejects a store that does not implement the contract', () => {
+    expect(() => createIdempotency({ store: {} as IdempotencyStore })).toThrow(/IdempotencyStore contract/);
+  });
+});
+
+function brokenStore(): IdempotencyStore {
+  const fail = async () => {
+    throw new Error('ECONNREFUSED');
+  };
+  return { claim: fail, complete: fail, release: fail, renew: fail, saveStep: fail };
+}

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import * as core from '../index.js';
+import { IdempotencyError } from './errors.js';
+
+// Codes, classes, statuses and problem types are public forever: this table is the contract,
+// and the README's error table must say the same.
+const PINNED = [
+  ['IdempotencyKeyMissingError', 'IDEMPO_KEY_MISSING', 400, 'key-missing'],
+  ['IdempotencyKeyInvalidError', 'IDEMPO_KEY_INVALID', 400, 'key-invalid'],
+  ['IdempotencyConflictError', 'IDEMPO_CONFLICT', 409, 'conflict'],
+  ['IdempotencyMismatchError', 'IDEMPO_MISMATCH', 422, 'mismatch'],
+  ['IdempotencyBodyTooLargeError', 'IDEMPO_BODY_TOO_LARGE', 413, 'body-too-large'],
+  ['IdempotencyStoreError', 'IDEMPO_STORE_UNAVAILABLE', 503, 'store-unavailable'],
+  ['IdempotencyHandlerError', 'IDEMPO_HANDLER_FAILED', 500, 'handler-failed'],
+  ['IdempotencyLeaseLostError', 'IDEMPO_LEASE_LOST', 409, 'lease-lost'],
+  ['IdempotencyUpstreamError', 'IDEMPO_UPSTREAM_UNREACHABLE', 502, 'upstream-unreachable'],
+  ['IdempotencyUpstreamTimeoutError', 'IDEMPO_UPSTREAM_TIMEOUT', 504, 'upstream-timeout'],
+  ['IdempotencyConfigError', 'IDEMPO_CONFIG_INVALID', 500, 'config-invalid'],
+  ['IdempotencyDependencyError', 'IDEMPO_DEPENDENCY_MISSING', 500, 'dependency-missing'],
+] as const;
+
+describe('error classes', () => {
+  it.each(PINNED)('%s has code %s, status %i and type …/%s', (name, code, status, slug) => {
+    const Class = (core as unknown as Record<string, new (m: string, o?: { cause?: unknown }) => IdempotencyError>)[
+      name
+    ];
+    expect(Class).toBeTypeOf('function');
+    const cause = new Error('root');
+    const error = new (Class as new (m: string, o?: { cause?: unknown }) => IdempotencyError)('message', { cause });
+    expect(error).toBeInstanceOf(IdempotencyError);
+    expect(error).toBeInstanceOf(Error);
+    expect(error.name).toBe(name);
+    expect(error.code).toBe(code);
+    expect(error.status).toBe(status);
+    expect(error.type).toBe(`https://idempo.dev/problems/${slug}`);
+    expect(error.cause).toBe(cause);
+  });
+
+  it('exports no error class the pinned list does not name', () => {
+    const exported = Object.entries(core)
+      .filter(([, value]) => typeof value === 'function' && value.prototype instanceof IdempotencyError)
+      .map(([name]) => name)
+      .sort();
+    expect(exported).toEqual(PINNED.map(([name]) => name).sort());
+  });
+
+  it('spells every code IDEMPO_ plus upper-case words, and no two alike', () => {
+    const codes = PINNED.map(([, code]) => code);
+    for (const code of codes) expect(code).toMatch(/^IDEMPO_[A-Z]+(_[A-Z]+)*$/);
+    expect(new Set(codes).size).toBe(codes.length);
+  });
+});

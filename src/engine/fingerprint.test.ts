@@ -1,0 +1,78 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, defaultFingerprint, storeKeyFor } from './fingerprint.js';
+import type { IdempotencyRequest } from './types.js';
+
+function request(url: string, headers: Record<string, string> = {}, method = 'POST'): IdempotencyRequest {
+  return { method, url, header: (name) => headers[name], body: async () => null };
+}
+const json = { 'content-type': 'application/json' };
+const bytes = (text: string) => new TextEncoder().encode(text);
+
+describe('canonicalJson', () => {
+  it('sorts keys at every level and keeps array order', () => {
+    expect(canonicalJson({ b: [3, { z: 1, a: 2 }], a: null })).toBe('{"a":null,"b":[3,{"a":2,"z":1}]}');
+  });
+
+  it('gives the same text for any key order of the same value', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const shuffled = JSON.parse(
+          JSON.stringify(value, (_k, v) =>
+            v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v,
+          ),
+        );
+        expect(canonicalJson(shuffled)).toBe(canonicalJson(value));
+        expect(JSON.parse(canonicalJson(value))).toEqual(JSON.parse(JSON.stringify(value)));
+      }),
+    );
+  });
+});
+
+describe('defaultFingerprint', () => {
+  it('is stable for the same request and differs for each part that differs', () => {
+    const base = defaultFingerprint(request('/p?a=1', { ...json, authorization: 'A' }), bytes('{"x":1}'));
+    expect(defaultFingerprint(request('/p?a=1', { ...json, authorization: 'A' }), bytes('{"x":1}'))).toBe(base);
+    const variants = [
+      defaultFingerprint(request('/q?a=1', { ...json, authorization: 'A' }), bytes('{"x":1}')),
+      defaultFingerprint(request('/p?a=2', { ...json, authorization: 'A' }), bytes('{"x":1}')),
+      defaultFingerprint(request('/p?a=1', { ...json, authorization: 'B' }), bytes('{"x":1}')),
+      defaultFingerprint(request('/p?a=1', { ...json }), bytes('{"x":1}')),
+      defaultFingerprint(request('/p?a=1', { ...json, authorization: 'A' }, 'PATCH'), bytes('{"x":1}')),
+      defaultFingerprint(request('/p?a=1', { ...json, authorization: 'A' }), bytes('{"x":2}')),
+      defaultFingerprint(request('/p?a=1', { ...json, authorization: 'A' }), null),
+    ];
+    expect(new Set([base, ...variants]).size).toBe(variants.length + 1);
+  });
+
+  it('agrees for raw JSON bytes and the same body already parsed', () => {
+    const raw = defaultFingerprint(request('/p', json), bytes('{"b":2,"a":1}'));
+    expect(defaultFingerprint(request('/p', json), { parsed: { a: 1, b: 2 } })).toBe(raw);
+  });
+
+  it('treats non-JSON bodies as raw bytes', () => {
+    const text = { 'content-type': 'text/plain' };
+    expect(defaultFingerprint(request('/p', text), bytes('{"b":2,"a":1}'))).not.toBe(
+      defaultFingerprint(request('/p', text), bytes('{"a":1,"b":2}')),
+    );
+  });
+
+  it('does not blow up on JSON nested deeper than the stack', () => {
+    const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+    expect(defaultFingerprint(request('/p', json), bytes(deep))).toMatch(/^[\w-]{43}$/);
+  });
+
+  it('never contains the Authorization value', () => {
+    const fp = defaultFingerprint(request('/p', { authorization: 'Bearer secret' }), null);
+    expect(fp).not.toContain('secret');
+  });
+});
+
+describe('storeKeyFor', () => {
+  it('separates scopes and hides the key', () => {
+    expect(storeKeyFor('k', 'a')).not.toBe(storeKeyFor('k', 'b'));
+    expect(storeKeyFor('k', undefined)).not.toBe(storeKeyFor('k', ''));
+    expect(storeKeyFor('ab', 'c')).not.toBe(storeKeyFor('b', 'ca'));
+    expect(storeKeyFor('my-key', undefined)).not.toContain('my-key');
+  });
+});

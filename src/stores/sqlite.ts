@@ -1,0 +1,271 @@
+/**
+ * The embedded, durable store on SQLite (better-sqlite3): survives restarts, and is safe for
+ * several processes on one machine sharing one database file (WAL mode; each claim is an
+ * IMMEDIATE transaction, which takes the database's write lock before it reads).
+ *
+ * @module
+ */
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { parseDuration } from '../engine/duration.js';
+import { IdempotencyConfigError, IdempotencyDependencyError } from '../engine/errors.js';
+import type { Duration } from '../engine/types.js';
+import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+
+/** Options of {@link createSqliteStore}. */
+export interface SqliteStoreOptions {
+  /**
+   * The database file; `':memory:'` for a private in-memory database.
+   * @default './idempo.db'
+   */
+  path?: string;
+  /**
+   * Table name (letters, digits and underscores).
+   * @default 'idempo_records'
+   */
+  table?: string;
+  /**
+   * How often expired records are deleted.
+   * @default '60s'
+   */
+  sweepInterval?: Duration;
+  /**
+   * Most rows one sweep step deletes before it yields, so a sweep never holds the write lock long.
+   * @default 500
+   */
+  sweepBatch?: number;
+  /**
+   * How long a write waits for another process's lock before failing.
+   * @default 5000
+   */
+  busyTimeoutMs?: number;
+  /**
+   * How often a waiting duplicate re-reads the record, since other processes cannot notify it.
+   * @default 50
+   */
+  pollInterval?: Duration;
+}
+
+/** A SQLite store; `sweep()` deletes expired records now and returns how many. */
+export interface SqliteStore extends IdempotencyStore {
+  /** Deletes expired records in bounded batches; returns the number deleted. */
+  sweep(): number;
+  /** Stops the sweep timer and closes the database. */
+  close(): Promise<void>;
+}
+
+// Numeric states keep rows small and comparisons cheap.
+const IN_FLIGHT = 0;
+const COMPLETED = 1;
+const RELEASED = 2;
+
+interface Row {
+  fingerprint: string;
+  state: number;
+  token: number;
+  lease_until: number;
+  expires_at: number;
+  steps: string | null;
+  status: number | null;
+  headers: string | null;
+  body: Buffer | null;
+}
+
+interface Statement {
+  get(...params: unknown[]): unknown;
+  run(...params: unknown[]): { changes: number };
+}
+interface Database {
+  pragma(source: string): unknown;
+  exec(source: string): unknown;
+  prepare(source: string): Statement;
+  transaction<T extends (...args: never[]) => unknown>(fn: T): T & { immediate: T };
+  close(): void;
+}
+type DatabaseConstructor = new (path: string) => Database;
+
+const require = createRequire(import.meta.url);
+
+function loadDriver(): DatabaseConstructor {
+  try {
+    return require('better-sqlite3') as DatabaseConstructor;
+  } catch (error) {
+    throw new IdempotencyDependencyError(
+      'createSqliteStore needs better-sqlite3, which is not installed: run `npm install better-sqlite3`.',
+      { cause: error },
+    );
+  }
+}
+
+/**
+ * Creates a SQLite store on a database file, creating its table if needed.
+ *
+ * @example
+ * ```ts
+ * import { createSqliteStore } from 'idempo/sqlite';
+ * const store = createSqliteStore({ path: './idempo.db' });
+ * const idem = createIdempotency({ store });
+ * ```
+ */
+export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore {
+  const { path = './idempo.db', table = 'idempo_records', sweepBatch = 500, busyTimeoutMs = 5_000 } = options;
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) {
+    throw new IdempotencyConfigError(`table: expected letters, digits and underscores, got ${JSON.stringify(table)}`);
+  }
+  const sweepMs = parseDuration(options.sweepInterval ?? '60s', 'sweepInterval');
+  const pollMs = parseDuration(options.pollInterval ?? 50, 'pollInterval');
+  const Driver = loadDriver();
+  const db = new Driver(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+  // A WITHOUT ROWID table clusters rows by key, the only way they are looked up; the index on
+  // expires_at lets the sweep find expired rows without a scan.
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS ${table} (
+      key TEXT PRIMARY KEY,
+      fingerprint TEXT NOT NULL,
+      state INTEGER NOT NULL,
+      token INTEGER NOT NULL,
+      lease_until INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      steps TEXT,
+      status INTEGER,
+      headers TEXT,
+      body BLOB
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS ${table}_expires_at ON ${table} (expires_at);
+  `);
+
+  const select = db.prepare(
+    `SELECT fingerprint, state, token, lease_until, expires_at, steps, status, headers, body FROM ${table} WHERE key = ?`,
+  );
+  const insert = db.prepare(
+    `INSERT OR REPLACE INTO ${table} (key, fingerprint, state, token, lease_until, expires_at, steps) VALUES (?, ?, ${IN_FLIGHT}, ?, ?, ?, NULL)`,
+  );
+  const reclaim = db.prepare(
+    `UPDATE ${table} SET state = ${IN_FLIGHT}, token = token + 1, lease_until = ?, expires_at = max(expires_at, ?) WHERE key = ?`,
+  );
+  // Each fenced write is one UPDATE whose WHERE carries the owner check, so it is atomic on its own.
+  const owner = `key = ? AND token = ? AND state = ${IN_FLIGHT} AND (expires_at > ? OR lease_until > ?)`;
+  const completeStmt = db.prepare(
+    `UPDATE ${table} SET state = ${COMPLETED}, status = ?, headers = ?, body = ?, steps = NULL, expires_at = ? WHERE ${owner}`,
+  );
+  const releaseStmt = db.prepare(`UPDATE ${table} SET state = ${RELEASED}, expires_at = ? WHERE ${owner}`);
+  const renewStmt = db.prepare(`UPDATE ${table} SET lease_until = ?, expires_at = max(expires_at, ?) WHERE ${owner}`);
+  const stepStmt = db.prepare(
+    `UPDATE ${table} SET steps = json_set(coalesce(steps, '{}'), '$.' || json_quote(?), ?) WHERE ${owner}`,
+  );
+  const sweepStmt = db.prepare(
+    `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE expires_at <= ? AND NOT (state = ${IN_FLIGHT} AND lease_until > ?) LIMIT ?)`,
+  );
+
+  const isLive = (row: Row, now: number) => row.state === IN_FLIGHT && row.lease_until > now;
+
+  // IMMEDIATE takes the write lock before the read, so no other process can claim between them.
+  const claimTx = db.transaction(({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult => {
+    const now = Date.now();
+    let row = select.get(key) as Row | undefined;
+    let floor = 0;
+    if (row && row.expires_at <= now && !isLive(row, now)) {
+      floor = row.token + 1;
+      row = undefined;
+    }
+    if (!row) {
+      const token = Math.max(now, floor);
+      const leaseUntil = now + leaseMs;
+      insert.run(key, fingerprint, token, leaseUntil, Math.max(now + ttlMs, leaseUntil));
+      return { status: 'acquired', token, steps: {}, recovered: false };
+    }
+    if (row.fingerprint !== fingerprint) return { status: 'mismatch' };
+    if (row.state === COMPLETED) {
+      return {
+        status: 'replay',
+        response: {
+          status: row.status as number,
+          headers: JSON.parse(row.headers ?? '[]') as [string, string][],
+          body: row.body ?? new Uint8Array(),
+        },
+      };
+    }
+    if (isLive(row, now)) return { status: 'in_flight', retryAfterMs: row.lease_until - now };
+    const leaseUntil = now + leaseMs;
+    reclaim.run(leaseUntil, leaseUntil, key);
+    return {
+      status: 'acquired',
+      token: row.token + 1,
+      steps: row.steps ? (JSON.parse(row.steps) as Record<string, string>) : {},
+      recovered: row.state === IN_FLIGHT,
+    };
+  });
+
+  const changes = new EventEmitter();
+  changes.setMaxListeners(0);
+  const fenced = (run: () => { changes: number }, key?: string): FencedResult => {
+    if (run().changes === 0) return 'stale';
+    if (key !== undefined) changes.emit(key);
+    return 'ok';
+  };
+
+  function sweep(): number {
+    let total = 0;
+    for (;;) {
+      const now = Date.now();
+      const deleted = sweepStmt.run(now, now, sweepBatch).changes;
+      total += deleted;
+      if (deleted < sweepBatch) return total;
+    }
+  }
+  const sweeper = setInterval(() => {
+    try {
+      sweep();
+    } catch {
+      // A busy database is swept next time; expired rows already read as absent.
+    }
+  }, sweepMs);
+  sweeper.unref?.();
+
+  return {
+    async claim(input) {
+      return claimTx.immediate(input);
+    },
+    async complete(key: string, token: number, response: StoredResponse, ttlMs: number) {
+      const now = Date.now();
+      const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+      return fenced(
+        () =>
+          completeStmt.run(response.status, JSON.stringify(response.headers), body, now + ttlMs, key, token, now, now),
+        key,
+      );
+    },
+    async release(key, token, ttlMs) {
+      const now = Date.now();
+      return fenced(() => releaseStmt.run(now + ttlMs, key, token, now, now), key);
+    },
+    async renew(key, token, leaseMs) {
+      const now = Date.now();
+      return fenced(() => renewStmt.run(now + leaseMs, now + leaseMs, key, token, now, now));
+    },
+    async saveStep(key, token, name, value) {
+      const now = Date.now();
+      return fenced(() => stepStmt.run(name, value, key, token, now, now));
+    },
+    waitForChange(key, timeoutMs) {
+      // Other processes cannot signal this one, so a waiter also wakes to re-read after pollInterval.
+      return new Promise((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          changes.off(key, wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, Math.min(timeoutMs, pollMs));
+        changes.on(key, wake);
+      });
+    },
+    sweep,
+    async close() {
+      clearInterval(sweeper);
+      db.close();
+    },
+  };
+}
