@@ -397,7 +397,13 @@ describe('protocol rows through handle()', () => {
   it('keeps the key bound to its scope-free hash: the store never sees the raw key', async () => {
     const seen: string[] = [];
     const memory = createMemoryStore();
-    const spy: IdempotencyStore = { ...memory, claim: (input) => (seen.push(input.key), memory.claim(input)) };
+    const spy: IdempotencyStore = {
+      ...memory,
+      claim: (input) => {
+        seen.push(input.key);
+        return memory.claim(input);
+      },
+    };
     const idem = createIdempotency({ store: spy });
     await idem.handle(post('/pay', { key: 'secret-key' }), async () => new Response('x'));
     expect(seen[0]).not.toContain('secret-key');

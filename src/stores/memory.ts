@@ -92,7 +92,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   /** The record if it is current and owned by `token`; expired and foreign records count as absent. */
   function owned(key: string, token: number): MemoryRecord | undefined {
     const record = records.get(key);
-    if (!record || record.state !== 'in_flight' || record.token !== token) return undefined;
+    if (record?.state !== 'in_flight' || record.token !== token) return undefined;
     return isExpired(record, Date.now()) ? undefined : record;
   }
 
@@ -172,8 +172,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
 
     waitForChange(key: string, timeoutMs: number): Promise<void> {
       return new Promise((resolve) => {
-        let set = waiters.get(key);
-        if (!set) waiters.set(key, (set = new Set()));
+        const set = waiters.get(key) ?? new Set<() => void>();
+        waiters.set(key, set);
         const wake = () => {
           clearTimeout(timer);
           if (set.delete(wake) && set.size === 0 && waiters.get(key) === set) waiters.delete(key);
