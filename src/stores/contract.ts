@@ -234,7 +234,10 @@ export const storeContractCases: readonly StoreContractCase[] = [
       const store = await h.store();
       const key = freshKey();
       const first = await acquire(store, key);
-      strictEqual(await store.complete(key, first.token, { status: 204, headers: [], body: new Uint8Array() }, DAY), 'ok');
+      strictEqual(
+        await store.complete(key, first.token, { status: 204, headers: [], body: new Uint8Array() }, DAY),
+        'ok',
+      );
       const replay = await store.claim({ key, fingerprint: 'fp-a', leaseMs: LONG, ttlMs: DAY });
       strictEqual(replay.status, 'replay');
       if (replay.status !== 'replay') return;
