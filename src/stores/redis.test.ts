@@ -1,0 +1,375 @@
+import { randomUUID } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RedisServer, startRedisServer } from '../../test/helpers/redis-cluster.js';
+import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
+import { type IdempotencyStore, type StoredResponse, storeContractCases } from './contract.js';
+import { createRedisStore } from './redis.js';
+
+const SHARED = { host: '127.0.0.1', port: 6379 };
+const DAY = 86_400_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function response(text: string): StoredResponse {
+  return { status: 200, headers: [['content-type', 'text/plain']], body: new TextEncoder().encode(text) };
+}
+
+async function connect(options: RedisOptions = SHARED): Promise<Redis> {
+  const client = new Redis({ ...options, lazyConnect: true });
+  await client.connect();
+  return client;
+}
+
+/** Deletes every key under `prefix` on a standalone server. */
+async function deleteKeys(client: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await client.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+/** Total command calls per command since the last CONFIG RESETSTAT, without INFO itself. */
+async function commandCalls(admin: Redis): Promise<Record<string, number>> {
+  const calls: Record<string, number> = {};
+  for (const line of (await admin.info('commandstats')).split('\r\n')) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
+    if (match && match[1] !== 'info') calls[match[1]!] = Number(match[2]);
+  }
+  return calls;
+}
+
+function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, count] of Object.entries(after)) {
+    const d = count - (before[name] ?? 0);
+    if (d) out[name] = d;
+  }
+  return out;
+}
+
+describe('redis store on the standalone server at 127.0.0.1:6379', () => {
+  const prefix = `idempo-test:${randomUUID()}:`;
+  let clientA: Redis;
+  let clientB: Redis;
+  let storeA: IdempotencyStore;
+  let storeB: IdempotencyStore;
+
+  beforeAll(async () => {
+    clientA = await connect();
+    clientB = await connect();
+    storeA = createRedisStore({ client: clientA, prefix });
+    storeB = createRedisStore({ client: clientB, prefix });
+  });
+
+  afterAll(async () => {
+    await storeA?.close?.();
+    await storeB?.close?.();
+    if (clientA) await deleteKeys(clientA, prefix);
+    await clientA?.quit();
+    await clientB?.quit();
+  });
+
+  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => storeA, otherStore: () => storeB }));
+
+  it('keeps each record in two keys under one hash tag, with the token a plain integer from Redis TIME', async () => {
+    const key = `k:${randomUUID()}`;
+    const [seconds] = await clientA.time();
+    const claimed = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    expect(claimed.status).toBe('acquired');
+    if (claimed.status !== 'acquired') return;
+    expect(Number.isSafeInteger(claimed.token)).toBe(true);
+    expect(Math.abs(claimed.token - Number(seconds) * 1000)).toBeLessThan(5_000);
+    expect(await storeA.saveStep(key, claimed.token, 's', '1')).toBe('ok');
+    const record = `${prefix}{${key}}`;
+    expect(await clientA.hget(record, 'token')).toMatch(/^\d+$/);
+    expect(await clientA.hget(record, 'lease')).toMatch(/^\d+$/);
+    expect(await clientA.exists(record, `${record}:steps`)).toBe(2);
+  });
+
+  it('takes the first token above a large earlier one without losing integer precision', async () => {
+    const key = `k:${randomUUID()}`;
+    const first = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    if (first.status !== 'acquired') throw new Error(first.status);
+    // Simulate a record whose counter ran far up: Lua's tostring would print 9.007199254741e+15.
+    await clientA.hset(`${prefix}{${key}}`, 'token', '9007199254740000');
+    expect(await storeA.release(key, 9_007_199_254_740_000, DAY)).toBe('ok');
+    const second = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    expect(second).toMatchObject({ status: 'acquired', token: 9_007_199_254_740_001 });
+  });
+
+  it('replays bodies that are not valid UTF-8 byte for byte', async () => {
+    const key = `k:${randomUUID()}`;
+    const claimed = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    if (claimed.status !== 'acquired') throw new Error(claimed.status);
+    const body = Uint8Array.from([0xff, 0xfe, 0x00, 0xc3, 0x28, 0x80, 0x0d, 0x0a, 0xed, 0xa0, 0x80]);
+    const headers: [string, string][] = [['x-ü', 'ß "quoted" \\ ']];
+    expect(await storeA.complete(key, claimed.token, { status: 200, headers, body }, DAY)).toBe('ok');
+    const replay = await storeB.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    if (replay.status !== 'replay') throw new Error(replay.status);
+    expect(Buffer.from(replay.response.body).toString('hex')).toBe(Buffer.from(body).toString('hex'));
+    expect(replay.response.headers).toEqual(headers);
+  });
+
+  describe('retention by Redis expiry', () => {
+    async function pttls(key: string): Promise<[number, number]> {
+      const record = `${prefix}{${key}}`;
+      return [await clientA.pttl(record), await clientA.pttl(`${record}:steps`)];
+    }
+
+    it('keeps an in-flight record for lease + ttl, a completed one for ttl, and no key without expiry', async () => {
+      const key = `k:${randomUUID()}`;
+      const claimed = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: 10_000 });
+      if (claimed.status !== 'acquired') throw new Error(claimed.status);
+      expect(await storeA.saveStep(key, claimed.token, 's', '1')).toBe('ok');
+      let [record, steps] = await pttls(key);
+      expect(record).toBeGreaterThan(65_000);
+      expect(record).toBeLessThanOrEqual(70_000);
+      expect(Math.abs(steps - record)).toBeLessThan(100);
+      expect(await storeA.renew(key, claimed.token, 120_000)).toBe('ok');
+      [record, steps] = await pttls(key);
+      expect(record).toBeGreaterThan(125_000);
+      expect(Math.abs(steps - record)).toBeLessThan(100);
+      expect(await storeA.complete(key, claimed.token, response('x'), 5_000)).toBe('ok');
+      [record, steps] = await pttls(key);
+      expect(record).toBeGreaterThan(4_000);
+      expect(record).toBeLessThanOrEqual(5_000);
+      expect(steps).toBe(-2); // steps go with completion
+      await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      expect((await pttls(key))[0]).toBeLessThanOrEqual(5_000); // a replay does not extend retention
+    });
+
+    it('a renewal never shortens expiry, and a released record keeps its steps for ttl', async () => {
+      const key = `k:${randomUUID()}`;
+      const claimed = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      if (claimed.status !== 'acquired') throw new Error(claimed.status);
+      expect(await storeA.saveStep(key, claimed.token, 's', '1')).toBe('ok');
+      expect(await storeA.renew(key, claimed.token, 1_000)).toBe('ok');
+      expect((await pttls(key))[0]).toBeGreaterThan(DAY);
+      expect(await storeA.release(key, claimed.token, 7_000)).toBe('ok');
+      const [record, steps] = await pttls(key);
+      expect(record).toBeGreaterThan(6_000);
+      expect(record).toBeLessThanOrEqual(7_000);
+      expect(Math.abs(steps - record)).toBeLessThan(100);
+    });
+
+    it('an abandoned in-flight record is claimable, with its steps, once its lease passes even if ttl is shorter', async () => {
+      const key = `k:${randomUUID()}`;
+      const first = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 400, ttlMs: 100 });
+      if (first.status !== 'acquired') throw new Error(first.status);
+      expect(await storeA.saveStep(key, first.token, 'charge', '"ch_1"')).toBe('ok');
+      await sleep(200); // past ttl, inside the lease
+      expect((await storeB.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY })).status).toBe('in_flight');
+      await sleep(250); // past the lease, inside lease + ttl
+      const second = await storeB.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      expect(second).toMatchObject({ status: 'acquired', recovered: true, steps: { charge: '"ch_1"' } });
+    });
+
+    it('an abandoned in-flight record is gone entirely after lease + ttl, and the key starts over above its tokens', async () => {
+      const key = `k:${randomUUID()}`;
+      const first = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 150, ttlMs: 150 });
+      if (first.status !== 'acquired') throw new Error(first.status);
+      expect(await storeA.saveStep(key, first.token, 's', '1')).toBe('ok');
+      await sleep(450);
+      const record = `${prefix}{${key}}`;
+      expect(await clientA.exists(record, `${record}:steps`)).toBe(0);
+      const again = await storeA.claim({ key, fingerprint: 'other', leaseMs: 60_000, ttlMs: DAY });
+      expect(again).toMatchObject({ status: 'acquired', recovered: false, steps: {} });
+      if (again.status === 'acquired') expect(again.token).toBeGreaterThan(first.token);
+      expect(await storeA.complete(key, first.token, response('stale'), DAY)).toBe('stale');
+    });
+  });
+
+  describe('waitForChange', () => {
+    async function owned(store: IdempotencyStore, leaseMs = 60_000) {
+      const key = `k:${randomUUID()}`;
+      const claimed = await store.claim({ key, fingerprint: 'fp', leaseMs, ttlMs: DAY });
+      if (claimed.status !== 'acquired') throw new Error(claimed.status);
+      return { key, token: claimed.token };
+    }
+
+    it('wakes every local waiter on a release published from another connection', async () => {
+      const { key, token } = await owned(storeB);
+      const started = Date.now();
+      const waits = [storeA.waitForChange!(key, 5_000), storeA.waitForChange!(key, 5_000)];
+      await sleep(100);
+      expect(await storeB.release(key, token, DAY)).toBe('ok');
+      await Promise.all(waits);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    });
+
+    it('returns at once when the record already changed before the wait began', async () => {
+      const { key, token } = await owned(storeB);
+      expect(await storeB.complete(key, token, response('done'), DAY)).toBe('ok');
+      const started = Date.now();
+      await storeA.waitForChange!(key, 5_000);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    });
+
+    it('wakes when the owner’s lease passes, with nothing published', async () => {
+      const { key } = await owned(storeB, 300);
+      const started = Date.now();
+      await storeA.waitForChange!(key, 5_000);
+      const waited = Date.now() - started;
+      expect(waited).toBeGreaterThanOrEqual(200);
+      expect(waited).toBeLessThan(2_000);
+    });
+
+    it('times out when nothing changes', async () => {
+      const { key } = await owned(storeB);
+      const started = Date.now();
+      await storeA.waitForChange!(key, 300);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    });
+
+    it('with notify off, polls instead and still sees a completion', async () => {
+      const quiet = createRedisStore({ client: clientA, prefix, notify: false, pollIntervalMs: 100 });
+      const { key, token } = await owned(quiet);
+      const started = Date.now();
+      const waiting = quiet.waitForChange!(key, 5_000);
+      await sleep(50);
+      expect(await quiet.complete(key, token, response('done'), DAY)).toBe('ok');
+      await waiting;
+      expect(Date.now() - started).toBeLessThan(2_000);
+      await quiet.close!();
+    });
+  });
+
+  it('rejects a prefix with braces and a value that is not a client', () => {
+    expect(() => createRedisStore({ client: clientA, prefix: 'a{b}:' })).toThrow(IdempotencyConfigError);
+    expect(() => createRedisStore({ client: {} as never })).toThrow(/ioredis/);
+  });
+
+  it('turns an unreachable server into IdempotencyStoreError at once, with a fail-fast client', async () => {
+    const client = new Redis({
+      host: '127.0.0.1',
+      port: 1,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    client.on('error', () => {});
+    const store = createRedisStore({ client, prefix });
+    const error = await store.claim({ key: 'k', fingerprint: 'fp', leaseMs: 1_000, ttlMs: 1_000 }).catch((e) => e);
+    expect(error).toBeInstanceOf(IdempotencyStoreError);
+    expect(error.code).toBe('IDEMPO_STORE_UNAVAILABLE');
+    client.disconnect();
+  });
+});
+
+describe('redis store on a private server', () => {
+  let server: RedisServer;
+  let admin: Redis;
+  let client: Redis;
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+    admin = await connect({ host: server.host, port: server.port });
+    client = await connect({ host: server.host, port: server.port });
+  });
+
+  afterAll(async () => {
+    await admin?.quit();
+    await client?.quit();
+    await server?.stop();
+  });
+
+  it('costs one round trip per claim and per complete: two for a first request, one for a replay', async () => {
+    const store = createRedisStore({ client });
+    const firstRequest = async (key: string) => {
+      const claimed = await store.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      if (claimed.status !== 'acquired') throw new Error(claimed.status);
+      await store.complete(key, claimed.token, response('body'), DAY);
+    };
+    await firstRequest('warm-up'); // the first use of a script on a connection sends EVAL, later ones EVALSHA
+    await store.claim({ key: 'warm-up', fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+
+    // MONITOR shows every command with its sender: the client's address for what it sent, `lua`
+    // for what a script ran. Counting the client's own lines counts its round trips exactly.
+    const address = /addr=(\S+)/.exec(String(await client.client('INFO')))![1]!;
+    const monitor = await admin.monitor();
+    const seen: string[][] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source === address) seen.push(args);
+      if (args[0]?.toLowerCase() === 'echo') seen.push(['marker', args[1]!]);
+    });
+    const mark = async (name: string) => {
+      const at = seen.length;
+      await admin.echo(name);
+      while (!seen.slice(at).some((a) => a[0] === 'marker' && a[1] === name)) await sleep(10);
+    };
+    const between = (from: string, to: string) => {
+      const start = seen.findIndex((a) => a[0] === 'marker' && a[1] === from);
+      const end = seen.findIndex((a) => a[0] === 'marker' && a[1] === to);
+      return seen.slice(start + 1, end).map((a) => a[0]!.toLowerCase());
+    };
+
+    await mark('start');
+    let stats = await commandCalls(admin);
+    for (let i = 0; i < 10; i++) await firstRequest(`fresh-${i}`);
+    const freshStats = delta(stats, await commandCalls(admin));
+    await mark('fresh');
+    stats = await commandCalls(admin);
+    for (let i = 0; i < 10; i++) {
+      const replay = await store.claim({ key: `fresh-${i}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      expect(replay.status).toBe('replay');
+    }
+    const replayStats = delta(stats, await commandCalls(admin));
+    await mark('replay');
+    monitor.disconnect();
+
+    const fresh = between('start', 'fresh');
+    const replays = between('fresh', 'replay');
+    expect(fresh).toEqual(Array(20).fill('evalsha'));
+    expect(replays).toEqual(Array(10).fill('evalsha'));
+    // INFO commandstats agrees: 2 scripts per first request, 1 per replay (the rest ran inside them).
+    expect((freshStats.evalsha ?? 0) + (freshStats.eval ?? 0)).toBe(20);
+    expect((replayStats.evalsha ?? 0) + (replayStats.eval ?? 0)).toBe(10);
+    expect(fresh.length / 10).toBe(2);
+    expect(replays.length / 10).toBe(1);
+  });
+
+  it('close() closes only the store’s own subscriber, never the client it was given', async () => {
+    const store = createRedisStore({ client });
+    const claimed = await store.claim({ key: 'close', fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    if (claimed.status !== 'acquired') throw new Error(claimed.status);
+    const waiting = store.waitForChange!('close', 5_000);
+    await sleep(200);
+    expect(await admin.call('PUBSUB', 'NUMSUB', 'idempo:{close}:changed')).toEqual(['idempo:{close}:changed', 1]);
+    const started = Date.now();
+    await store.close!();
+    await waiting;
+    expect(Date.now() - started).toBeLessThan(1_000);
+    await sleep(100);
+    expect(await admin.call('PUBSUB', 'NUMSUB', 'idempo:{close}:changed')).toEqual(['idempo:{close}:changed', 0]);
+    expect(client.status).toBe('ready');
+    expect(await store.complete('close', claimed.token, response('x'), DAY)).toBe('ok');
+  });
+
+  it('unsubscribes once the last waiter of a key is done', async () => {
+    const store = createRedisStore({ client });
+    await store.claim({ key: 'unsub', fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    await Promise.all([store.waitForChange!('unsub', 200), store.waitForChange!('unsub', 300)]);
+    await sleep(100);
+    expect(await admin.call('PUBSUB', 'NUMSUB', 'idempo:{unsub}:changed')).toEqual(['idempo:{unsub}:changed', 0]);
+    await store.close!();
+  });
+
+  it('wakes waiters when its subscriber reconnects, since messages sent meanwhile are lost', async () => {
+    const store = createRedisStore({ client });
+    const claimed = await store.claim({ key: 'reconnect', fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    if (claimed.status !== 'acquired') throw new Error(claimed.status);
+    await store.waitForChange!('reconnect', 200); // opens the subscriber
+    const waiting = store.waitForChange!('reconnect', 8_000);
+    await sleep(100);
+    const started = Date.now();
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await waiting;
+    expect(Date.now() - started).toBeLessThan(4_000);
+    await store.close!();
+  });
+});

@@ -1,0 +1,427 @@
+/**
+ * The Redis store: records in Redis (standalone or Cluster) through the user's own ioredis client.
+ *
+ * @module
+ */
+import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
+import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+import {
+  CLAIM_SCRIPT,
+  COMPLETE_SCRIPT,
+  PEEK_SCRIPT,
+  RELEASE_SCRIPT,
+  RENEW_SCRIPT,
+  SAVE_STEP_SCRIPT,
+} from './redis-scripts.js';
+
+/**
+ * The connection the store opens for pub/sub with `client.duplicate()`: the part of an ioredis
+ * `Redis` or `Cluster` it calls.
+ */
+export interface RedisStoreSubscriber {
+  /** ioredis connection status (`'wait'`, `'connecting'`, `'ready'`, …). */
+  readonly status: string;
+  /** Connects a client created with `lazyConnect`. */
+  connect(): Promise<void>;
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  on(event: 'message', listener: (channel: string, message: string) => void): unknown;
+  on(event: 'ready' | 'error', listener: (...args: unknown[]) => void): unknown;
+  /** Closes the connection at once. */
+  disconnect(): void;
+}
+
+/**
+ * The part of an ioredis `Redis` or `Cluster` client the store uses. The store registers its Lua
+ * scripts with `defineCommand` and runs them; it never connects, closes or logs on this client.
+ */
+export interface RedisStoreClient {
+  defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
+  /** Used once, lazily, to open the store's own pub/sub connection for `waitForChange`. */
+  duplicate(): RedisStoreSubscriber;
+}
+
+/**
+ * Options of {@link createRedisStore}.
+ */
+export interface RedisStoreOptions {
+  /**
+   * A connected ioredis `Redis` or `Cluster`. The store only runs its scripts on it; it never
+   * opens, closes or logs on it, and `close()` leaves it open.
+   *
+   * For fail-fast behaviour while Redis is down (so the engine answers `503` at once instead of
+   * holding requests), create it with:
+   *
+   * ```ts
+   * new Redis(url, {
+   *   enableOfflineQueue: false,            // reject commands while disconnected instead of queueing them
+   *   maxRetriesPerRequest: 0,              // reject in-flight commands when the connection drops
+   *   autoResendUnfulfilledCommands: false, // never replay a claim whose reply was lost
+   *   connectTimeout: 1_000,
+   *   commandTimeout: 1_000,                // a hung (not dead) server fails too
+   *   retryStrategy: (attempt) => Math.min(attempt * 100, 1_000), // keep reconnecting
+   * });
+   * ```
+   *
+   * and wait for its `ready` event before serving. For a `Cluster`, pass
+   * `enableOfflineQueue: false` to the Cluster and the settings above in `redisOptions`.
+   */
+  client: RedisStoreClient;
+  /**
+   * Prepended to every key and channel the store writes. Must not contain `{` or `}`: the store
+   * adds its own hash tag so that each record's keys share one Cluster slot.
+   * @default 'idempo:'
+   */
+  prefix?: string;
+  /**
+   * Whether `complete` and `release` PUBLISH a notification that wakes duplicates waiting with
+   * `concurrent: 'wait'` at once. On a Cluster, plain PUBLISH is relayed to every node; turn it
+   * off if no app uses `concurrent: 'wait'` and the relay matters.
+   * @default true
+   */
+  notify?: boolean;
+  /**
+   * How often a waiting duplicate polls the record while pub/sub is unavailable (its connection
+   * is still coming up or reconnecting), in ms. With pub/sub up, nothing polls.
+   * @default 500
+   */
+  pollIntervalMs?: number;
+}
+
+/** Names of the scripts on the client. Versioned, so two idempo versions may share one client. */
+const COMMANDS = {
+  claim: 'idempoClaimV1',
+  complete: 'idempoCompleteV1',
+  release: 'idempoReleaseV1',
+  renew: 'idempoRenewV1',
+  saveStep: 'idempoSaveStepV1',
+  peek: 'idempoPeekV1',
+} as const;
+
+type Reply = Buffer | string | number | null | Reply[];
+type ScriptCall = (...args: (string | Buffer)[]) => Promise<Reply>;
+
+/** The client once the scripts are defined on it: `defineCommand` adds a method per name, and `<name>Buffer`. */
+type ScriptedClient = Record<string, ScriptCall>;
+
+/** Two record keys, one hash tag: the whole record lives in one Cluster slot. */
+interface RecordKeys {
+  record: string;
+  steps: string;
+  channel: string;
+}
+
+interface ChannelEntry {
+  waiters: Set<Waiter>;
+  subscribed: boolean;
+}
+
+interface Waiter {
+  /** Resolves the wait; idempotent. */
+  wake(): void;
+  /** Re-reads the record and wakes if it is no longer a live in-flight record. */
+  check(): void;
+}
+
+function text(value: Reply | undefined): string {
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number') return String(value);
+  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${String(value)}`);
+}
+
+function bytes(value: Reply | undefined): Uint8Array {
+  if (Buffer.isBuffer(value)) return value;
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  throw new IdempotencyStoreError(`Unexpected body reply from Redis: ${String(value)}`);
+}
+
+function toBuffer(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function ms(value: number): string {
+  return String(Math.max(1, Math.ceil(value)));
+}
+
+function storeError(operation: string, error: unknown): IdempotencyStoreError {
+  if (error instanceof IdempotencyStoreError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}`, { cause: error });
+}
+
+function fenced(reply: Reply): FencedResult {
+  const value = text(reply);
+  if (value === 'ok' || value === 'stale') return value;
+  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${value}`);
+}
+
+/**
+ * Creates a store that keeps idempo's records in Redis, standalone or Cluster, through your
+ * ioredis client. Each operation is one atomic Lua script, so a first request costs two round
+ * trips (claim, complete) and a replay one. Records expire by Redis TTL; leases use Redis's
+ * clock, so app servers agree on them whatever their own clocks say. Duplicates waiting with
+ * `concurrent: 'wait'` are woken by pub/sub over a connection the store opens lazily with
+ * `client.duplicate()` and closes in `close()`.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis';
+ * import { createIdempotency } from 'idempo';
+ * import { createRedisStore } from 'idempo/redis';
+ *
+ * const client = new Redis(process.env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+ * const idem = createIdempotency({ store: createRedisStore({ client, prefix: 'payments:' }) });
+ * ```
+ *
+ * @example
+ * ```ts
+ * import { Cluster } from 'ioredis';
+ * const client = new Cluster([{ host: 'redis-1', port: 6379 }]);
+ * const store = createRedisStore({ client });
+ * ```
+ */
+export function createRedisStore({
+  client,
+  prefix = 'idempo:',
+  notify = true,
+  pollIntervalMs = 500,
+}: RedisStoreOptions): IdempotencyStore {
+  if (typeof client?.defineCommand !== 'function') {
+    throw new IdempotencyConfigError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
+  }
+  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+    throw new IdempotencyConfigError(
+      'createRedisStore: `prefix` must be a string without `{` or `}` (the store adds its own hash tag)',
+    );
+  }
+  if (!(pollIntervalMs > 0)) {
+    throw new IdempotencyConfigError('createRedisStore: `pollIntervalMs` must be a positive number');
+  }
+
+  client.defineCommand(COMMANDS.claim, { numberOfKeys: 2, lua: CLAIM_SCRIPT });
+  client.defineCommand(COMMANDS.complete, { numberOfKeys: 2, lua: COMPLETE_SCRIPT });
+  client.defineCommand(COMMANDS.release, { numberOfKeys: 2, lua: RELEASE_SCRIPT });
+  client.defineCommand(COMMANDS.renew, { numberOfKeys: 2, lua: RENEW_SCRIPT });
+  client.defineCommand(COMMANDS.saveStep, { numberOfKeys: 2, lua: SAVE_STEP_SCRIPT });
+  client.defineCommand(COMMANDS.peek, { numberOfKeys: 1, lua: PEEK_SCRIPT });
+  const scripted = client as unknown as ScriptedClient;
+
+  function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
+    const call = scripted[name];
+    if (!call) return Promise.reject(new IdempotencyStoreError(`Redis script ${name} is not defined on the client`));
+    return call.apply(client, args).catch((error: unknown) => {
+      throw storeError(operation, error);
+    });
+  }
+
+  function keysOf(key: string): RecordKeys {
+    const record = `${prefix}{${key}}`;
+    return { record, steps: `${record}:steps`, channel: `${record}:changed` };
+  }
+
+  async function claim(input: ClaimInput): Promise<ClaimResult> {
+    const { record, steps } = keysOf(input.key);
+    const reply = await run(`${COMMANDS.claim}Buffer`, 'claim', [
+      record,
+      steps,
+      input.fingerprint,
+      ms(input.leaseMs),
+      ms(input.ttlMs),
+    ]);
+    if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${String(reply)}`);
+    const status = text(reply[0]);
+    switch (status) {
+      case 'acquired': {
+        const stepValues: Record<string, string> = {};
+        for (let i = 3; i + 1 < reply.length; i += 2) stepValues[text(reply[i])] = text(reply[i + 1]);
+        return { status, token: Number(text(reply[1])), steps: stepValues, recovered: text(reply[2]) === '1' };
+      }
+      case 'replay':
+        return {
+          status,
+          response: {
+            status: Number(text(reply[1])),
+            headers: JSON.parse(text(reply[2])) as [string, string][],
+            body: bytes(reply[3]),
+          },
+        };
+      case 'in_flight':
+        return { status, retryAfterMs: Math.max(1, Number(text(reply[1]))) };
+      case 'mismatch':
+        return { status };
+      default:
+        throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${status}`);
+    }
+  }
+
+  async function complete(key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult> {
+    const { record, steps, channel } = keysOf(key);
+    return fenced(
+      await run(COMMANDS.complete, 'complete', [
+        record,
+        steps,
+        String(token),
+        String(response.status),
+        JSON.stringify(response.headers),
+        toBuffer(response.body),
+        ms(ttlMs),
+        notify ? channel : '',
+      ]),
+    );
+  }
+
+  async function release(key: string, token: number, ttlMs: number): Promise<FencedResult> {
+    const { record, steps, channel } = keysOf(key);
+    return fenced(
+      await run(COMMANDS.release, 'release', [record, steps, String(token), ms(ttlMs), notify ? channel : '']),
+    );
+  }
+
+  async function renew(key: string, token: number, leaseMs: number): Promise<FencedResult> {
+    const { record, steps } = keysOf(key);
+    return fenced(await run(COMMANDS.renew, 'renew', [record, steps, String(token), ms(leaseMs)]));
+  }
+
+  async function saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult> {
+    const { record, steps } = keysOf(key);
+    return fenced(await run(COMMANDS.saveStep, 'saveStep', [record, steps, String(token), name, value]));
+  }
+
+  /** Whether the record still has a live owner, and for how long its lease runs. */
+  async function peek(key: string): Promise<{ live: boolean; leaseRemainingMs: number }> {
+    const reply = await run(COMMANDS.peek, 'peek', [keysOf(key).record]);
+    if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected peek reply from Redis: ${String(reply)}`);
+    const leaseRemainingMs = Number(text(reply[1]));
+    return { live: text(reply[0]) === 'in_flight' && leaseRemainingMs > 0, leaseRemainingMs };
+  }
+
+  // Pub/sub: one channel per record, subscribed while at least one local waiter waits on it.
+  // COMPLETE and RELEASE publish on it. A waiter peeks once its subscription is confirmed (the
+  // change may have happened between the claim and the subscription), and polls only while the
+  // subscription is not up. Messages sent while the subscriber reconnected are lost, so every
+  // waiter is woken when it comes back; a wake-up is only ever a hint to claim again.
+  const channels = new Map<string, ChannelEntry>();
+  let subscriber: RedisStoreSubscriber | undefined;
+  let subscriberWasReady = false;
+  let closed = false;
+
+  function getSubscriber(): RedisStoreSubscriber {
+    if (subscriber) return subscriber;
+    const sub = client.duplicate();
+    subscriber = sub;
+    // Our own connection: its errors only mean waiters poll until it reconnects, and ioredis
+    // would print an unhandled 'error' event if nobody listened.
+    sub.on('error', () => {});
+    sub.on('message', (channel: string) => {
+      const entry = channels.get(channel);
+      if (entry) for (const waiter of [...entry.waiters]) waiter.wake();
+    });
+    sub.on('ready', () => {
+      if (closed) return;
+      const reconnected = subscriberWasReady;
+      subscriberWasReady = true;
+      for (const [channel, entry] of channels) {
+        if (reconnected) {
+          for (const waiter of [...entry.waiters]) waiter.wake();
+        } else if (!entry.subscribed) {
+          subscribe(channel, entry);
+        }
+      }
+    });
+    if (sub.status === 'wait') sub.connect().catch(() => {});
+    return sub;
+  }
+
+  function subscribe(channel: string, entry: ChannelEntry): void {
+    getSubscriber()
+      .subscribe(channel)
+      .then(
+        () => {
+          const current = channels.get(channel);
+          // Every waiter left while the subscription was on its way: undo it.
+          if (!current && !closed) subscriber?.unsubscribe(channel).catch(() => {});
+          if (current !== entry) return;
+          entry.subscribed = true;
+          for (const waiter of entry.waiters) waiter.check();
+        },
+        () => {
+          // Not subscribed: the entry's waiters keep polling, and the next 'ready' retries.
+        },
+      );
+  }
+
+  function join(channel: string, waiter: Waiter): ChannelEntry {
+    let entry = channels.get(channel);
+    if (!entry) {
+      entry = { waiters: new Set(), subscribed: false };
+      channels.set(channel, entry);
+      entry.waiters.add(waiter);
+      if (getSubscriber().status === 'ready') subscribe(channel, entry);
+    } else {
+      entry.waiters.add(waiter);
+      if (entry.subscribed) waiter.check();
+    }
+    return entry;
+  }
+
+  function leave(channel: string, waiter: Waiter): void {
+    const entry = channels.get(channel);
+    if (!entry) return;
+    entry.waiters.delete(waiter);
+    if (entry.waiters.size > 0) return;
+    channels.delete(channel);
+    if (entry.subscribed && subscriber && !closed) subscriber.unsubscribe(channel).catch(() => {});
+  }
+
+  function waitForChange(key: string, timeoutMs: number): Promise<void> {
+    if (closed) return new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(timeoutMs, pollIntervalMs))));
+    const { channel } = keysOf(key);
+    return new Promise<void>((resolve) => {
+      let done = false;
+      let leaseTimer: NodeJS.Timeout | undefined;
+      const waiter: Waiter = {
+        wake() {
+          if (done) return;
+          done = true;
+          clearTimeout(timeout);
+          clearInterval(poll);
+          clearTimeout(leaseTimer);
+          if (notify) leave(channel, waiter);
+          resolve();
+        },
+        check() {
+          peek(key).then(
+            ({ live, leaseRemainingMs }) => {
+              if (done) return;
+              if (!live) return waiter.wake();
+              // The owner may crash: wake when its lease passes, so the waiter can take over.
+              clearTimeout(leaseTimer);
+              leaseTimer = setTimeout(waiter.wake, leaseRemainingMs + 5);
+            },
+            () => {
+              // Redis unreachable: the timeout still ends the wait, and the claim that follows reports it.
+            },
+          );
+        },
+      };
+      const timeout = setTimeout(waiter.wake, Math.max(0, timeoutMs));
+      // With notify off nothing is published, so the wait is polling only.
+      const entry = notify ? join(channel, waiter) : undefined;
+      if (!entry) waiter.check();
+      const poll = setInterval(() => {
+        if (!entry?.subscribed || subscriber?.status !== 'ready') waiter.check();
+      }, pollIntervalMs);
+    });
+  }
+
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    for (const entry of [...channels.values()]) for (const waiter of [...entry.waiters]) waiter.wake();
+    channels.clear();
+    subscriber?.disconnect();
+  }
+
+  return { claim, complete, release, renew, saveStep, waitForChange, close };
+}

@@ -1,0 +1,222 @@
+/**
+ * Starts real, private Redis servers for tests, from the `redis-server` binary on free ports:
+ * a standalone server a test may kill and restart, and a Cluster of masters with no replicas.
+ * Everything runs in a temp directory removed on stop. The shared server at 6379 is never touched.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const HOST = '127.0.0.1';
+
+/** A redis-server process this test owns. */
+export interface RedisServer {
+  readonly host: string;
+  readonly port: number;
+  /** Its working directory (AOF/RDB files, log). */
+  readonly dir: string;
+  /** Whether the process is running. */
+  readonly running: boolean;
+  /** Kills the process at once (SIGKILL): an outage, not a shutdown. Resolves once it has exited. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and directory; resolves when it answers PING. */
+  restart(): Promise<void>;
+  /** Stops the server (SIGTERM, SIGKILL after 3 s) and removes its directory. */
+  stop(): Promise<void>;
+}
+
+/** A Redis Cluster of masters this test owns. */
+export interface RedisCluster {
+  /** Startup nodes for `new Cluster(nodes)`. */
+  readonly nodes: { host: string; port: number }[];
+  readonly servers: readonly RedisServer[];
+  /** Stops every node and removes their directories. */
+  stop(): Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, HOST, () => server.close(() => resolve(true)));
+  });
+}
+
+/** A free port; with `bus`, also port + 10000 is free (the Cluster bus port). */
+export async function freePort({ bus = false }: { bus?: boolean } = {}): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) return port;
+  }
+  throw new Error('no free port found');
+}
+
+/** Sends one inline command over a raw socket and returns the raw reply (no client library). */
+function rawCommand(port: number, command: string, timeoutMs = 500): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: HOST, port });
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('timeout'));
+    }, timeoutMs);
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on('connect', () => socket.write(`${command}\r\n`));
+    socket.on('data', (chunk) => {
+      data += chunk.toString('utf8');
+      const bulk = /^\$(\d+)\r\n/.exec(data);
+      const complete = bulk ? Buffer.byteLength(data) >= bulk[0].length + Number(bulk[1]) + 2 : data.endsWith('\r\n');
+      if (complete) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(data);
+      }
+    });
+  });
+}
+
+async function waitForPing(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`redis-server on ${port} exited with ${child.exitCode}`);
+    try {
+      if ((await rawCommand(port, 'PING')).startsWith('+PONG')) return;
+    } catch {
+      // not up yet
+    }
+    await sleep(30);
+  }
+  throw new Error(`redis-server on ${port} did not answer PING within ${timeoutMs} ms`);
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/**
+ * Starts a private redis-server on a free port (or `port`), persistence off unless `args` turn it
+ * on, e.g. `['--appendonly', 'yes', '--appendfsync', 'always']` for a server that keeps its keys
+ * across {@link RedisServer.kill} and {@link RedisServer.restart}.
+ */
+export async function startRedisServer(
+  options: { port?: number; args?: string[]; bus?: boolean; dir?: string } = {},
+): Promise<RedisServer> {
+  const port = options.port ?? (await freePort({ bus: options.bus ?? false }));
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), `idempo-redis-${port}-`)));
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    HOST,
+    '--protected-mode',
+    'no',
+    '--daemonize',
+    'no',
+    '--dir',
+    dir,
+    '--logfile',
+    join(dir, 'redis.log'),
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    ...(options.args ?? []),
+  ];
+  let child: ChildProcess;
+
+  async function launch(): Promise<void> {
+    child = spawn('redis-server', args, { stdio: 'ignore' });
+    child.once('error', () => {});
+    await waitForPing(port, child);
+  }
+
+  await launch();
+  return {
+    host: HOST,
+    port,
+    dir,
+    get running() {
+      return child.exitCode === null && child.signalCode === null;
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+    restart: launch,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+        await exited(child);
+        clearTimeout(timer);
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Starts a Redis Cluster of `masters` masters (no replicas) on free ports: each node with
+ * `cluster-enabled yes` and its own `cluster-config-file` in a temp directory, joined with
+ * `redis-cli --cluster create`, and resolved once every node reports `cluster_state:ok`.
+ */
+export async function startRedisCluster({ masters = 3 }: { masters?: number } = {}): Promise<RedisCluster> {
+  const servers: RedisServer[] = [];
+  try {
+    for (let i = 0; i < masters; i++) {
+      const port = await freePort({ bus: true });
+      servers.push(
+        await startRedisServer({
+          port,
+          args: [
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            `nodes-${port}.conf`,
+            '--cluster-node-timeout',
+            '2000',
+          ],
+        }),
+      );
+    }
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...servers.map((s) => `${HOST}:${s.port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
+    const deadline = Date.now() + 20_000;
+    for (const server of servers) {
+      for (;;) {
+        const info = await rawCommand(server.port, 'CLUSTER INFO').catch(() => '');
+        if (info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${masters}`)) break;
+        if (Date.now() > deadline) throw new Error(`cluster node ${server.port} never reached cluster_state:ok`);
+        await sleep(50);
+      }
+    }
+  } catch (error) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw error;
+  }
+  return {
+    nodes: servers.map((s) => ({ host: s.host, port: s.port })),
+    servers,
+    async stop() {
+      await Promise.all(servers.map((s) => s.stop()));
+    },
+  };
+}
