@@ -88,12 +88,13 @@ function runListener(
       res.destroy(error instanceof Error ? error : undefined);
       return;
     }
-    const failure = new IdempotencyHandlerError(
-      'The request failed before it completed; it may be retried with the same key.',
-      {
-        cause: error,
-      },
-    );
+    // An IdempotencyError the listener throws (the gateway's upstream errors) keeps its own status.
+    const failure =
+      error instanceof IdempotencyError
+        ? error
+        : new IdempotencyHandlerError('The request failed before it completed; it may be retried with the same key.', {
+            cause: error,
+          });
     writeResponse(res, idem.formatError(failure, request), true);
   };
   try {

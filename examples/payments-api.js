@@ -1,0 +1,84 @@
+// The example payments API that `npm start` puts behind the idempo gateway. It is deliberately
+// naive: POST /payments charges every time it is called, so only idempo stands between a retry
+// and a double charge. POST /signups shows the other technique: an operation made naturally
+// idempotent by a unique constraint (here, on the e-mail address).
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+
+/**
+ * Starts the payments API.
+ * @param {{ port?: number, host?: string, delayMs?: number }} [options]
+ * @returns {Promise<{ url: string, port: number, close(): Promise<void>, stats(): { payments: number, amountCents: number, signups: number } }>}
+ */
+export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs = 0 } = {}) {
+  const payments = new Map();
+  const signupsByEmail = new Map();
+  let amountCents = 0;
+
+  const server = http.createServer(async (req, res) => {
+    const send = (status, body, headers = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json', ...headers });
+      res.end(JSON.stringify(body));
+    };
+    try {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (req.method === 'GET' && url.pathname === '/stats') {
+        return send(200, { payments: payments.size, amountCents, signups: signupsByEmail.size });
+      }
+      if (req.method === 'GET' && url.pathname.startsWith('/payments/')) {
+        const payment = payments.get(url.pathname.slice('/payments/'.length));
+        return payment ? send(200, payment) : send(404, { error: { message: 'no such payment' } });
+      }
+      if (req.method === 'POST' && url.pathname === '/payments') {
+        const body = await readJson(req);
+        if (!Number.isInteger(body?.amount) || body.amount <= 0) {
+          return send(400, { error: { message: 'amount must be a positive integer number of cents' } });
+        }
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+        const payment = {
+          id: `pay_${randomUUID()}`,
+          amount: body.amount,
+          currency: body.currency ?? 'eur',
+          status: 'succeeded',
+        };
+        payments.set(payment.id, payment);
+        amountCents += payment.amount;
+        return send(201, payment, { location: `/payments/${payment.id}` });
+      }
+      if (req.method === 'POST' && url.pathname === '/signups') {
+        const body = await readJson(req);
+        const email = String(body?.email ?? '').toLowerCase();
+        if (!email.includes('@')) return send(400, { error: { message: 'email is required' } });
+        // The unique constraint: a second signup with the same e-mail returns the first account.
+        const existing = signupsByEmail.get(email);
+        if (existing) return send(200, existing);
+        const account = { id: `acct_${randomUUID()}`, email };
+        signupsByEmail.set(email, account);
+        return send(201, account);
+      }
+      send(404, { error: { message: 'not found' } });
+    } catch (error) {
+      send(400, { error: { message: error instanceof SyntaxError ? 'invalid JSON body' : String(error) } });
+    }
+  });
+
+  await new Promise((resolve) => server.listen(port, host, resolve));
+  const address = server.address();
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+    stats: () => ({ payments: payments.size, amountCents, signups: signupsByEmail.size }),
+  };
+}
+
+async function readJson(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  const text = Buffer.concat(chunks).toString('utf8');
+  return text ? JSON.parse(text) : undefined;
+}
