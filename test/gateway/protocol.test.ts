@@ -1,0 +1,274 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Gateway, startGateway } from '../../src/gateway/index.js';
+import type { IdempotencyStore } from '../../src/stores/contract.js';
+import { createMemoryStore } from '../../src/stores/memory.js';
+import { freePort, postJson, sleep, startUpstream } from '../helpers/servers.js';
+
+// Every row of the protocol table, over HTTP, through the gateway in front of a real upstream.
+let upstream: Awaited<ReturnType<typeof startUpstream>>;
+let gateway: Gateway;
+let failNext = 0;
+
+beforeAll(async () => {
+  upstream = await startUpstream(async (req, res, body) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/slow') await sleep(Number(url.searchParams.get('ms') ?? 300));
+    if (url.pathname === '/slow-once' && hitsFor('/slow-once') === 1) await sleep(2_500);
+    if (url.pathname === '/flaky' && failNext > 0) {
+      failNext--;
+      res.writeHead(503, { 'content-type': 'text/plain' }).end('try again');
+      return;
+    }
+    if (url.pathname === '/stream') {
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-streamed': 'yes' });
+      for (let i = 0; i < 5; i++) {
+        res.write(`chunk-${i};`);
+        await sleep(5);
+      }
+      res.end('end');
+      return;
+    }
+    res.writeHead(201, {
+      'content-type': 'application/json',
+      'x-upstream': 'yes',
+      'set-cookie': 'sid=abc',
+      connection: 'keep-alive',
+    });
+    res.end(JSON.stringify({ n: upstream.hits.length, echo: body.toString() }));
+  });
+  gateway = await startGateway({
+    upstream: upstream.url,
+    port: 0,
+    store: 'memory:',
+    requireKey: ['/required/**'],
+    scopeHeader: 'x-tenant',
+    lease: '2s',
+    upstreamTimeout: '500ms',
+    logger: false,
+    idempotency: { maxBodyBytes: 1024 },
+  });
+});
+
+afterAll(async () => {
+  await gateway.close();
+  await upstream.close();
+});
+
+const hitsFor = (url: string) => upstream.hits.filter((h) => h.url === url).length;
+
+describe('gateway protocol over HTTP', () => {
+  it('passes GET and PUT through untouched, key or not', async () => {
+    const before = hitsFor('/things');
+    await fetch(`${gateway.url}/things`, { headers: { 'idempotency-key': 'g1' } });
+    await fetch(`${gateway.url}/things`, { headers: { 'idempotency-key': 'g1' } });
+    await fetch(`${gateway.url}/things`, { method: 'PUT', headers: { 'idempotency-key': 'g1' }, body: 'x' });
+    expect(hitsFor('/things') - before).toBe(3);
+  });
+
+  it('passes keyless POSTs through when keys are optional', async () => {
+    const before = hitsFor('/optional');
+    await postJson(`${gateway.url}/optional`, { a: 1 });
+    const res = await postJson(`${gateway.url}/optional`, { a: 1 });
+    expect(res.status).toBe(201);
+    expect(hitsFor('/optional') - before).toBe(2);
+  });
+
+  it('answers 400 to a keyless POST on a --require-key path', async () => {
+    const res = await postJson(`${gateway.url}/required/payments`, { a: 1 });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toBe('application/problem+json');
+    expect((await res.json()).code).toBe('IDEMPO_KEY_MISSING');
+    expect(hitsFor('/required/payments')).toBe(0);
+  });
+
+  it.each([
+    ['too long', 'k'.repeat(300)],
+    ['with a space inside quotes missing', '"open'],
+  ])('answers 400 to a key %s', async (_label, key) => {
+    const res = await postJson(`${gateway.url}/bad-key`, { a: 1 }, key);
+    expect(res.status).toBe(400);
+    expect((await res.json()).code).toBe('IDEMPO_KEY_INVALID');
+    expect(hitsFor('/bad-key')).toBe(0);
+  });
+
+  it('runs the first request and replays it byte for byte, headers included', async () => {
+    const first = await postJson(`${gateway.url}/pay`, { amount: 5 }, 'replay-1');
+    const firstBody = await first.text();
+    expect(first.status).toBe(201);
+    expect(first.headers.get('set-cookie')).toBe('sid=abc');
+    const replay = await postJson(`${gateway.url}/pay`, { amount: 5 }, 'replay-1');
+    expect(replay.status).toBe(201);
+    expect(await replay.text()).toBe(firstBody);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('x-upstream')).toBe('yes');
+    expect(replay.headers.get('content-type')).toBe('application/json');
+    expect(replay.headers.get('set-cookie')).toBeNull();
+    expect(hitsFor('/pay')).toBe(1);
+  });
+
+  it('replays a streamed upstream response whole', async () => {
+    const first = await postJson(`${gateway.url}/stream`, {}, 'stream-1');
+    const text = await first.text();
+    expect(text).toBe('chunk-0;chunk-1;chunk-2;chunk-3;chunk-4;end');
+    const replay = await postJson(`${gateway.url}/stream`, {}, 'stream-1');
+    expect(await replay.text()).toBe(text);
+    expect(replay.headers.get('x-streamed')).toBe('yes');
+  });
+
+  it('answers 409 with Retry-After to a duplicate while the first runs', async () => {
+    const first = postJson(`${gateway.url}/slow?ms=400`, { a: 1 }, 'dup-1');
+    await sleep(100);
+    const dup = await postJson(`${gateway.url}/slow?ms=400`, { a: 1 }, 'dup-1');
+    expect(dup.status).toBe(409);
+    expect(dup.headers.get('retry-after')).toBe('1');
+    expect((await dup.json()).code).toBe('IDEMPO_CONFLICT');
+    expect((await first).status).toBe(201);
+  });
+
+  it('answers 422 to the key reused with another body, and keeps the original', async () => {
+    await postJson(`${gateway.url}/mismatch`, { amount: 1 }, 'mm-1');
+    const res = await postJson(`${gateway.url}/mismatch`, { amount: 2 }, 'mm-1');
+    expect(res.status).toBe(422);
+    expect((await res.json()).code).toBe('IDEMPO_MISMATCH');
+    const replay = await postJson(`${gateway.url}/mismatch`, { amount: 1 }, 'mm-1');
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(hitsFor('/mismatch')).toBe(1);
+  });
+
+  it('releases the key when the upstream answers 5xx, so the retry runs', async () => {
+    failNext = 1;
+    expect((await postJson(`${gateway.url}/flaky`, { a: 1 }, 'flaky-1')).status).toBe(503);
+    const retry = await postJson(`${gateway.url}/flaky`, { a: 1 }, 'flaky-1');
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(hitsFor('/flaky')).toBe(2);
+  });
+
+  it('answers 504 when the upstream takes the request but answers too late, and releases the key', async () => {
+    const res = await postJson(`${gateway.url}/slow-once`, { a: 1 }, 'timeout-1');
+    expect(res.status).toBe(504);
+    expect((await res.json()).code).toBe('IDEMPO_UPSTREAM_TIMEOUT');
+    const retry = await postJson(`${gateway.url}/slow-once`, { a: 1 }, 'timeout-1');
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    expect(hitsFor('/slow-once')).toBe(2);
+  });
+
+  it('keeps tenants apart with --scope-header', async () => {
+    await postJson(`${gateway.url}/scoped`, { a: 1 }, 'scope-1', { 'x-tenant': 'a' });
+    const other = await postJson(`${gateway.url}/scoped`, { a: 1 }, 'scope-1', { 'x-tenant': 'b' });
+    expect(other.headers.get('idempotent-replayed')).toBeNull();
+    expect(hitsFor('/scoped')).toBe(2);
+  });
+
+  it('answers 413 to a keyed body over the limit and sends nothing upstream', async () => {
+    const res = await postJson(`${gateway.url}/big`, { blob: 'x'.repeat(2000) }, 'big-1');
+    expect(res.status).toBe(413);
+    expect((await res.json()).code).toBe('IDEMPO_BODY_TOO_LARGE');
+    expect(hitsFor('/big')).toBe(0);
+  });
+
+  it('forwards broken JSON as it came and replays the upstream answer', async () => {
+    const res = await postJson(`${gateway.url}/broken`, '{"amount":', 'broken-1');
+    expect(res.status).toBe(201);
+    expect((await res.json()).echo).toBe('{"amount":');
+    const replay = await postJson(`${gateway.url}/broken`, '{"amount":', 'broken-1');
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers /healthz itself', async () => {
+    const res = await fetch(`${gateway.url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ status: 'ok' });
+    expect(upstream.hits.some((h) => h.url === '/healthz')).toBe(false);
+  });
+
+  it('forwards X-Forwarded-* and drops hop-by-hop headers', async () => {
+    await postJson(`${gateway.url}/headers`, {}, undefined, {
+      'x-forwarded-for': '10.0.0.9',
+      'proxy-authorization': 'secret',
+    });
+    const hit = upstream.hits.find((h) => h.url === '/headers');
+    expect(hit?.headers['x-forwarded-for']).toBe('10.0.0.9, 127.0.0.1');
+    expect(hit?.headers['proxy-authorization']).toBeUndefined();
+    expect(hit?.headers['x-forwarded-host']).toMatch(/^127\.0\.0\.1:\d+$/);
+  });
+});
+
+describe('gateway failures', () => {
+  it('answers 502 and releases the key when the upstream cannot be reached; the retry runs once it is back', async () => {
+    const port = await freePort();
+    const down = await startGateway({ upstream: `http://127.0.0.1:${port}`, port: 0, store: 'memory:', logger: false });
+    try {
+      const res = await postJson(`${down.url}/pay`, { a: 1 }, 'unreachable-1');
+      expect(res.status).toBe(502);
+      expect((await res.json()).code).toBe('IDEMPO_UPSTREAM_UNREACHABLE');
+      const { createServer } = await import('node:http');
+      let runs = 0;
+      const late = createServer((_req, res2) => {
+        runs++;
+        res2.writeHead(201).end('ok');
+      });
+      await new Promise<void>((resolve) => late.listen(port, '127.0.0.1', resolve));
+      const retry = await postJson(`${down.url}/pay`, { a: 1 }, 'unreachable-1');
+      expect(retry.status).toBe(201);
+      expect(runs).toBe(1);
+      late.closeAllConnections();
+      await new Promise<void>((resolve) => late.close(() => resolve()));
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('answers 503 and sends nothing upstream when the store fails', async () => {
+    const fail = async () => {
+      throw new Error('store down');
+    };
+    const broken: IdempotencyStore = { claim: fail, complete: fail, release: fail, renew: fail, saveStep: fail };
+    const gw = await startGateway({ upstream: upstream.url, port: 0, store: broken, logger: false });
+    try {
+      const before = hitsFor('/store-down');
+      const res = await postJson(`${gw.url}/store-down`, { a: 1 }, 'sd-1');
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect((await res.json()).code).toBe('IDEMPO_STORE_UNAVAILABLE');
+      expect(hitsFor('/store-down')).toBe(before);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it("with concurrent: 'wait', 50 concurrent duplicates get the original's response from one upstream call", async () => {
+    const store = createMemoryStore();
+    const gw = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store,
+      logger: false,
+      idempotency: { concurrent: 'wait', waitTimeout: '5s' },
+    });
+    try {
+      const before = hitsFor('/slow?ms=200');
+      const responses = await Promise.all(
+        Array.from({ length: 50 }, () => postJson(`${gw.url}/slow?ms=200`, { a: 1 }, 'wait-1')),
+      );
+      const bodies = await Promise.all(responses.map((r) => r.text()));
+      expect(hitsFor('/slow?ms=200') - before).toBe(1);
+      expect(new Set(responses.map((r) => r.status))).toEqual(new Set([201]));
+      expect(new Set(bodies).size).toBe(1);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('refuses a bad --upstream with a coded error', async () => {
+    await expect(startGateway({ upstream: 'ftp://x', port: 0, store: 'memory:', logger: false })).rejects.toMatchObject(
+      {
+        code: 'IDEMPO_CONFIG_INVALID',
+      },
+    );
+    await expect(
+      startGateway({ upstream: 'http://127.0.0.1:1', port: 0, store: 'mongo://x', logger: false }),
+    ).rejects.toThrow(/unsupported store URL/);
+  });
+});
