@@ -1,0 +1,195 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createIdempotency } from '../engine/engine.js';
+import type { IdempotencyOptions } from '../engine/types.js';
+import { createMemoryStore } from '../stores/memory.js';
+import { createSqliteStore } from '../stores/sqlite.js';
+import { idempotencyContext, idempotent, type NodeListener } from './node.js';
+
+const servers: Server[] = [];
+const dir = mkdtempSync(join(tmpdir(), 'idempo-node-'));
+afterAll(async () => {
+  for (const server of servers) {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function serve(listener: NodeListener, options: Partial<IdempotencyOptions> = {}) {
+  const idem = createIdempotency({ store: createMemoryStore(), ...options });
+  const server = createServer(idempotent(idem, listener));
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+const post = (url: string, key: string | undefined, body = '{"a":1}') =>
+  fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+    body,
+  });
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  let text = '';
+  for await (const chunk of req) text += chunk;
+  return text;
+}
+
+describe('idempo/node', () => {
+  it('hands the listener the request body it read to fingerprint, as a normal stream', async () => {
+    const url = await serve(async (req, res) => {
+      const body = await readBody(req);
+      res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ got: body }));
+    });
+    expect(await (await post(url, 'body-1', '{"x":42}')).json()).toEqual({ got: '{"x":42}' });
+    expect(await (await post(url, undefined, '{"y":1}')).json()).toEqual({ got: '{"y":1}' });
+  });
+
+  it('captures streamed writes, setHeader and writeHead headers, and replays them exactly', async () => {
+    let runs = 0;
+    const url = await serve((_req, res) => {
+      runs++;
+      res.setHeader('x-set', 'one');
+      res.setHeader('x-multi', ['a', 'b']);
+      res.writeHead(202, { 'x-head': 'two', 'content-type': 'text/plain; charset=utf-8' });
+      res.write('héllo ');
+      res.write(Buffer.from('wörld'));
+      setTimeout(() => res.end(' !', 'utf8'), 10);
+    });
+    const first = await post(url, 'stream-1');
+    const text = await first.text();
+    expect(text).toBe('héllo wörld !');
+    const replay = await post(url, 'stream-1');
+    expect(replay.status).toBe(202);
+    expect(await replay.text()).toBe(text);
+    expect(replay.headers.get('x-set')).toBe('one');
+    expect(replay.headers.get('x-multi')).toBe('a, b');
+    expect(replay.headers.get('x-head')).toBe('two');
+    expect(replay.headers.get('content-type')).toBe('text/plain; charset=utf-8');
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(1);
+  });
+
+  it('captures writeHead with a raw header array and end() with no arguments', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, ['x-raw', '1', 'x-raw', '2']);
+      res.write('only');
+      res.end();
+    });
+    await post(url, 'raw-1');
+    const replay = await post(url, 'raw-1');
+    expect(await replay.text()).toBe('only');
+    expect(replay.headers.get('x-raw')).toBe('1, 2');
+  });
+
+  it('releases the key and answers 500 when the listener throws synchronously or rejects', async () => {
+    let calls = 0;
+    const url = await serve(async (_req, res) => {
+      calls++;
+      if (calls === 1) throw new Error('sync-ish failure');
+      if (calls === 2) await Promise.reject(new Error('async failure'));
+      res.writeHead(201).end('third time');
+    });
+    const first = await post(url, 'throw-1');
+    expect(first.status).toBe(500);
+    expect((await first.json()).code).toBe('IDEMPO_HANDLER_FAILED');
+    expect((await post(url, 'throw-1')).status).toBe(500);
+    const third = await post(url, 'throw-1');
+    expect(third.status).toBe(201);
+    expect(calls).toBe(3);
+  });
+
+  it('releases the key when the response closes before the listener ends it', async () => {
+    let calls = 0;
+    const url = await serve((_req, res) => {
+      calls++;
+      if (calls === 1) {
+        res.writeHead(200);
+        res.write('partial');
+        setTimeout(() => res.destroy(), 10);
+        return;
+      }
+      res.writeHead(201).end('whole');
+    });
+    await expect(post(url, 'close-1').then((r) => r.text())).rejects.toThrow();
+    await new Promise((r) => setTimeout(r, 30));
+    const retry = await post(url, 'close-1');
+    expect(await retry.text()).toBe('whole');
+    expect(calls).toBe(2);
+  });
+
+  it('exposes the execution context to the listener', async () => {
+    const url = await serve((req, res) => {
+      const ctx = idempotencyContext(req);
+      res.end(JSON.stringify({ key: ctx?.key ?? null, token: ctx ? ctx.token > 0 : null }));
+    });
+    expect(await (await post(url, 'ctx-1')).json()).toEqual({ key: 'ctx-1', token: true });
+    expect(await (await post(url, undefined)).json()).toEqual({ key: null, token: null });
+  });
+
+  it('answers 413 to a chunked body that grows past maxBodyBytes', async () => {
+    const url = await serve((_req, res) => res.end('never'), { maxBodyBytes: 1_000 });
+    const body = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 4; i++) controller.enqueue(new Uint8Array(400));
+        controller.close();
+      },
+    });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'idempotency-key': 'big' },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+    expect(res.status).toBe(413);
+  });
+
+  it.each(['memory', 'sqlite'])(
+    'runs 200 concurrent HTTP requests with one new key exactly once (%s)',
+    async (kind) => {
+      let runs = 0;
+      const store = kind === 'memory' ? createMemoryStore() : createSqliteStore({ path: join(dir, 'race.db') });
+      const listener = (_req: IncomingMessage, res: ServerResponse) => {
+        runs++;
+        setTimeout(() => res.writeHead(201).end(`run ${runs}`), 30);
+      };
+      const url = await serve(listener, { store });
+      const responses = await Promise.all(Array.from({ length: 200 }, () => post(url, `race-${kind}`)));
+      expect(runs).toBe(1);
+      // Requests that arrive after the first completed get its replay; the rest, while it ran, 409.
+      const original = responses.filter((r) => r.status === 201 && r.headers.get('idempotent-replayed') === null);
+      const replayed = responses.filter((r) => r.status === 201 && r.headers.get('idempotent-replayed') === 'true');
+      const conflicts = responses.filter((r) => r.status === 409);
+      expect(original).toHaveLength(1);
+      expect(conflicts.length).toBeGreaterThan(0);
+      expect(original.length + replayed.length + conflicts.length).toBe(200);
+      expect(new Set(await Promise.all([...original, ...replayed].map((r) => r.text())))).toEqual(new Set(['run 1']));
+    },
+  );
+
+  it.each(['memory', 'sqlite'])(
+    "with concurrent: 'wait', 200 concurrent HTTP requests get one execution and the same 2xx body (%s)",
+    async (kind) => {
+      let runs = 0;
+      const store = kind === 'memory' ? createMemoryStore() : createSqliteStore({ path: join(dir, 'wait.db') });
+      const url = await serve(
+        (_req, res) => {
+          runs++;
+          setTimeout(() => res.writeHead(201).end(`run ${runs}`), 50);
+        },
+        { store, concurrent: 'wait', waitTimeout: '10s' },
+      );
+      const responses = await Promise.all(Array.from({ length: 200 }, () => post(url, `wait-${kind}`)));
+      const bodies = await Promise.all(responses.map((r) => r.text()));
+      expect(runs).toBe(1);
+      expect(new Set(responses.map((r) => r.status))).toEqual(new Set([201]));
+      expect(new Set(bodies)).toEqual(new Set(['run 1']));
+    },
+  );
+});

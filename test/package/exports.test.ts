@@ -1,0 +1,55 @@
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { publint } from 'publint';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ROOT } from '../helpers/servers.js';
+
+// The built package, copied where no node_modules exist: whatever imports here loads no
+// dependency at all, peer or not.
+const bare = mkdtempSync(join(tmpdir(), 'idempo-pkg-'));
+cpSync(join(ROOT, 'dist'), join(bare, 'dist'), { recursive: true });
+cpSync(join(ROOT, 'package.json'), join(bare, 'package.json'));
+afterAll(() => rmSync(bare, { recursive: true, force: true }));
+
+function runIn(dir: string, source: string): string {
+  return execFileSync(process.execPath, ['--input-type=module', '-e', source], { cwd: dir, encoding: 'utf8' }).trim();
+}
+
+describe('the published package', () => {
+  it('imports the core, memory store and node adapter with no dependency installed', () => {
+    const out = runIn(
+      bare,
+      `const core = await import('idempo');
+       const { createMemoryStore } = await import('idempo/memory');
+       const { idempotent } = await import('idempo/node');
+       const idem = core.createIdempotency({ store: createMemoryStore() });
+       console.log(typeof idempotent(idem, () => {}), typeof core.IdempotencyError);`,
+    );
+    expect(out).toBe('function function');
+  });
+
+  it('loads better-sqlite3 only when a SQLite store is made, and says how to install it', () => {
+    const out = runIn(
+      bare,
+      `const { createSqliteStore } = await import('idempo/sqlite');
+       try { createSqliteStore({ path: ':memory:' }); console.log('loaded'); }
+       catch (error) { console.log(error.code + ' ' + error.message); }`,
+    );
+    expect(out).toMatch(/^IDEMPO_DEPENDENCY_MISSING .*npm install better-sqlite3/);
+  });
+
+  it('requires the core from CommonJS on Node ≥ 20.19 (no top-level await)', () => {
+    const out = execFileSync(process.execPath, ['-e', `console.log(typeof require('idempo').createIdempotency)`], {
+      cwd: bare,
+      encoding: 'utf8',
+    }).trim();
+    expect(out).toBe('function');
+  });
+
+  it('passes publint', async () => {
+    const { messages } = await publint({ pkgDir: ROOT, level: 'warning', strict: true });
+    expect(messages.map((m) => `${m.type} ${m.code} ${m.path.join('.')}`)).toEqual([]);
+  });
+});
