@@ -140,7 +140,10 @@ async function begin(config: ResolvedOptions, request: IdempotencyRequest): Prom
         const remaining = deadline - Date.now();
         if (remaining > 0) {
           if (config.store.waitForChange) {
-            await config.store.waitForChange(storeKey, Math.min(remaining, claim.retryAfterMs, NOTIFIED_RECHECK_MS));
+            // A failed notification channel only costs latency: fall back to a poll, and let the next claim decide.
+            await config.store
+              .waitForChange(storeKey, Math.min(remaining, claim.retryAfterMs, NOTIFIED_RECHECK_MS))
+              .catch(() => sleep(Math.min(remaining, pollMs)));
           } else {
             await sleep(Math.min(remaining, pollMs));
             pollMs = Math.min(pollMs * 2, POLL_MAX_MS);
