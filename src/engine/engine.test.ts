@@ -179,6 +179,31 @@ describe('protocol rows through handle()', () => {
     expect(b.headers.get('idempotent-replayed')).toBe('true');
   });
 
+  it("with concurrent: 'wait', a failing change notification falls back to polling", async () => {
+    const memory = createMemoryStore();
+    const store: IdempotencyStore = {
+      ...memory,
+      claim: memory.claim,
+      waitForChange: async () => {
+        throw new Error('pub/sub down');
+      },
+    };
+    const idem = createIdempotency({ store, concurrent: 'wait', waitTimeout: '5s' });
+    let runs = 0;
+    const slow = async () => {
+      runs++;
+      await new Promise((r) => setTimeout(r, 80));
+      return new Response('original', { status: 201 });
+    };
+    const first = idem.handle(post('/pay', { key: 'k' }), slow);
+    await new Promise((r) => setTimeout(r, 10));
+    const dup = await idem.handle(post('/pay', { key: 'k' }), slow);
+    expect(await dup.text()).toBe('original');
+    expect(dup.headers.get('idempotent-replayed')).toBe('true');
+    expect((await first).status).toBe(201);
+    expect(runs).toBe(1);
+  });
+
   it("with concurrent: 'wait', a duplicate gets 409 once waitTimeout passes", async () => {
     const { idem } = setup({ concurrent: 'wait', waitTimeout: 100 });
     const slow = async () => {
