@@ -332,6 +332,34 @@ describe('protocol rows through handle()', () => {
     expect(events[0]).toMatchObject({ type: 'store_error', action: 'fail-closed', reason: 'claim' });
   });
 
+  it('still sends the response when the store fails after the handler ran, and reports it', async () => {
+    const memory = createMemoryStore();
+    const events: IdempotencyEvent[] = [];
+    const store: IdempotencyStore = {
+      ...memory,
+      claim: memory.claim,
+      complete: async () => {
+        throw new Error('connection lost mid-request');
+      },
+    };
+    const idem = createIdempotency({ store, lease: 100, onEvent: (e) => events.push(e) });
+    let runs = 0;
+    const handler = async () => {
+      runs++;
+      return new Response('charged', { status: 201 });
+    };
+    const res = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(res.status).toBe(201);
+    expect(await res.text()).toBe('charged');
+    expect(events.map((e) => [e.type, e.reason])).toEqual([['store_error', 'complete']]);
+    // Nothing was stored, so the key stays in flight until its lease passes, then a retry recovers it.
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(409);
+    await new Promise((r) => setTimeout(r, 150));
+    await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(runs).toBe(2);
+    expect(events.some((e) => e.type === 'recovered')).toBe(true);
+  });
+
   it('runs the handler unprotected and reports it when fail-open', async () => {
     const events: IdempotencyEvent[] = [];
     const idem = createIdempotency({ store: brokenStore(), onStoreError: 'fail-open', onEvent: (e) => events.push(e) });
