@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedisServer } from '../../test/helpers/redis-cluster.js';
+import { watchCommands } from '../../test/redis/monitor.js';
 import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
 import { type IdempotencyStore, type StoredResponse, storeContractCases } from './contract.js';
 import { createRedisStore } from './redis.js';
@@ -288,42 +289,22 @@ describe('redis store on a private server', () => {
     await firstRequest('warm-up'); // the first use of a script on a connection sends EVAL, later ones EVALSHA
     await store.claim({ key: 'warm-up', fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
 
-    // MONITOR shows every command with its sender: the client's address for what it sent, `lua`
-    // for what a script ran. Counting the client's own lines counts its round trips exactly.
-    const address = /addr=(\S+)/.exec(String(await client.client('INFO')))![1]!;
-    const monitor = await admin.monitor();
-    const seen: string[][] = [];
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      if (source === address) seen.push(args);
-      if (args[0]?.toLowerCase() === 'echo') seen.push(['marker', args[1]!]);
-    });
-    const mark = async (name: string) => {
-      const at = seen.length;
-      await admin.echo(name);
-      while (!seen.slice(at).some((a) => a[0] === 'marker' && a[1] === name)) await sleep(10);
-    };
-    const between = (from: string, to: string) => {
-      const start = seen.findIndex((a) => a[0] === 'marker' && a[1] === from);
-      const end = seen.findIndex((a) => a[0] === 'marker' && a[1] === to);
-      return seen.slice(start + 1, end).map((a) => a[0]!.toLowerCase());
-    };
-
-    await mark('start');
+    const watch = await watchCommands(admin, client);
     let stats = await commandCalls(admin);
-    for (let i = 0; i < 10; i++) await firstRequest(`fresh-${i}`);
+    const fresh = await watch.during(async () => {
+      for (let i = 0; i < 10; i++) await firstRequest(`fresh-${i}`);
+    });
     const freshStats = delta(stats, await commandCalls(admin));
-    await mark('fresh');
     stats = await commandCalls(admin);
-    for (let i = 0; i < 10; i++) {
-      const replay = await store.claim({ key: `fresh-${i}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
-      expect(replay.status).toBe('replay');
-    }
+    const replays = await watch.during(async () => {
+      for (let i = 0; i < 10; i++) {
+        const replay = await store.claim({ key: `fresh-${i}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+        expect(replay.status).toBe('replay');
+      }
+    });
     const replayStats = delta(stats, await commandCalls(admin));
-    await mark('replay');
-    monitor.disconnect();
+    watch.stop();
 
-    const fresh = between('start', 'fresh');
-    const replays = between('fresh', 'replay');
     expect(fresh).toEqual(Array(20).fill('evalsha'));
     expect(replays).toEqual(Array(10).fill('evalsha'));
     // INFO commandstats agrees: 2 scripts per first request, 1 per replay (the rest ran inside them).

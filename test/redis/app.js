@@ -97,7 +97,14 @@ if (mode === 'load') {
       const charge = ctx
         ? await ctx.step('charge', () => ({ id: `ch_${config.name}_${process.pid}` }))
         : { id: 'unprotected' };
-      send({ type: 'started', key: ctx?.key, token: ctx?.token, recovered: ctx?.recovered, charge });
+      send({
+        type: 'started',
+        key: ctx?.key,
+        storeKey: ctx?.storeKey,
+        token: ctx?.token,
+        recovered: ctx?.recovered,
+        charge,
+      });
       if (config.block) await go();
       res.writeHead(201, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ owner: config.name, pid: process.pid, charge, recovered: ctx?.recovered ?? null }));

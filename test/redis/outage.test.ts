@@ -1,0 +1,164 @@
+/**
+ * Store outage: a private redis-server (AOF, fsync always, so records survive) is killed in the
+ * middle of a load. Every request during the outage gets 503 and runs nothing; when the server
+ * comes back on the same port the same app serves again, and no key stays stuck past its lease.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotent } from '../../src/adapters/node.js';
+import type { IdempotencyEvent } from '../../src/engine/types.js';
+import { createIdempotency } from '../../src/index.js';
+import { createRedisStore } from '../../src/stores/redis.js';
+import { type RedisServer, startRedisServer } from '../helpers/redis-cluster.js';
+
+const LEASE_MS = 2_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+interface Sent {
+  id: string;
+  key: string;
+  start: number;
+  end: number;
+  status: number;
+  retryAfter: string | null;
+  replayed: boolean;
+}
+
+describe('a Redis outage in the middle of a load', () => {
+  let server: RedisServer;
+  let client: Redis;
+  let http: Server;
+  let base: string;
+  const executed = new Map<string, number>(); // request id → when its handler ran
+  const runsPerKey = new Map<string, number>();
+  const events: IdempotencyEvent[] = [];
+
+  beforeAll(async () => {
+    server = await startRedisServer({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+    // The fail-fast settings the store's docs recommend.
+    client = new Redis({
+      host: server.host,
+      port: server.port,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: 500,
+      commandTimeout: 1_000,
+      retryStrategy: (attempt) => Math.min(attempt * 50, 200),
+      lazyConnect: true,
+    });
+    client.on('error', () => {});
+    await client.connect();
+    const idem = createIdempotency({
+      store: createRedisStore({ client }),
+      lease: LEASE_MS,
+      ttl: '60s',
+      onEvent: (event) => events.push(event),
+    });
+    http = createServer(
+      idempotent(idem, async (req, res) => {
+        const key = String(req.headers['idempotency-key']);
+        executed.set(String(req.headers['x-request-id']), Date.now());
+        runsPerKey.set(key, (runsPerKey.get(key) ?? 0) + 1);
+        await sleep(Number(req.headers['x-work-ms'] ?? 10));
+        res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ key }));
+      }),
+    );
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    http?.close();
+    client?.disconnect();
+    await server?.stop();
+  });
+
+  let nextId = 0;
+  async function send(key: string, workMs = 10): Promise<Sent> {
+    const id = String(nextId++);
+    const start = Date.now();
+    const response = await fetch(`${base}/orders`, {
+      method: 'POST',
+      headers: { 'idempotency-key': key, 'x-request-id': id, 'x-work-ms': String(workMs) },
+      body: JSON.stringify({ key }),
+    });
+    await response.arrayBuffer();
+    return {
+      id,
+      key,
+      start,
+      end: Date.now(),
+      status: response.status,
+      retryAfter: response.headers.get('retry-after'),
+      replayed: response.headers.get('idempotent-replayed') === 'true',
+    };
+  }
+
+  it('answers 503 and runs nothing while Redis is down, then serves again with no key stuck past its lease', async () => {
+    const sent: Sent[] = [];
+    let stop = false;
+    const loops = Array.from({ length: 4 }, async (_, loop) => {
+      for (let i = 0; !stop; i++) {
+        // Every third request retries the loop's previous key: replays mix with first requests.
+        const key = i % 3 === 2 ? `load-${loop}-${i - 1}` : `load-${loop}-${i}`;
+        sent.push(await send(key));
+        await sleep(10);
+      }
+    });
+
+    await sleep(400);
+    // A slow request is mid-handler when Redis dies: its claim is on disk, its completion is lost.
+    const slow = send('slow', 600);
+    while (!runsPerKey.has('slow')) await sleep(5);
+    const killAt = Date.now();
+    await server.kill();
+    const downAt = Date.now();
+    await sleep(800);
+    const upAt = Date.now();
+    await server.restart();
+    while (client.status !== 'ready') await sleep(10);
+    const readyAt = Date.now();
+    await sleep(600);
+    stop = true;
+    await Promise.all(loops);
+    expect((await slow).status).toBe(201); // its handler finished; only the store write failed
+
+    const duringOutage = sent.filter((s) => s.start > downAt && s.end < upAt);
+    expect(duringOutage.length).toBeGreaterThan(10);
+    for (const s of duringOutage) {
+      expect(s.status).toBe(503);
+      expect(Number(s.retryAfter)).toBeGreaterThanOrEqual(1);
+      expect(executed.has(s.id)).toBe(false);
+    }
+    expect(events.some((e) => e.type === 'store_error' && e.action === 'fail-closed')).toBe(true);
+
+    const afterRecovery = sent.filter((s) => s.start > readyAt);
+    expect(afterRecovery.length).toBeGreaterThan(10);
+    for (const s of afterRecovery) expect(s.status).toBe(201);
+
+    // The slow key's record survived the restart in flight: held until its lease passes, then taken over.
+    const held = await send('slow');
+    expect(held.status).toBe(409);
+    await sleep(LEASE_MS + 200);
+    const recovered = await send('slow');
+    expect(recovered).toMatchObject({ status: 201, replayed: false });
+    expect(runsPerKey.get('slow')).toBe(2);
+    expect(events.some((e) => e.type === 'recovered' && e.key === 'slow')).toBe(true);
+
+    // Every key of the run is settled: a retry replays or runs; none is held or failing.
+    const keys = [...new Set(sent.map((s) => s.key))];
+    const retries = await Promise.all(keys.map((key) => send(key)));
+    expect(retries.filter((r) => r.status !== 201)).toEqual([]);
+    // A response that ended before the kill was stored first (the adapter holds end() until then).
+    const completedBefore = new Set(sent.filter((s) => s.status === 201 && s.end < killAt).map((s) => s.key));
+    for (const r of retries) if (completedBefore.has(r.key)) expect(r.replayed).toBe(true);
+  });
+});
