@@ -1,0 +1,62 @@
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, postJson, ROOT, spawnGateway, startUpstream } from '../helpers/servers.js';
+
+// `--store redis://` and `--store postgres://` against the real servers, through the CLI.
+const REDIS_URL = 'redis://127.0.0.1:6379';
+const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
+let upstream: Awaited<ReturnType<typeof startUpstream>>;
+
+beforeAll(async () => {
+  upstream = await startUpstream((_req, res) => {
+    res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ n: upstream.hits.length }));
+  });
+});
+afterAll(() => upstream.close());
+
+describe('gateway store URLs', () => {
+  it('idempo migrate prepares PostgreSQL, and says so again without changing anything', () => {
+    const first = spawnSync(process.execPath, [CLI, 'migrate', '--store', POSTGRES_URL], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(first.status, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/schema already at version 1|migrated schema from version 0 to 1/);
+    const again = spawnSync(process.execPath, [CLI, 'migrate', '--store', POSTGRES_URL], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(again.status).toBe(0);
+    expect(again.stdout).toMatch(/already at version 1/);
+  });
+
+  it('idempo migrate on a store with no schema says there is nothing to do', () => {
+    const out = spawnSync(process.execPath, [CLI, 'migrate', '--store', 'memory:'], { cwd: ROOT, encoding: 'utf8' });
+    expect(out.status).toBe(0);
+    expect(out.stdout).toMatch(/nothing to migrate/);
+  });
+
+  it.each([
+    ['redis', REDIS_URL],
+    ['postgres', POSTGRES_URL],
+  ])('serves and replays on %s, shared by two gateway processes', async (_name, store) => {
+    spawnSync(process.execPath, [CLI, 'migrate', '--store', POSTGRES_URL], { cwd: ROOT });
+    const a = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', store]);
+    const b = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', store]);
+    try {
+      const key = `gw-${randomUUID()}`;
+      const first = await postJson(`${a.url}/pay`, { amount: 3 }, key);
+      expect(first.status).toBe(201);
+      const body = await first.text();
+      const replay = await postJson(`${b.url}/pay`, { amount: 3 }, key);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(await replay.text()).toBe(body);
+      expect((await postJson(`${b.url}/pay`, { amount: 4 }, key)).status).toBe(422);
+    } finally {
+      a.child.kill('SIGTERM');
+      b.child.kill('SIGTERM');
+      await Promise.all([a.exited, b.exited]);
+    }
+  });
+});
