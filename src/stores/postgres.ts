@@ -258,14 +258,17 @@ function heldSql(table: string): string {
  * `SELECT … FOR UPDATE SKIP LOCKED` locks the rows it picks (skipping any a claim is busy with,
  * and any another instance's sweep took), so nothing can revive them before the `DELETE`; and a
  * row a claim restarted in between has a new `ctid`, so it is not in the list. `ctid` makes the
- * delete a TID scan: no second index lookup.
+ * delete a TID scan: no second index lookup. The cut-off is `statement_timestamp()` (the
+ * database clock when the statement began) rather than `clock_timestamp()`: a volatile function
+ * cannot be an index condition, and the `expires_at` index is what keeps a batch from reading the
+ * whole table.
  */
 function sweepSql(table: string): string {
   return `
 DELETE FROM ${table}
 WHERE ctid = ANY (ARRAY(
   SELECT ctid FROM ${table}
-  WHERE expires_at <= clock_timestamp() AND (state <> 'in_flight' OR lease_until <= clock_timestamp())
+  WHERE expires_at <= statement_timestamp() AND (state <> 'in_flight' OR lease_until <= statement_timestamp())
   LIMIT $1
   FOR UPDATE SKIP LOCKED
 ))`;
@@ -380,7 +383,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return {
         status: 'acquired',
         token: parseToken(row.token),
-        steps: (row.steps ?? {}) as Record<string, string>,
+        steps: json(row.steps, {}) as Record<string, string>,
         recovered: row.recovered === true,
       };
     }
@@ -390,7 +393,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         status: 'replay',
         response: {
           status: Number(row.status),
-          headers: (row.headers ?? []) as [string, string][],
+          headers: json(row.headers, []) as [string, string][],
           body: toBytes(row.body),
         },
       };
@@ -568,6 +571,12 @@ function parseToken(value: unknown): number {
   if (!Number.isSafeInteger(token))
     throw new Error(`idempo postgres store: token ${String(value)} is not a safe integer`);
   return token;
+}
+
+/** `pg` parses `jsonb` itself; an app that replaced that type parser hands us text instead. */
+function json(value: unknown, empty: unknown): unknown {
+  if (value === null || value === undefined) return empty;
+  return typeof value === 'string' ? JSON.parse(value) : value;
 }
 
 /** `pg` returns `bytea` as a Buffer: hand out a plain Uint8Array view of the same memory. */

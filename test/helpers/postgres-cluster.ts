@@ -1,0 +1,152 @@
+/**
+ * Starts a real, private PostgreSQL cluster for tests that must stop and restart the server: initdb
+ * into a temp directory, pg_ctl on a free port, a socket in that directory. The shared server at
+ * 5432 is never touched. PostgreSQL refuses to run as root, so when the tests run as root every
+ * binary runs as the `postgres` OS user (`runuser`), in a directory that user owns.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const HOST = '127.0.0.1';
+
+/** A PostgreSQL cluster this test owns. */
+export interface PostgresCluster {
+  readonly host: string;
+  readonly port: number;
+  /** Its temp directory: data, socket and log. */
+  readonly dir: string;
+  /** Connection settings for `new pg.Pool(...)`: trust auth, superuser `postgres`, database `postgres`. */
+  readonly connection: { host: string; port: number; user: string; database: string };
+  /** Whether the server is running. */
+  readonly running: boolean;
+  /** `pg_ctl stop`: `'immediate'` is a crash (no checkpoint, connections cut), `'fast'` a clean shutdown. */
+  stop(mode?: 'immediate' | 'fast'): Promise<void>;
+  /** Starts the server again on the same port and data; resolves once it accepts connections. */
+  start(): Promise<void>;
+  /** Stops the server if it runs and removes its directory. */
+  destroy(): Promise<void>;
+}
+
+/** The newest installed PostgreSQL's bin directory (Debian layout), or `$PG_BIN`. */
+function binDir(): string {
+  if (process.env.PG_BIN) return process.env.PG_BIN;
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  if (versions.length === 0)
+    throw new Error('no PostgreSQL server binaries found under /usr/lib/postgresql (set PG_BIN)');
+  return join(root, versions[0] as string, 'bin');
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, HOST, () => server.close(() => resolve(true)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no free port found');
+}
+
+const asRoot = process.getuid?.() === 0;
+
+/** Runs a PostgreSQL binary, as the `postgres` user when we are root. */
+async function pgBin(name: string, args: string[], timeout = 60_000): Promise<string> {
+  const bin = join(binDir(), name);
+  const [file, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
+  try {
+    const { stdout } = await run(file, argv, { timeout, cwd: '/' });
+    return stdout;
+  } catch (error) {
+    const { stderr, stdout } = error as { stderr?: string; stdout?: string };
+    throw new Error(`${name} ${args.join(' ')} failed: ${stderr || stdout || String(error)}`);
+  }
+}
+
+async function postgresOwner(): Promise<{ uid: number; gid: number }> {
+  const [uid, gid] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]);
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+/**
+ * Creates and starts a throwaway cluster.
+ *
+ * @example
+ * ```ts
+ * const cluster = await startPostgresCluster();
+ * const pool = new pg.Pool({ ...cluster.connection, connectionTimeoutMillis: 1_000 });
+ * await cluster.stop('immediate'); // outage
+ * await cluster.start();           // back
+ * await cluster.destroy();
+ * ```
+ */
+export async function startPostgresCluster(): Promise<PostgresCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'idempo-pg-'));
+  if (asRoot) {
+    const { uid, gid } = await postgresOwner();
+    await chown(dir, uid, gid);
+  }
+  const data = join(dir, 'data');
+  const log = join(dir, 'server.log');
+  const port = await freePort();
+  let running = false;
+
+  await pgBin('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+
+  const serverOptions = [
+    `-p ${port}`,
+    `-k ${dir}`,
+    `-c listen_addresses=${HOST}`,
+    // Durability against power loss is not the point of a test cluster, so no fsync; commits are
+    // still written to the OS before they return (synchronous_commit stays on), so an immediate
+    // stop (a crash of the server, not of the machine) keeps every committed row.
+    '-c fsync=off',
+    '-c full_page_writes=off',
+    '-c max_connections=60',
+    '-c shared_buffers=16MB',
+  ].join(' ');
+
+  const cluster: PostgresCluster = {
+    host: HOST,
+    port,
+    dir,
+    connection: { host: HOST, port, user: 'postgres', database: 'postgres' },
+    get running() {
+      return running;
+    },
+    async start() {
+      await pgBin('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, '-w', '-t', '60', 'start']);
+      running = true;
+    },
+    async stop(mode = 'immediate') {
+      await pgBin('pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '60', 'stop']);
+      running = false;
+    },
+    async destroy() {
+      if (running) await cluster.stop('immediate').catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await cluster.start();
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return cluster;
+}
