@@ -58,7 +58,10 @@ export interface FailedAttemptContext {
   readonly url: string;
   /** The `Idempotency-Key` sent with every attempt of this call, or `undefined` when none is sent. */
   readonly idempotencyKey: string | undefined;
-  /** The response when the attempt got one with a retryable status; its body is unread. */
+  /**
+   * The response when the attempt got one with a retryable status, body unread. Read a
+   * `response.clone()`: after the last attempt this very response is what the call returns.
+   */
   readonly response: Response | undefined;
   /** The error when the attempt threw (network error, per-attempt timeout). */
   readonly error: unknown;
