@@ -288,4 +288,23 @@ describe('postgres store: waiting with LISTEN/NOTIFY', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(errors).toHaveLength(1);
   });
+
+  it('stops polling once a wait has timed out', async () => {
+    let queries = 0;
+    const counting = {
+      query: (text: string, values?: unknown[]) => {
+        queries++;
+        return primary.query(text, values);
+      },
+      connect: () => Promise.reject(new Error('no LISTEN here')),
+    };
+    const s = newStore({ pool: counting, pollInterval: 50 });
+    const key = `w:${randomUUID()}`;
+    await s.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    await s.waitForChange(key, 220);
+    await sleep(60);
+    const after = queries;
+    await sleep(300);
+    expect(queries).toBe(after);
+  });
 });

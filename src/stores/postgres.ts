@@ -515,8 +515,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     if (closed) return;
     await new Promise<void>((resolve) => {
       let poll: NodeJS.Timeout | undefined;
+      let done = false;
       const timer = setTimeout(finish, timeoutMs);
       function finish(): void {
+        done = true;
         clearTimeout(timer);
         clearTimeout(poll);
         const set = waiters.get(key);
@@ -532,11 +534,13 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const check = (): void => {
         run(HELD, [key]).then(
           (result) => {
+            if (done) return;
             if (result.rowCount === 0) finish();
             else if (!listening) poll = setTimeout(check, pollMs);
           },
           () => {
-            poll = setTimeout(finish, pollMs);
+            // The database is failing too: give the caller a beat, then let it find out by claiming.
+            if (!done) poll = setTimeout(finish, pollMs);
           },
         );
       };
