@@ -16,7 +16,12 @@ import {
 
 /**
  * The connection the store opens for pub/sub with `client.duplicate()`: the part of an ioredis
- * `Redis` or `Cluster` it calls.
+ * `Redis` or `Cluster` it calls. The store owns this connection and closes it in `close()`.
+ *
+ * @example
+ * ```ts
+ * const subscriber: RedisStoreSubscriber = new Redis().duplicate();
+ * ```
  */
 export interface RedisStoreSubscriber {
   /** ioredis connection status (`'wait'`, `'connecting'`, `'ready'`, …). */
@@ -32,8 +37,16 @@ export interface RedisStoreSubscriber {
 }
 
 /**
- * The part of an ioredis `Redis` or `Cluster` client the store uses. The store registers its Lua
- * scripts with `defineCommand` and runs them; it never connects, closes or logs on this client.
+ * The part of an ioredis `Redis` or `Cluster` client the store uses, so that idempo's runtime
+ * never imports ioredis. The store registers its Lua scripts with `defineCommand` and runs them;
+ * it never connects, closes or logs on this client.
+ *
+ * @example
+ * ```ts
+ * import { Cluster, Redis } from 'ioredis';
+ * const standalone: RedisStoreClient = new Redis();
+ * const cluster: RedisStoreClient = new Cluster([{ host: '127.0.0.1', port: 7000 }]);
+ * ```
  */
 export interface RedisStoreClient {
   defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
@@ -43,6 +56,12 @@ export interface RedisStoreClient {
 
 /**
  * Options of {@link createRedisStore}.
+ *
+ * @example
+ * ```ts
+ * const options: RedisStoreOptions = { client: new Redis(), prefix: 'shop:idempo:', notify: true };
+ * const store = createRedisStore(options);
+ * ```
  */
 export interface RedisStoreOptions {
   /**
@@ -150,6 +169,14 @@ function storeError(operation: string, error: unknown): IdempotencyStoreError {
   return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}`, { cause: error });
 }
 
+function parseHeaders(json: string): [string, string][] {
+  try {
+    return JSON.parse(json) as [string, string][];
+  } catch (error) {
+    throw new IdempotencyStoreError('A stored response in Redis has unreadable headers', { cause: error });
+  }
+}
+
 function fenced(reply: Reply): FencedResult {
   const value = text(reply);
   if (value === 'ok' || value === 'stale') return value;
@@ -242,7 +269,7 @@ export function createRedisStore({
           status,
           response: {
             status: Number(text(reply[1])),
-            headers: JSON.parse(text(reply[2])) as [string, string][],
+            headers: parseHeaders(text(reply[2])),
             body: bytes(reply[3]),
           },
         };
