@@ -1,0 +1,136 @@
+/**
+ * Request-side helpers for the adapters that sit on node:http behind a framework (Express, Koa,
+ * NestJS): a header lookup, and a body reader that hands the bytes back to the stream so a body
+ * parser mounted after idempo reads the request as if idempo had never touched it. A framework
+ * keeps its own `req` object from one middleware to the next, so the node adapter's trick of
+ * handing the listener a fresh IncomingMessage does not apply here.
+ *
+ * @module
+ */
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { IdempotencyConfigError } from '../engine/errors.js';
+import type { ParsedBody } from '../engine/types.js';
+import { tooLarge } from '../engine/web.js';
+
+/** A header value by lower-case name, several values joined with `, `. */
+export function headerOf(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** Whether the request announces a body (RFC 9112 §6.3: a length or a transfer coding). */
+export function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+const restored = new WeakMap<IncomingMessage, Buffer>();
+
+/**
+ * The request body for the engine: the raw bytes when the stream is still unread (they are handed
+ * back to it), else what the framework's body parser left (`parsed()`, named `where` in errors).
+ */
+export function bodyOf(
+  req: IncomingMessage,
+  maxBytes: number,
+  parsed: () => unknown,
+  where: string,
+): Promise<Uint8Array | ParsedBody | null> {
+  if (!hasBody(req)) return Promise.resolve(null);
+  if (restored.has(req) || !(req.readableEnded || req.readableDidRead)) return readRestoring(req, maxBytes);
+  try {
+    return Promise.resolve(parsedBodyOf(parsed(), req, maxBytes, where));
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * Reads the whole body, at most `maxBytes` of it, then puts the bytes back at the front of the
+ * stream before it emits `end`, so the next reader (a body parser, the handler) gets them all.
+ *
+ * It reads in paused mode and stops once the parser has seen the whole message (`complete`)
+ * without draining past the end: `end` is only scheduled, on the next tick, when the last bytes
+ * are read, and the synchronous `unshift` makes the stream non-empty again so it never fires.
+ * An empty body is never read at all.
+ */
+export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<Buffer | null> {
+  const known = restored.get(req);
+  if (known !== undefined) return known.length > maxBytes ? Promise.reject(tooLarge(maxBytes)) : Promise.resolve(known);
+  if (!hasBody(req)) return Promise.resolve(null);
+  if (Number(req.headers['content-length']) > maxBytes) return Promise.reject(tooLarge(maxBytes));
+  if (req.complete && req.readableLength === 0) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const onReadable = () => {
+      while (req.readableLength > 0) {
+        const chunk = req.read() as Buffer | null;
+        if (chunk === null) break;
+        total += chunk.length;
+        if (total > maxBytes) {
+          cleanup();
+          // Drain the rest so the 413 can be sent on a connection that stays usable.
+          req.resume();
+          reject(tooLarge(maxBytes));
+          return;
+        }
+        chunks.push(chunk);
+      }
+      if (!req.complete) return;
+      cleanup();
+      if (total === 0) {
+        resolve(null);
+        return;
+      }
+      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+      req.unshift(body);
+      restored.set(req, body);
+      resolve(body);
+    };
+    const onError = (error: Error) => {
+      cleanup();
+      reject(error);
+    };
+    const onClose = () => {
+      if (!req.complete) onError(new Error('The client closed the connection before the request body arrived.'));
+    };
+    const cleanup = () => {
+      req.off('readable', onReadable);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    req.on('readable', onReadable);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
+}
+
+/**
+ * The body a framework's parser left on the request, as the engine takes it: bytes stay bytes,
+ * text becomes UTF-8, anything else is a parsed value the engine fingerprints as canonical JSON.
+ * `undefined` means the stream was read by something that kept nothing idempo can fingerprint.
+ */
+function parsedBodyOf(
+  body: unknown,
+  req: IncomingMessage,
+  maxBytes: number,
+  where: string,
+): Uint8Array | ParsedBody | null {
+  if (Number(req.headers['content-length']) > maxBytes) throw tooLarge(maxBytes);
+  if (body instanceof Uint8Array) return body.length > maxBytes ? fail(tooLarge(maxBytes)) : body;
+  if (typeof body === 'string') {
+    const bytes = Buffer.from(body, 'utf8');
+    return bytes.length > maxBytes ? fail(tooLarge(maxBytes)) : bytes;
+  }
+  if (body === undefined) {
+    throw new IdempotencyConfigError(
+      `idempo could not fingerprint the body of ${req.method} ${req.url}: the request stream was already read and ${where} holds no parsed body. Mount idempo before the middleware that reads the body, or after a body parser that sets ${where}.`,
+    );
+  }
+  return { parsed: body };
+}
+
+function fail(error: Error): never {
+  throw error;
+}
