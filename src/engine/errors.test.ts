@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import * as client from '../client/index.js';
 import * as core from '../index.js';
 import * as postgres from '../stores/postgres.js';
 import { IdempotencyError } from './errors.js';
@@ -19,16 +20,15 @@ const PINNED = [
   ['IdempotencyConfigError', 'IDEMPO_CONFIG_INVALID', 500, 'config-invalid'],
   ['IdempotencyDependencyError', 'IDEMPO_DEPENDENCY_MISSING', 500, 'dependency-missing'],
   ['IdempotencyStoreNotMigratedError', 'IDEMPO_STORE_NOT_MIGRATED', 503, 'store-not-migrated'],
+  ['IdempotencyRetriesExhaustedError', 'IDEMPO_RETRIES_EXHAUSTED', 503, 'retries-exhausted'],
 ] as const;
 
-// Errors that belong to one store are exported from that store's subpath, not the core.
-const exportsOf = { ...core, ...postgres } as unknown as Record<string, unknown>;
+// Errors that belong to one store or to the client are exported from that subpath, not the core.
+const exportsOf = { ...core, ...postgres, ...client } as unknown as Record<string, unknown>;
 
 describe('error classes', () => {
   it.each(PINNED)('%s has code %s, status %i and type …/%s', (name, code, status, slug) => {
-    const Class = (core as unknown as Record<string, new (m: string, o?: { cause?: unknown }) => IdempotencyError>)[
-      name
-    ];
+    const Class = exportsOf[name] as new (m: string, o?: { cause?: unknown }) => IdempotencyError;
     expect(Class).toBeTypeOf('function');
     const cause = new Error('root');
     const error = new (Class as new (m: string, o?: { cause?: unknown }) => IdempotencyError)('message', { cause });
