@@ -19,6 +19,7 @@ import {
   type TestApp,
 } from './servers/app.js';
 import { expressFactory } from './servers/express.js';
+import { koaFactory } from './servers/koa.js';
 import { startNode } from './servers/node.js';
 
 interface AdapterCase {
@@ -30,6 +31,8 @@ const adapters: AdapterCase[] = [
   { name: 'node:http', start: startNode },
   { name: 'express, idempo before express.json()', start: expressFactory({ parserFirst: false }) },
   { name: 'express, idempo after express.json()', start: expressFactory({ parserFirst: true }) },
+  { name: 'koa, handlers read the stream', start: koaFactory({ parserFirst: false }) },
+  { name: 'koa, idempo after a body parser', start: koaFactory({ parserFirst: true }) },
 ];
 
 /** Small enough that the oversized-body case needs no megabytes, larger than every body parser's default limit below it. */
