@@ -8,6 +8,7 @@ const require = createRequire(import.meta.url);
 
 interface RedisConnection extends RedisStoreClient {
   once(event: 'ready' | 'error', listener: (error?: Error) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
   quit(): Promise<unknown>;
 }
 
@@ -36,6 +37,9 @@ export async function openRedisStore(url: string): Promise<OpenedStore> {
     client.once('ready', () => resolve());
     client.once('error', (error) => reject(error));
   });
+  // Outages reach requests as store errors (503) and reconnects are automatic; without a listener
+  // ioredis would also report every failed reconnect as an unhandled 'error' event.
+  client.on('error', () => {});
   const store = createRedisStore({ client });
   return {
     store,
