@@ -19,6 +19,7 @@ import {
   type TestApp,
 } from './servers/app.js';
 import { expressFactory } from './servers/express.js';
+import { startFastify } from './servers/fastify.js';
 import { koaFactory } from './servers/koa.js';
 import { startNode } from './servers/node.js';
 
@@ -31,6 +32,7 @@ const adapters: AdapterCase[] = [
   { name: 'node:http', start: startNode },
   { name: 'express, idempo before express.json()', start: expressFactory({ parserFirst: false }) },
   { name: 'express, idempo after express.json()', start: expressFactory({ parserFirst: true }) },
+  { name: 'fastify', start: startFastify },
   { name: 'koa, handlers read the stream', start: koaFactory({ parserFirst: false }) },
   { name: 'koa, idempo after a body parser', start: koaFactory({ parserFirst: true }) },
 ];

@@ -1,0 +1,227 @@
+/**
+ * The Fastify adapter (`idempo/fastify`): a plugin that puts routes under the idempotency
+ * protocol, all of them or those that opt in through their route config. It translates Fastify's
+ * request and reply to the engine's neutral shapes and back; Fastify 4 and 5.
+ *
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+import { pipeline, Transform } from 'node:stream';
+import type {
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  onErrorHookHandler,
+  preHandlerAsyncHookHandler,
+  preParsingAsyncHookHandler,
+  RouteOptions,
+} from 'fastify';
+import fp from 'fastify-plugin';
+import { createIdempotency } from '../engine/engine.js';
+import { IdempotencyConfigError } from '../engine/errors.js';
+import type {
+  Execution,
+  Idempotency,
+  IdempotencyContext,
+  IdempotencyOptions,
+  IdempotencyRequest,
+  IdempotencyResponse,
+} from '../engine/types.js';
+import { unprotectedContext } from '../engine/unprotected.js';
+import { tooLarge } from '../engine/web.js';
+import { capture } from './node.js';
+
+/**
+ * What a route's `config.idempotency` says: `false` leaves the route alone, `true` protects it
+ * with the plugin's engine, engine options protect it with an engine of its own (the plugin's
+ * options with these on top, e.g. `{ methods: ['PUT'] }` or `{ required: true }`), and
+ * `{ idempotency }` protects it with the given engine.
+ */
+export type FastifyRouteIdempotency = boolean | Partial<IdempotencyOptions> | { readonly idempotency: Idempotency };
+
+/**
+ * Options of the plugin: the engine's options, or `{ idempotency }` with an engine made by
+ * `createIdempotency()`, plus `global`.
+ */
+export type FastifyIdempotencyOptions = (IdempotencyOptions | { readonly idempotency: Idempotency }) & {
+  /**
+   * Protect every route registered after the plugin (opt out with `config: { idempotency: false }`),
+   * or, when `false`, only the routes that opt in with `config: { idempotency: true }` (or options).
+   * Either way only the engine's `methods` (default POST, PATCH) take part.
+   * @default true
+   */
+  global?: boolean;
+};
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The plugin's idempotency engine. */
+    idempotency: Idempotency;
+  }
+  interface FastifyRequest {
+    /**
+     * The idempotency context of this request: the real one when idempo protects it, otherwise
+     * one whose `step()` simply runs (route opted out, method not covered, no key, fail-open).
+     */
+    readonly idempotency: IdempotencyContext;
+  }
+  interface FastifyContextConfig {
+    /** Opts this route in or out of idempotency, or gives it its own options; see `FastifyRouteIdempotency`. */
+    idempotency?: FastifyRouteIdempotency;
+  }
+}
+
+interface RecordedBody {
+  chunks: Buffer[];
+  size: number;
+  overflow: boolean;
+}
+
+const UNPROTECTED = unprotectedContext();
+const contexts = new WeakMap<FastifyRequest, IdempotencyContext>();
+const executions = new WeakMap<FastifyRequest, Execution>();
+const bodies = new WeakMap<FastifyRequest, RecordedBody>();
+
+const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function idempotencyPlugin(fastify, options) {
+  const base = 'idempotency' in options ? options.idempotency : createIdempotency(options);
+  const global = options.global ?? true;
+  fastify.decorate('idempotency', base);
+  fastify.decorateRequest('idempotency', {
+    getter(this: FastifyRequest) {
+      return contexts.get(this) ?? UNPROTECTED;
+    },
+  });
+
+  const engineFor = (route: RouteOptions): Idempotency | undefined => {
+    const setting = route.config?.idempotency;
+    if (setting === false || (setting === undefined && !global)) return undefined;
+    if (setting === true || setting === undefined) return base;
+    if ('idempotency' in setting) return setting.idempotency;
+    if ('idempotency' in options && setting.store === undefined) {
+      throw new IdempotencyConfigError(
+        `config.idempotency of ${String(route.method)} ${route.url} sets engine options, but the plugin was given a ready engine; add a store to those options or pass { idempotency: engine }.`,
+      );
+    }
+    return createIdempotency({ ...(options as IdempotencyOptions), ...setting } as IdempotencyOptions);
+  };
+
+  fastify.addHook('onRoute', (route) => {
+    const idem = engineFor(route);
+    if (idem === undefined) return;
+    route.preParsing = [recordBody(idem.limits.maxBodyBytes), ...hooks(route.preParsing)];
+    route.preHandler = [runProtocol(idem), ...hooks(route.preHandler)];
+    route.onError = [...hooks(route.onError), releaseOnError];
+  });
+};
+
+/**
+ * The Fastify plugin for the idempotency protocol. Register it before the routes it protects.
+ * It fingerprints the raw body bytes, recorded as Fastify's own parser reads them (so every
+ * content-type parser and `bodyLimit` works as before), and decides once the body is parsed and
+ * validated, just before the route's handler: a request Fastify rejects never claims its key.
+ * Replays and idempo's errors are sent through `reply`; the handler's response is captured as it
+ * goes out (strings, buffers, serialized objects, streams) and its end waits until it is stored.
+ * A thrown error releases the key.
+ *
+ * @example
+ * ```ts
+ * import Fastify from 'fastify';
+ * import { createMemoryStore } from 'idempo/memory';
+ * import idempotency from 'idempo/fastify';
+ *
+ * const app = Fastify();
+ * await app.register(idempotency, { store: createMemoryStore() });
+ * app.post('/payments', async (request, reply) => {
+ *   const charge = await request.idempotency.step('charge', () => chargeCard(request.body));
+ *   return reply.code(201).send(charge);
+ * });
+ * app.post('/webhooks', { config: { idempotency: false } }, async () => ({ ok: true }));
+ * ```
+ */
+export const idempotency = fp(plugin, { fastify: '4.x || 5.x', name: 'idempo' });
+export default idempotency;
+
+function hooks<T>(value: T | T[] | undefined): T[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+/** Tees the body stream into a record of at most `maxBytes`, for the fingerprint; Fastify parses the same bytes. */
+function recordBody(maxBytes: number): preParsingAsyncHookHandler {
+  return async function idempotencyRecordBody(request, _reply, payload) {
+    if (!announcesBody(request.raw)) return payload;
+    const record: RecordedBody = { chunks: [], size: 0, overflow: false };
+    bodies.set(request, record);
+    const tee = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        if (!record.overflow) {
+          record.size += chunk.length;
+          if (record.size > maxBytes) {
+            record.overflow = true;
+            record.chunks = [];
+          } else {
+            record.chunks.push(chunk);
+          }
+        }
+        callback(null, chunk);
+      },
+    });
+    // Fastify checks Content-Length against this when an earlier hook decoded the body.
+    const source = payload as typeof payload & { receivedEncodedLength?: number };
+    if (source.receivedEncodedLength !== undefined) {
+      Object.defineProperty(tee, 'receivedEncodedLength', { get: () => source.receivedEncodedLength });
+    }
+    pipeline(payload, tee, () => {});
+    return tee;
+  };
+}
+
+function announcesBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+function runProtocol(idem: Idempotency): preHandlerAsyncHookHandler {
+  const maxResponseBytes = idem.limits.maxResponseBytes;
+  return async function idempotencyPreHandler(request, reply) {
+    const decision = await idem.begin(neutralRequest(request));
+    if (decision.action === 'respond') return send(reply, decision.response);
+    if (decision.action === 'execute') {
+      contexts.set(request, decision.context);
+      executions.set(request, decision);
+      capture(reply.raw, decision, maxResponseBytes);
+    }
+  };
+}
+
+const releaseOnError: onErrorHookHandler = async function idempotencyReleaseOnError(request, _reply, error) {
+  await executions.get(request)?.abort(error);
+};
+
+function neutralRequest(request: FastifyRequest): IdempotencyRequest {
+  return {
+    method: request.method,
+    url: request.url,
+    header(name) {
+      const value = request.headers[name];
+      return Array.isArray(value) ? value.join(', ') : value;
+    },
+    async body(maxBytes) {
+      const record = bodies.get(request);
+      if (record === undefined || (record.size === 0 && !record.overflow)) return null;
+      if (record.overflow || record.size > maxBytes) throw tooLarge(maxBytes);
+      return record.chunks.length === 1 ? (record.chunks[0] as Buffer) : Buffer.concat(record.chunks, record.size);
+    },
+  };
+}
+
+/** Sends a replay or an idempo error through `reply`, so the app's onSend and onResponse hooks see it. */
+function send(reply: FastifyReply, response: IdempotencyResponse): FastifyReply {
+  const grouped: Record<string, string | string[]> = {};
+  for (const [name, value] of response.headers) {
+    const prior = grouped[name];
+    grouped[name] = prior === undefined ? value : ([] as string[]).concat(prior, value);
+  }
+  const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+  return reply.code(response.status).headers(grouped).send(body);
+}
