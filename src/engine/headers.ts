@@ -1,5 +1,5 @@
-/** Headers that describe one connection, not the response, and so are never stored (RFC 9110 §7.6.1). */
-const HOP_BY_HOP = new Set([
+/** Headers that describe one connection, not the message, so they are never stored or forwarded (RFC 9110 §7.6.1). */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'transfer-encoding',

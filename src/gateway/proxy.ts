@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Agent, type Dispatcher } from 'undici';
 import { IdempotencyUpstreamError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
+import { HOP_BY_HOP } from '../engine/headers.js';
 
 /** Options of {@link createProxy}. */
 export interface ProxyOptions {
@@ -16,19 +17,6 @@ export interface ProxyOptions {
     error: IdempotencyUpstreamTimeoutError | IdempotencyUpstreamError,
   ) => void;
 }
-
-// RFC 9110 §7.6.1: these describe one connection and must not be forwarded.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-]);
 
 /** Errors raised before the upstream could have seen the request: nothing happened there. */
 const NOT_REACHED = new Set([
