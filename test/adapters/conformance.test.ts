@@ -20,6 +20,7 @@ import {
 } from './servers/app.js';
 import { expressFactory } from './servers/express.js';
 import { startFastify } from './servers/fastify.js';
+import { honoFactory } from './servers/hono.js';
 import { koaFactory } from './servers/koa.js';
 import { startNode } from './servers/node.js';
 
@@ -33,6 +34,8 @@ const adapters: AdapterCase[] = [
   { name: 'express, idempo before express.json()', start: expressFactory({ parserFirst: false }) },
   { name: 'express, idempo after express.json()', start: expressFactory({ parserFirst: true }) },
   { name: 'fastify', start: startFastify },
+  { name: 'hono on @hono/node-server', start: honoFactory({ validatorFirst: false }) },
+  { name: 'hono, idempo after a JSON validator', start: honoFactory({ validatorFirst: true }) },
   { name: 'koa, handlers read the stream', start: koaFactory({ parserFirst: false }) },
   { name: 'koa, idempo after a body parser', start: koaFactory({ parserFirst: true }) },
 ];
