@@ -22,6 +22,7 @@ import { expressFactory } from './servers/express.js';
 import { startFastify } from './servers/fastify.js';
 import { honoFactory } from './servers/hono.js';
 import { koaFactory } from './servers/koa.js';
+import { nestFactory } from './servers/nestjs.js';
 import { startNode } from './servers/node.js';
 
 interface AdapterCase {
@@ -38,6 +39,11 @@ const adapters: AdapterCase[] = [
   { name: 'hono, idempo after a JSON validator', start: honoFactory({ validatorFirst: true }) },
   { name: 'koa, handlers read the stream', start: koaFactory({ parserFirst: false }) },
   { name: 'koa, idempo after a body parser', start: koaFactory({ parserFirst: true }) },
+  {
+    name: 'nestjs on express, @Idempotent() controller',
+    start: nestFactory({ platform: 'express', routes: 'decorator' }),
+  },
+  { name: 'nestjs on fastify, global interceptor', start: nestFactory({ platform: 'fastify', routes: 'global' }) },
 ];
 
 /** Small enough that the oversized-body case needs no megabytes, larger than every body parser's default limit below it. */
