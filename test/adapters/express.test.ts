@@ -1,0 +1,94 @@
+/** The Express middleware's own surface, against real loopback servers. */
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import express from 'express';
+import { request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import { idempotency as expressIdempotency } from '../../src/adapters/express.js';
+import { createIdempotency } from '../../src/engine/engine.js';
+import { createMemoryStore } from '../../src/stores/memory.js';
+import type { RunningServer } from './servers/app.js';
+import { listen } from './servers/listen.js';
+
+let server: RunningServer | undefined;
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+});
+
+async function post(path: string, key: string, body = '{"a":1}', contentType = 'application/json') {
+  const response = await request(`${server?.url}${path}`, {
+    method: 'POST',
+    headers: { 'idempotency-key': key, 'content-type': contentType },
+    body,
+  });
+  return { status: response.statusCode, headers: response.headers, text: await response.body.text() };
+}
+
+describe('express middleware', () => {
+  it('fingerprints the full path under a mount point, not the part the router sees', async () => {
+    const app = express();
+    app.use('/api', expressIdempotency({ store: createMemoryStore() }));
+    app.post('/api/:thing', (req, res) => {
+      res.status(201).json({ thing: req.params.thing });
+    });
+    server = await listen(createServer(app));
+    const key = randomUUID();
+    expect((await post('/api/a', key)).status).toBe(201);
+    expect((await post('/api/b', key)).status).toBe(422);
+  });
+
+  it('runs once when mounted twice on one request, and shares an engine passed as { idempotency }', async () => {
+    const engine = createIdempotency({ store: createMemoryStore() });
+    const app = express();
+    let runs = 0;
+    app.use(expressIdempotency({ idempotency: engine }));
+    const router = express.Router();
+    router.use(expressIdempotency({ idempotency: engine }));
+    router.post('/twice', (_req, res) => {
+      runs++;
+      res.status(201).send('ok');
+    });
+    app.use(router);
+    server = await listen(createServer(app));
+    const key = randomUUID();
+    expect((await post('/twice', key)).status).toBe(201);
+    expect((await post('/twice', key)).headers['idempotent-replayed']).toBe('true');
+    expect(runs).toBe(1);
+  });
+
+  it('hands a body it read to a parser of another type mounted after it (express.text)', async () => {
+    const app = express();
+    app.use(expressIdempotency({ store: createMemoryStore() }));
+    app.use(express.text());
+    app.post('/text', (req, res) => {
+      res.status(201).send(`got ${req.body as string}`);
+    });
+    server = await listen(createServer(app));
+    const key = randomUUID();
+    const first = await post('/text', key, 'hello', 'text/plain');
+    expect(first.text).toBe('got hello');
+    expect((await post('/text', key, 'hello!', 'text/plain')).status).toBe(422);
+  });
+
+  it('refuses to guess when something read the body and left nothing in req.body', async () => {
+    const app = express();
+    app.use((req, _res, next) => {
+      req.resume();
+      req.on('end', () => next());
+    });
+    app.use(expressIdempotency({ store: createMemoryStore() }));
+    app.post('/lost', (_req, res) => {
+      res.send('ran');
+    });
+    app.use(
+      (error: Error & { code?: string }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        res.status(500).send(error.code);
+      },
+    );
+    server = await listen(createServer(app));
+    const reply = await post('/lost', randomUUID());
+    expect(reply.status).toBe(500);
+    expect(reply.text).toBe('IDEMPO_CONFIG_INVALID');
+  });
+});
