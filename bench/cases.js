@@ -1,0 +1,201 @@
+/**
+ * What the benchmark measures: every variant on both workloads, the baseline each is compared
+ * with, and the targets of issue 6.
+ *
+ * A case is one server variant on one workload. `baseline` names the bare case of the same
+ * framework on the same workload; `peerOf` marks the idempo case a peer must stay behind.
+ */
+
+const WORKLOADS = ['fresh', 'replay'];
+
+/** Server variants. `module` is a file in servers/, `variant` and `store` are passed to its `start()`. */
+const VARIANTS = [
+  // Fastify
+  { id: 'fastify', group: 'fastify', label: 'Fastify (bare)', module: 'fastify', variant: 'bare', kind: 'bare' },
+  {
+    id: 'fastify-idempo-memory',
+    group: 'fastify',
+    label: 'idempo · memory',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'memory',
+    kind: 'idempo',
+    needs: ['fastify-adapter'],
+  },
+  {
+    id: 'fastify-idempo-sqlite',
+    group: 'fastify',
+    label: 'idempo · SQLite',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'sqlite',
+    kind: 'idempo',
+    needs: ['fastify-adapter'],
+  },
+  {
+    id: 'fastify-idempo-redis',
+    group: 'fastify',
+    label: 'idempo · Redis',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'redis',
+    kind: 'idempo',
+    needs: ['fastify-adapter', 'redis'],
+  },
+  {
+    id: 'fastify-idempo-postgres',
+    group: 'fastify',
+    label: 'idempo · PostgreSQL',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'postgres',
+    kind: 'idempo',
+    needs: ['fastify-adapter', 'postgres'],
+  },
+  {
+    id: 'fastify-nic-memory',
+    group: 'fastify',
+    label: '@node-idempotency/core · memory',
+    module: 'fastify',
+    variant: 'node-idempotency',
+    store: 'memory',
+    kind: 'peer',
+    peerOf: 'fastify-idempo-memory',
+  },
+  {
+    id: 'fastify-nic-redis',
+    group: 'fastify',
+    label: '@node-idempotency/core · Redis',
+    module: 'fastify',
+    variant: 'node-idempotency',
+    store: 'redis',
+    kind: 'peer',
+    peerOf: 'fastify-idempo-redis',
+    needs: ['redis'],
+  },
+  {
+    id: 'fastify-powertools-redis',
+    group: 'fastify',
+    label: 'Powertools idempotency · Redis',
+    module: 'fastify',
+    variant: 'powertools',
+    store: 'redis',
+    kind: 'peer',
+    peerOf: 'fastify-idempo-redis',
+    needs: ['redis'],
+  },
+  // Express
+  { id: 'express', group: 'express', label: 'Express (bare)', module: 'express', variant: 'bare', kind: 'bare' },
+  {
+    id: 'express-idempo-memory',
+    group: 'express',
+    label: 'idempo · memory',
+    module: 'express',
+    variant: 'idempo',
+    store: 'memory',
+    kind: 'idempo',
+    needs: ['express-adapter'],
+  },
+  {
+    id: 'express-idempo-redis',
+    group: 'express',
+    label: 'idempo · Redis',
+    module: 'express',
+    variant: 'idempo',
+    store: 'redis',
+    kind: 'idempo',
+    needs: ['express-adapter', 'redis'],
+  },
+  {
+    id: 'express-ei-memory',
+    group: 'express',
+    label: 'express-idempotency · memory',
+    module: 'express',
+    variant: 'express-idempotency',
+    store: 'memory',
+    kind: 'peer',
+    peerOf: 'express-idempo-memory',
+  },
+  {
+    id: 'express-ei-redis',
+    group: 'express',
+    label: 'express-idempotency · Redis',
+    module: 'express',
+    variant: 'express-idempotency',
+    store: 'redis',
+    kind: 'peer',
+    peerOf: 'express-idempo-redis',
+    needs: ['redis'],
+  },
+  // node:http
+  { id: 'node', group: 'node', label: 'node:http (bare)', module: 'node', variant: 'bare', kind: 'bare' },
+  {
+    id: 'node-idempo-memory',
+    group: 'node',
+    label: 'idempo/node · memory',
+    module: 'node',
+    variant: 'idempo',
+    store: 'memory',
+    kind: 'idempo',
+  },
+  // Reverse proxies in front of one upstream
+  {
+    id: 'proxy',
+    group: 'proxy',
+    label: 'plain undici proxy',
+    module: 'proxy',
+    variant: 'plain',
+    kind: 'bare',
+    upstream: true,
+  },
+  {
+    id: 'gateway-memory',
+    group: 'proxy',
+    label: 'idempo gateway · memory',
+    module: 'proxy',
+    variant: 'gateway',
+    store: 'memory',
+    kind: 'idempo',
+    upstream: true,
+  },
+];
+
+export const GROUPS = {
+  fastify: { title: 'Fastify', baseline: 'fastify' },
+  express: { title: 'Express', baseline: 'express' },
+  node: { title: 'node:http', baseline: 'node' },
+  proxy: { title: 'Reverse proxy (gateway)', baseline: 'proxy' },
+};
+
+/**
+ * Issue 6's targets. `ratio`: at least this × the baseline's req/s; `cpu`: at most this many µs
+ * of server CPU per request above the baseline; `rt`: store round trips per request.
+ */
+export const TARGETS = [
+  { variant: 'fastify-idempo-memory', workload: 'fresh', ratio: 0.9, cpu: 5 },
+  { variant: 'fastify-idempo-redis', workload: 'fresh', ratio: 0.8, cpu: 20, rt: 2 },
+  { variant: 'fastify-idempo-redis', workload: 'replay', ratio: 0.9, cpu: 20, rt: 1 },
+  { variant: 'fastify-idempo-postgres', workload: 'fresh', ratio: 0.6 },
+  { variant: 'fastify-idempo-sqlite', workload: 'fresh', ratio: 0.8 },
+  { variant: 'express-idempo-memory', workload: 'fresh', ratio: 0.97 },
+  { variant: 'express-idempo-memory', workload: 'replay', ratio: 0.97 },
+  { variant: 'gateway-memory', workload: 'fresh', ratio: 0.9 },
+  { variant: 'gateway-memory', workload: 'replay', ratio: 0.9 },
+  { variant: 'node-idempo-memory', workload: 'fresh', ratio: 0.8 },
+];
+
+export function allCases() {
+  const cases = [];
+  for (const variant of VARIANTS) {
+    for (const workload of WORKLOADS) {
+      cases.push({
+        ...variant,
+        variantId: variant.id,
+        id: `${variant.id}/${workload}`,
+        workload,
+        baseline: `${GROUPS[variant.group].baseline}/${workload}`,
+      });
+    }
+  }
+  return cases;
+}

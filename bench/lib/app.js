@@ -1,0 +1,58 @@
+/**
+ * What every benchmarked server does, whatever its framework or idempotency layer: one route,
+ * `POST /payments`, that reads a small JSON body and answers `201` with a small JSON payment.
+ * The handler-run counter lets the harness check that a replay workload really replayed (no
+ * handler runs) and that a fresh-key workload really executed (one run per request).
+ */
+
+export const ROUTE = '/payments';
+
+/** The request body every load generator sends. */
+export const REQUEST_BODY = JSON.stringify({ amount: 1999, currency: 'usd', customer: 'cus_8f2k3', capture: true });
+
+export const counters = { handlerRuns: 0, redisCommands: 0 };
+
+let sequence = 0;
+
+/** The business logic: "charge" and describe the payment. Counts its runs. */
+export function charge(body) {
+  counters.handlerRuns++;
+  sequence++;
+  return {
+    id: `pay_${sequence.toString(36)}`,
+    amount: body?.amount ?? 0,
+    currency: body?.currency ?? 'usd',
+    status: 'succeeded',
+  };
+}
+
+/** Reads a node:http request body as JSON (for the node:http and proxy-upstream servers). */
+export function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      try {
+        resolve(chunks.length === 0 ? null : JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (error) {
+        reject(error);
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** A plain node:http listener implementing the route. */
+export async function nodeListener(req, res) {
+  if (req.method !== 'POST' || req.url !== ROUTE) {
+    res.writeHead(404).end();
+    return;
+  }
+  const body = await readJson(req);
+  const payload = JSON.stringify(charge(body));
+  res.writeHead(201, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(payload),
+  });
+  res.end(payload);
+}

@@ -1,0 +1,309 @@
+/**
+ * Turns the runs into medians, ratios and verdicts, and writes RESULTS.md, results.json and the
+ * chart (SVG, plus a PNG when an SVG renderer is installed).
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GROUPS, TARGETS } from '../cases.js';
+import { REQUEST_BODY } from './app.js';
+import { chartSvg } from './chart.js';
+
+export function median(values) {
+  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (sorted.length === 0) return undefined;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+const FIELDS = [
+  'rps',
+  'p50',
+  'p99',
+  'cpuUsPerReq',
+  'cpuUserUsPerReq',
+  'cpuSystemUsPerReq',
+  'serverCores',
+  'handlerRunsPerReq',
+  'redisCommandsPerReq',
+  'clientRoundTripsPerReq',
+  'machineBusyCores',
+  'loadgenCores',
+  'otherCores',
+];
+
+export function summarize(cases, runs) {
+  const byCase = new Map();
+  for (const c of cases) {
+    const ok = runs.filter((r) => r.case === c.id && !r.failed);
+    const failed = runs.filter((r) => r.case === c.id && r.failed).map((r) => r.failed);
+    const m = { case: c.id, variant: c.variantId, label: c.label, group: c.group, kind: c.kind, workload: c.workload };
+    m.runs = ok.length;
+    m.failed = failed;
+    for (const field of FIELDS) m[field] = median(ok.map((r) => r[field]));
+    m.rpsAll = ok.map((r) => Math.round(r.rps));
+    m.problems = [...new Set(ok.flatMap((r) => r.problems))];
+    if (ok.some((r) => r.redisPerCommand)) {
+      const names = new Set(ok.flatMap((r) => Object.keys(r.redisPerCommand ?? {})));
+      m.redisPerCommand = Object.fromEntries(
+        [...names].map((n) => [n, median(ok.map((r) => r.redisPerCommand?.[n] ?? 0))]),
+      );
+    }
+    byCase.set(c.id, m);
+  }
+  for (const c of cases) {
+    const m = byCase.get(c.id);
+    const base = byCase.get(c.baseline);
+    if (!base || base.rps === undefined || m.rps === undefined) continue;
+    m.ratio = m.rps / base.rps;
+    m.cpuDelta = m.cpuUsPerReq - base.cpuUsPerReq;
+    // Paired: each run against the baseline's run of the same round, which ran within a minute of it.
+    const mine = runs.filter((r) => r.case === c.id && !r.failed);
+    const theirs = runs.filter((r) => r.case === c.baseline && !r.failed);
+    const pairs = mine.map((r, i) => (theirs[i] ? r.rps / theirs[i].rps : Number.NaN));
+    m.pairedRatio = median(pairs);
+  }
+  return byCase;
+}
+
+function evaluateTargets(byCase) {
+  return TARGETS.map((t) => {
+    const m = byCase.get(`${t.variant}/${t.workload}`);
+    if (!m || m.rps === undefined) return { ...t, measured: undefined, holds: undefined, label: labelOf(t) };
+    const checks = [];
+    if (t.ratio !== undefined)
+      checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(m.ratio, 2)}×`, ok: m.ratio >= t.ratio });
+    if (t.cpu !== undefined)
+      checks.push({ what: `≤ +${t.cpu} µs CPU/req`, value: `${sign(m.cpuDelta)} µs`, ok: m.cpuDelta <= t.cpu });
+    if (t.rt !== undefined) {
+      const rt = m.clientRoundTripsPerReq ?? m.redisCommandsPerReq;
+      checks.push({
+        what: `${t.rt} round trip${t.rt > 1 ? 's' : ''}/req`,
+        value: `${fmt(rt, 2)} (commandstats ${fmt(m.redisCommandsPerReq, 2)})`,
+        ok: rt !== undefined && Math.abs(rt - t.rt) < 0.05,
+      });
+    }
+    return { ...t, label: labelOf(t), checks, holds: checks.every((check) => check.ok) };
+  });
+}
+
+function labelOf(t) {
+  return `${t.variant} · ${t.workload}`;
+}
+
+function evaluatePeers(cases, byCase) {
+  const rows = [];
+  for (const c of cases) {
+    if (c.kind !== 'peer') continue;
+    const peer = byCase.get(c.id);
+    const ours = byCase.get(`${c.peerOf}/${c.workload}`);
+    if (!peer?.rps || !ours?.rps) continue;
+    rows.push({
+      workload: c.workload,
+      peer: c.label,
+      ours: ours.label,
+      group: c.group,
+      peerRps: peer.rps,
+      oursRps: ours.rps,
+      factor: ours.rps / peer.rps,
+      peerCpu: peer.cpuUsPerReq,
+      oursCpu: ours.cpuUsPerReq,
+      ahead: ours.rps > peer.rps,
+    });
+  }
+  return rows;
+}
+
+function redisCell(m) {
+  if (m.redisCommandsPerReq === undefined) return '';
+  return m.clientRoundTripsPerReq === undefined
+    ? fmt(m.redisCommandsPerReq, 2)
+    : `${fmt(m.clientRoundTripsPerReq, 2)} (${fmt(m.redisCommandsPerReq, 2)})`;
+}
+
+function fmt(value, digits = 0) {
+  return value === undefined || Number.isNaN(value) ? '–' : value.toFixed(digits);
+}
+
+function sign(value, digits = 1) {
+  if (value === undefined || Number.isNaN(value)) return '–';
+  return `${value >= 0 ? '+' : '−'}${Math.abs(value).toFixed(digits)}`;
+}
+
+function thousands(value) {
+  return value === undefined ? '–' : Math.round(value).toLocaleString('en-US');
+}
+
+function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
+  const lines = [];
+  const push = (...more) => lines.push(...more);
+  push('# idempo benchmark results', '');
+  push(
+    `Generated by \`npm run bench\`${meta.partial ? ' (a partial run: see the configuration below)' : ''} on ${meta.startedAt.slice(0, 10)}, ` +
+      `${meta.startedAt.slice(11, 16)}–${meta.finishedAt.slice(11, 16)} UTC, at commit \`${meta.commit}\`${meta.dirty ? ' with uncommitted changes under src/' : ''}.`,
+    '',
+  );
+  push('## Machine', '');
+  push('| | |', '|---|---|');
+  push(`| CPU | ${meta.cpuModel} |`, `| \`nproc\` | ${meta.nproc} |`, `| memory | ${meta.memoryGiB} GiB |`);
+  push(
+    `| Node.js | ${meta.node} |`,
+    `| kernel | ${meta.kernel} |`,
+    `| Redis | ${meta.redis} |`,
+    `| PostgreSQL | ${meta.postgres} |`,
+    '',
+  );
+  push('```', '$ lscpu | head', meta.lscpu, '```', '');
+
+  const quiet = quietness(cases, byCase);
+  push('## How quiet the machine was', '');
+  push(
+    `1-minute load average ${fmt(meta.loadavgBefore, 2)} when the runs started and ${fmt(meta.loadavgAfter, 2)} when they ended ` +
+      '(the benchmark itself keeps both cores busy, so the load average during the run says little). ' +
+      `During the measured windows the whole machine was busy ${fmt(quiet.busy, 2)} cores (median); ` +
+      `the server took ${fmt(quiet.server, 2)}, autocannon ${fmt(quiet.loadgen, 2)}, and everything else ` +
+      `(other users' processes; for Redis, PostgreSQL and gateway cases also the store or upstream) ${fmt(quiet.other, 2)} ` +
+      `in cases with no store or upstream process (range ${fmt(quiet.otherMin, 2)}–${fmt(quiet.otherMax, 2)}).`,
+    '',
+  );
+
+  push('## Method', '');
+  push(
+    `- One route, \`POST /payments\` with a ${Buffer.byteLength(REQUEST_BODY)}-byte JSON body, answering \`201\` with a small JSON payment. Every variant runs the same business logic and reads the body as JSON.`,
+    `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
+    `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
+    `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
+    "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's.",
+    '- *Redis round trips/req*: from `INFO commandstats` deltas over the window per response, in parentheses. Redis also counts the commands a Lua script calls, so for idempo (which sends only `EVALSHA`) the round trips are the script calls, and for the peers (no scripts) all commands. For idempo the figure before the parentheses is counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate.',
+    '- Every run checks the workload did what it says: the handler ran once per fresh request and never on a replay, and no request failed. Runs that did not are listed under Problems.',
+    '',
+  );
+
+  push('## Results', '');
+  for (const [group, info] of Object.entries(GROUPS)) {
+    const rows = cases.filter((c) => c.group === group);
+    if (rows.length === 0) continue;
+    push(`### ${info.title}`, '');
+    push(
+      '| variant | workload | req/s | ratio | paired | p50 ms | p99 ms | CPU µs/req | Δ CPU µs | Redis round trips/req | runs |',
+      '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    );
+    for (const workload of ['fresh', 'replay']) {
+      for (const c of rows.filter((row) => row.workload === workload)) {
+        const m = byCase.get(c.id);
+        push(
+          `| ${c.kind === 'bare' ? `**${c.label}**` : c.label} | ${workload} | ${thousands(m.rps)} | ${fmt(m.ratio, 2)} | ${fmt(m.pairedRatio, 2)} | ` +
+            `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.cpuDelta)} | ` +
+            `${redisCell(m)} | ${m.runs}${m.failed.length ? ` (+${m.failed.length} failed)` : ''}${m.problems.length ? ' ⚠' : ''} |`,
+        );
+      }
+    }
+    push('');
+  }
+
+  push('## Targets (issue 6)', '');
+  push('| case | target | measured | holds |', '|---|---|---|---|');
+  for (const t of targets) {
+    if (!t.checks) {
+      push(`| ${t.label} | | not measured | – |`);
+      continue;
+    }
+    for (const check of t.checks)
+      push(`| ${t.label} | ${check.what} | ${check.value} | ${check.ok ? 'yes' : '**no**'} |`);
+  }
+  push('');
+
+  push('## idempo vs. the peers (same framework, store and workload)', '');
+  push(
+    '| workload | peer | req/s | CPU µs/req | idempo | req/s | CPU µs/req | idempo ÷ peer |',
+    '|---|---|--:|--:|---|--:|--:|--:|',
+  );
+  for (const p of peers) {
+    push(
+      `| ${p.workload} | ${p.peer} (${GROUPS[p.group].title}) | ${thousands(p.peerRps)} | ${fmt(p.peerCpu, 1)} | ${p.ours} | ${thousands(p.oursRps)} | ${fmt(p.oursCpu, 1)} | ${fmt(p.factor, 2)}×${p.ahead ? '' : ' **behind**'} |`,
+    );
+  }
+  push('');
+
+  const redisRows = cases.filter((c) => byCase.get(c.id).redisPerCommand);
+  if (redisRows.length) {
+    push('## Redis commands per request, by command', '');
+    push('| case | commands |', '|---|---|');
+    for (const c of redisRows) {
+      const per = byCase.get(c.id).redisPerCommand;
+      const text = Object.entries(per)
+        .filter(([, v]) => v >= 0.005)
+        .sort((a, b) => b[1] - a[1])
+        .map(([name, v]) => `${name} ${v.toFixed(2)}`)
+        .join(', ');
+      push(`| ${c.label} · ${c.workload} | ${text} |`);
+    }
+    push(
+      '',
+      '`INFO commandstats` counts the whole server, so another client busy during a window inflates these slightly.',
+      '',
+    );
+  }
+
+  push('## Chart', '', `![req/s relative to the bare framework](chart.${pngWritten ? 'png' : 'svg'})`, '');
+
+  const problems = cases.map((c) => byCase.get(c.id)).filter((m) => m.problems.length || m.failed.length);
+  if (problems.length) {
+    push('## Problems', '');
+    for (const m of problems)
+      push(`- ${m.case}: ${[...m.problems, ...m.failed.map((f) => `failed: ${f}`)].join('; ')}`);
+    push('');
+  }
+  if (meta.notes.length || meta.skipped.length) {
+    push('## Not measured', '');
+    for (const note of meta.notes) push(`- ${note}`);
+    for (const s of meta.skipped) push(`- ${s.case}: needs ${s.missing.join(', ')}`);
+    push('');
+  }
+  return lines.join('\n');
+}
+
+function quietness(cases, byCase) {
+  const local = cases
+    .filter((c) => !c.upstream && c.store !== 'redis' && c.store !== 'postgres')
+    .map((c) => byCase.get(c.id));
+  const others = local.map((m) => m.otherCores).filter(Number.isFinite);
+  return {
+    busy: median(cases.map((c) => byCase.get(c.id).machineBusyCores)),
+    server: median(local.map((m) => m.serverCores)),
+    loadgen: median(local.map((m) => m.loadgenCores)),
+    other: median(others),
+    otherMin: others.length ? Math.min(...others) : undefined,
+    otherMax: others.length ? Math.max(...others) : undefined,
+  };
+}
+
+function renderPng(svgPath, pngPath) {
+  for (const [command, argv] of [
+    ['rsvg-convert', ['-b', 'white', '-o', pngPath, svgPath]],
+    ['inkscape', [svgPath, '--export-type=png', `--export-filename=${pngPath}`]],
+  ]) {
+    try {
+      execFileSync(command, argv, { stdio: 'ignore' });
+      return true;
+    } catch {
+      // Not installed; try the next renderer.
+    }
+  }
+  return false;
+}
+
+export function writeReport({ outDir, meta, cases, runs }) {
+  const byCase = summarize(cases, runs);
+  const targets = evaluateTargets(byCase);
+  const peers = evaluatePeers(cases, byCase);
+  const svgPath = join(outDir, 'chart.svg');
+  writeFileSync(svgPath, chartSvg({ cases, byCase, meta }));
+  const pngWritten = renderPng(svgPath, join(outDir, 'chart.png'));
+  writeFileSync(join(outDir, 'RESULTS.md'), markdown({ meta, cases, byCase, targets, peers, pngWritten }));
+  writeFileSync(
+    join(outDir, 'results.json'),
+    `${JSON.stringify({ meta, summary: [...byCase.values()], targets, peers, runs }, null, 2)}\n`,
+  );
+  return ['RESULTS.md', 'results.json', 'chart.svg', ...(pngWritten ? ['chart.png'] : [])].map((f) => join(outDir, f));
+}

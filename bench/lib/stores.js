@@ -1,0 +1,166 @@
+/**
+ * idempo's stores as the benchmarked servers open them, plus the harness's side: emptying a
+ * store between runs, and reading Redis's command counters.
+ */
+import { rmSync } from 'node:fs';
+import { counters } from './app.js';
+import {
+  IDEMPO_REDIS_PREFIX,
+  KEY_PREFIX,
+  PG_MIGRATIONS_TABLE,
+  PG_TABLE,
+  PG_URL,
+  redisOptions,
+  sqlitePath,
+} from './env.js';
+
+/** Opens an idempo store by name inside a server process. Returns `{ store, close }`. */
+export async function openIdempoStore(name, runId) {
+  switch (name) {
+    case 'memory': {
+      const { createMemoryStore } = await import('idempo/memory');
+      const store = createMemoryStore();
+      return { store, close: () => store.close() };
+    }
+    case 'sqlite': {
+      const { createSqliteStore } = await import('idempo/sqlite');
+      const path = sqlitePath(runId);
+      const store = createSqliteStore({ path });
+      return {
+        store,
+        close: async () => {
+          await store.close();
+          for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+        },
+      };
+    }
+    case 'redis': {
+      const { Redis } = await import('ioredis');
+      const { createRedisStore } = await import('idempo/redis');
+      const client = new Redis({ ...redisOptions(), enableOfflineQueue: true, maxRetriesPerRequest: 1 });
+      await new Promise((resolve, reject) => {
+        client.once('ready', resolve);
+        client.once('error', reject);
+      });
+      // Counts what this process sends, whatever else the shared server is doing: every ioredis
+      // command, scripts included, goes through sendCommand, and each is one round trip.
+      const sendCommand = client.sendCommand;
+      client.sendCommand = function countedSendCommand(...args) {
+        counters.redisCommands++;
+        return sendCommand.apply(this, args);
+      };
+      const store = createRedisStore({ client, prefix: IDEMPO_REDIS_PREFIX });
+      return {
+        store,
+        close: async () => {
+          await store.close?.();
+          client.disconnect();
+        },
+      };
+    }
+    case 'postgres': {
+      const { default: pg } = await import('pg');
+      const { createPostgresStore } = await import('idempo/postgres');
+      const pool = new pg.Pool({ connectionString: PG_URL, max: 10 });
+      const store = createPostgresStore({ pool, table: PG_TABLE, migrationsTable: PG_MIGRATIONS_TABLE });
+      return {
+        store,
+        close: async () => {
+          await store.close();
+          await pool.end();
+        },
+      };
+    }
+    default:
+      throw new Error(`unknown store ${name}`);
+  }
+}
+
+/** A short-lived ioredis client for the harness (emptying, INFO). */
+export async function harnessRedis() {
+  const { Redis } = await import('ioredis');
+  const client = new Redis({
+    ...redisOptions(),
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+  });
+  await client.connect();
+  return client;
+}
+
+/** Deletes every key under the benchmark's prefix in its database index, and nothing else. */
+export async function emptyRedis(client) {
+  let cursor = '0';
+  let deleted = 0;
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${KEY_PREFIX}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) deleted += await client.unlink(...keys);
+  } while (cursor !== '0');
+  return deleted;
+}
+
+/** `INFO commandstats` as `{ command: calls }`. */
+export async function redisCommandCalls(client) {
+  const text = await client.info('commandstats');
+  const calls = {};
+  for (const line of text.split('\n')) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+    if (match) calls[match[1]] = Number(match[2]);
+  }
+  return calls;
+}
+
+const HARNESS_COMMANDS = new Set(['info', 'scan', 'unlink', 'select', 'ping', 'client|setname', 'client|info']);
+const SCRIPT_COMMANDS = new Set(['evalsha', 'eval', 'evalsha_ro', 'eval_ro', 'fcall', 'fcall_ro']);
+
+/**
+ * Round trips per request between two `INFO commandstats` snapshots. Redis counts the commands a
+ * Lua script calls as well as the script itself, so when scripts ran, only the script calls are
+ * round trips (idempo sends nothing but scripts; the peers send no scripts at all).
+ */
+export function commandsPerRequest(before, after, requests) {
+  const perCommand = {};
+  let all = 0;
+  let scripts = 0;
+  for (const [name, calls] of Object.entries(after)) {
+    if (HARNESS_COMMANDS.has(name)) continue;
+    const delta = calls - (before[name] ?? 0);
+    if (delta <= 0) continue;
+    perCommand[name] = delta / requests;
+    all += delta;
+    if (SCRIPT_COMMANDS.has(name)) scripts += delta;
+  }
+  return { roundTrips: (scripts > 0 ? scripts : all) / requests, perCommand };
+}
+
+/** Creates (once) and empties the benchmark's PostgreSQL table. */
+export async function preparePostgres() {
+  const { default: pg } = await import('pg');
+  const { createPostgresStore } = await import('idempo/postgres');
+  const pool = new pg.Pool({ connectionString: PG_URL, max: 1, connectionTimeoutMillis: 2_000 });
+  try {
+    const store = createPostgresStore({
+      pool,
+      table: PG_TABLE,
+      migrationsTable: PG_MIGRATIONS_TABLE,
+      sweepInterval: false,
+    });
+    await store.migrate();
+    await store.close();
+  } finally {
+    await pool.end();
+  }
+}
+
+export async function emptyPostgres() {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    await client.query(`TRUNCATE ${PG_TABLE}`);
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Fastify: the bare route; the same route with idempo's Fastify plugin on each store; and the
+ * peers wired the way their READMEs show: @node-idempotency/core called from the route
+ * (onRequest before the business logic, onResponse after it), and Powertools' `makeIdempotent`
+ * wrapping the business logic with its Redis (cache) persistence layer.
+ */
+import Fastify from 'fastify';
+import { charge, ROUTE } from '../lib/app.js';
+import { KEY_PREFIX, REDIS_URL } from '../lib/env.js';
+import { openIdempoStore } from '../lib/stores.js';
+
+export async function start({ variant, store: storeName, runId }) {
+  const app = Fastify({ logger: false });
+  let after = async () => {};
+
+  switch (variant) {
+    case 'bare':
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
+      break;
+
+    case 'idempo': {
+      const { createIdempotency } = await import('idempo');
+      const { default: idempotency } = await import('idempo/fastify');
+      const opened = await openIdempoStore(storeName, runId);
+      after = opened.close;
+      await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store }) });
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
+      break;
+    }
+
+    case 'node-idempotency': {
+      const { Idempotency } = await import('@node-idempotency/core');
+      let storage;
+      if (storeName === 'memory') {
+        const { MemoryStorageAdapter } = await import('@node-idempotency/storage-adapter-memory');
+        storage = new MemoryStorageAdapter();
+      } else {
+        const { RedisStorageAdapter } = await import('@node-idempotency/storage-adapter-redis');
+        storage = new RedisStorageAdapter({ url: REDIS_URL });
+        await storage.connect();
+        after = () => storage.disconnect();
+      }
+      const idem = new Idempotency(storage, { cacheKeyPrefix: `${KEY_PREFIX}nic` });
+      app.post(ROUTE, async (req, reply) => {
+        const request = { method: req.method, headers: req.headers, body: req.body, path: req.url };
+        try {
+          const cached = await idem.onRequest(request);
+          if (cached) return reply.code(cached.additional.status).send(cached.body);
+        } catch (error) {
+          return reply.code(peerErrorStatus(error)).send({ error: error.message });
+        }
+        const body = charge(req.body);
+        await idem.onResponse(request, { body, additional: { status: 201 } });
+        return reply.code(201).send(body);
+      });
+      break;
+    }
+
+    case 'powertools': {
+      const { makeIdempotent, IdempotencyConfig } = await import('@aws-lambda-powertools/idempotency');
+      const { CachePersistenceLayer } = await import('@aws-lambda-powertools/idempotency/cache');
+      const { createClient } = await import('@redis/client');
+      const client = createClient({ url: REDIS_URL });
+      await client.connect();
+      after = () => client.quit();
+      const persistenceStore = new CachePersistenceLayer({ client });
+      // Key only, no payloadValidationJmesPath: in 2.35.0 the cache layer drops the validation hash
+      // when it completes a record, so with validation on every replay fails with a 422.
+      const config = new IdempotencyConfig({ eventKeyJmesPath: 'key' });
+      // As in Lambda, where the context bounds the in-progress lock; without one it warns on every call.
+      config.registerLambdaContext({ getRemainingTimeInMillis: () => 60_000 });
+      const chargeIdempotently = makeIdempotent(async (event) => charge(event.body), {
+        persistenceStore,
+        keyPrefix: `${KEY_PREFIX}powertools`,
+        config,
+      });
+      app.post(ROUTE, async (req, reply) => {
+        try {
+          const body = await chargeIdempotently({ key: req.headers['idempotency-key'], body: req.body });
+          return reply.code(201).send(body);
+        } catch (error) {
+          return reply.code(peerErrorStatus(error)).send({ error: error.message });
+        }
+      });
+      break;
+    }
+
+    default:
+      throw new Error(`fastify: unknown variant ${variant}`);
+  }
+
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  app.server.keepAliveTimeout = 60_000;
+  return {
+    port: app.server.address().port,
+    async close() {
+      await app.close();
+      await after();
+    },
+  };
+}
+
+/** Conflict and mismatch errors of either peer, by name; anything else is a 500. */
+export function peerErrorStatus(error) {
+  const text = `${error?.name ?? ''} ${error?.code ?? ''} ${error?.message ?? ''}`;
+  if (/progress|outstanding/i.test(text)) return 409;
+  if (/validation|fingerprint|already used/i.test(text)) return 422;
+  return 500;
+}
