@@ -1,0 +1,76 @@
+/**
+ * The engine's own cost, without HTTP: `idem.begin()` plus `commit()` on a fresh key, and
+ * `begin()` on a completed key, against the memory store and against a stub store that answers
+ * at once (so the figures separate the engine from the store). CPU µs per operation, median of
+ * five rounds. For before/after figures of hot-path changes:
+ *
+ *   npm run build && node bench/engine.js
+ */
+import { createIdempotency } from 'idempo';
+import { createMemoryStore } from 'idempo/memory';
+import { median } from './lib/report.js';
+
+const BODY = Buffer.from(JSON.stringify({ amount: 1999, currency: 'usd', customer: 'cus_8f2k3', capture: true }));
+const RESPONSE = {
+  status: 201,
+  headers: [
+    ['content-type', 'application/json; charset=utf-8'],
+    ['content-length', '62'],
+  ],
+  body: Buffer.from('{"id":"pay_1","amount":1999,"currency":"usd","status":"succeeded"}'),
+};
+
+/** Acquires every new key and replays every known one, doing no more than a Map lookup. */
+function stubStore() {
+  const done = new Map();
+  const ok = async () => 'ok';
+  return {
+    async claim({ key }) {
+      const response = done.get(key);
+      if (response) return { status: 'replay', response };
+      return { status: 'acquired', token: 1, steps: {}, recovered: false };
+    },
+    async complete(key, _token, response) {
+      done.set(key, response);
+      return 'ok';
+    },
+    release: ok,
+    renew: ok,
+    saveStep: ok,
+  };
+}
+
+function request(key) {
+  const headers = { 'content-type': 'application/json', 'idempotency-key': key };
+  return { method: 'POST', url: '/payments', header: (name) => headers[name], body: async () => BODY };
+}
+
+async function measure(idem, keyOf, ops) {
+  const before = process.cpuUsage();
+  for (let i = 0; i < ops; i++) {
+    const decision = await idem.begin(request(keyOf(i)));
+    if (decision.action === 'execute') await decision.commit(RESPONSE);
+  }
+  const cpu = process.cpuUsage(before);
+  return (cpu.user + cpu.system) / ops;
+}
+
+const OPS = 40_000;
+for (const [storeName, makeStore] of [
+  ['stub', stubStore],
+  ['memory', () => createMemoryStore()],
+]) {
+  for (const workload of ['fresh', 'replay']) {
+    const rounds = [];
+    for (let round = 0; round < 6; round++) {
+      // A new engine and store per round, so the memory store's size stays the same.
+      const idem = createIdempotency({ store: makeStore() });
+      if (workload === 'replay') await measure(idem, (i) => `pool-${i}`, 1000);
+      let next = 0;
+      const keyOf = workload === 'fresh' ? () => `key-${round}-${next++}` : (i) => `pool-${i % 1000}`;
+      const us = await measure(idem, keyOf, OPS);
+      if (round > 0) rounds.push(us); // the first round warms the JIT up
+    }
+    console.log(`${storeName.padEnd(6)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`);
+  }
+}
