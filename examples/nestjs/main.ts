@@ -1,6 +1,6 @@
 // NestJS + idempo: a payments endpoint that charges once per Idempotency-Key, on the Express
 // platform (pass `new FastifyAdapter()` from @nestjs/platform-fastify for Fastify; nothing else changes).
-//   npm run build && npx tsc -p examples/nestjs && node examples/nestjs/dist/main.js
+//   npm run build && npx tsc -p examples/nestjs && node dist-check/examples/nestjs/main.js
 //   curl -i -X POST localhost:3000/payments -H 'Idempotency-Key: order-1' -H 'content-type: application/json' -d '{"amount":1000}'
 // Send it twice: the second answer is the first one replayed, with Idempotent-Replayed: true.
 import 'reflect-metadata';
