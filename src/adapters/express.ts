@@ -9,8 +9,8 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { createIdempotency } from '../engine/engine.js';
 import type { Idempotency, IdempotencyContext, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { bodyOf, headerOf } from './express-body.js';
 import { capture, writeResponse } from './node.js';
+import { bodyOf, headerOf } from './node-body.js';
 
 declare global {
   // Express declares its request type in this global namespace; augmenting it is how its middleware adds fields.

@@ -15,8 +15,8 @@ import type {
   IdempotencyResponse,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { bodyOf, headerOf } from './express-body.js';
 import { capture } from './node.js';
+import { bodyOf, headerOf } from './node-body.js';
 
 declare module 'koa' {
   interface DefaultState {

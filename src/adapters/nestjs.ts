@@ -34,8 +34,8 @@ import type {
   IdempotencyResponse,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { bodyOf, headerOf } from './express-body.js';
 import { capture, writeResponse } from './node.js';
+import { bodyOf, headerOf } from './node-body.js';
 
 /** Injection token of the engine `IdempotencyModule` provides: `@Inject(IDEMPOTENCY) idem: Idempotency`. */
 export const IDEMPOTENCY = Symbol.for('idempo.Idempotency');

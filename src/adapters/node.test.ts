@@ -51,6 +51,21 @@ describe('idempo/node', () => {
     expect(await (await post(url, undefined, '{"y":1}')).json()).toEqual({ got: '{"y":1}' });
   });
 
+  it('hands the body back to the listener when the store fails and idempo fails open', async () => {
+    const fail = async () => {
+      throw new Error('store down');
+    };
+    const url = await serve(
+      async (req, res) => {
+        res.writeHead(200).end(await readBody(req));
+      },
+      { store: { claim: fail, complete: fail, release: fail, renew: fail, saveStep: fail }, onStoreError: 'fail-open' },
+    );
+    const res = await post(url, 'open-1', '{"still":"here"}');
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('{"still":"here"}');
+  });
+
   it('captures streamed writes, setHeader and writeHead headers, and replays them exactly', async () => {
     let runs = 0;
     const url = await serve((_req, res) => {
@@ -134,7 +149,12 @@ describe('idempo/node', () => {
   });
 
   it('answers 413 to a chunked body that grows past maxBodyBytes', async () => {
-    const url = await serve((_req, res) => res.end('never'), { maxBodyBytes: 1_000 });
+    const url = await serve(
+      (_req, res) => {
+        res.end('never');
+      },
+      { maxBodyBytes: 1_000 },
+    );
     const body = new ReadableStream({
       start(controller) {
         for (let i = 0; i < 4; i++) controller.enqueue(new Uint8Array(400));

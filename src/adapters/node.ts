@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { IdempotencyError, IdempotencyHandlerError } from '../engine/errors.js';
 import type {
   Execution,
@@ -14,7 +14,7 @@ import type {
   IdempotencyRequest,
   IdempotencyResponse,
 } from '../engine/types.js';
-import { tooLarge } from '../engine/web.js';
+import { headerOf, readRestoring } from './node-body.js';
 
 /** A node:http request listener, sync or async. */
 export type NodeListener = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -60,14 +60,10 @@ export function idempotent(idem: Idempotency, listener: NodeListener): NodeListe
     idem.begin(request).then(
       (decision) => {
         if (decision.action === 'respond') return writeResponse(res, decision.response);
-        if (decision.action === 'pass') {
-          const passed = decision.body instanceof Uint8Array ? withBody(req, decision.body) : req;
-          return runListener(listener, passed, res, undefined, idem, request);
-        }
-        const handlerReq = decision.body instanceof Uint8Array ? withBody(req, decision.body) : req;
-        contexts.set(handlerReq, decision.context);
+        if (decision.action === 'pass') return runListener(listener, req, res, undefined, idem, request);
+        contexts.set(req, decision.context);
         capture(res, decision, idem.limits.maxResponseBytes);
-        return runListener(listener, handlerReq, res, decision, idem, request);
+        return runListener(listener, req, res, decision, idem, request);
       },
       (error: unknown) => failBeforeHandler(res, error, idem, request),
     );
@@ -82,8 +78,9 @@ function runListener(
   idem: Idempotency,
   request: IdempotencyRequest,
 ): void {
-  const fail = (error: unknown) => {
-    void execution?.abort(error);
+  const fail = async (error: unknown) => {
+    // Release before answering, so a client retrying at once finds the key free, not in flight.
+    await execution?.abort(error);
     if (res.headersSent) {
       res.destroy(error instanceof Error ? error : undefined);
       return;
@@ -101,7 +98,7 @@ function runListener(
     const result = listener(req, res);
     if (result && typeof result.then === 'function') result.then(undefined, fail);
   } catch (error) {
-    fail(error);
+    void fail(error);
   }
 }
 
@@ -110,79 +107,10 @@ function nodeRequest(req: IncomingMessage): IdempotencyRequest {
   return {
     method: req.method ?? 'GET',
     url: req.url ?? '/',
-    header(name) {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value.join(', ') : value;
-    },
-    body: (maxBytes) => readBody(req, maxBytes),
+    header: (name) => headerOf(req.headers, name),
+    // The bytes go back onto req's stream, so the listener reads the body as if idempo had not.
+    body: (maxBytes) => readRestoring(req, maxBytes),
   };
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}
-
-function readBody(req: IncomingMessage, maxBytes: number): Promise<Uint8Array | null> {
-  if (!hasBody(req)) return Promise.resolve(null);
-  if (Number(req.headers['content-length']) > maxBytes) return Promise.reject(tooLarge(maxBytes));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    const onData = (chunk: Buffer) => {
-      total += chunk.length;
-      if (total > maxBytes) {
-        cleanup();
-        req.resume();
-        reject(tooLarge(maxBytes));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total));
-    };
-    const onError = (error: Error) => {
-      cleanup();
-      reject(error);
-    };
-    const onClose = () => {
-      if (!req.complete) onError(new Error('The client closed the connection before the request body arrived.'));
-    };
-    const cleanup = () => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
-    };
-    req.on('data', onData);
-    req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
-  });
-}
-
-/**
- * A fresh IncomingMessage carrying the body the engine already read, so the listener (and any
- * body parser it uses) reads it as if idempo had never touched the stream.
- */
-function withBody(req: IncomingMessage, body: Uint8Array): IncomingMessage {
-  const copy = new IncomingMessage(req.socket);
-  copy.httpVersion = req.httpVersion;
-  copy.httpVersionMajor = req.httpVersionMajor;
-  copy.httpVersionMinor = req.httpVersionMinor;
-  copy.method = req.method as string;
-  copy.url = req.url as string;
-  copy.headers = req.headers;
-  copy.rawHeaders = req.rawHeaders;
-  copy.trailers = req.trailers;
-  copy.rawTrailers = req.rawTrailers;
-  copy.complete = true;
-  copy.push(body);
-  copy.push(null);
-  req.once('close', () => copy.emit('close'));
-  return copy;
 }
 
 /** Writes a neutral response in one go. */

@@ -1,9 +1,8 @@
 /**
- * Request-side helpers for the adapters that sit on node:http behind a framework (Express, Koa,
- * NestJS): a header lookup, and a body reader that hands the bytes back to the stream so a body
- * parser mounted after idempo reads the request as if idempo had never touched it. A framework
- * keeps its own `req` object from one middleware to the next, so the node adapter's trick of
- * handing the listener a fresh IncomingMessage does not apply here.
+ * Request-side helpers for every adapter on node:http (node, Express, Koa, NestJS): a header
+ * lookup, and a body reader that hands the bytes back to the stream, so the listener or a body
+ * parser after idempo reads the request as if idempo had never touched it, on the same `req`
+ * object the framework keeps from one middleware to the next.
  *
  * @module
  */
