@@ -157,7 +157,8 @@ async function stored(response: Response, execution: Execution, maxBytes: number
     throw error;
   }
   const body = concat(chunks, size);
-  await execution.commit({ status, headers, body });
+  const instead = await execution.commit({ status, headers, body });
+  if (instead) return toWebResponse(instead);
   return new Response(body as Uint8Array<ArrayBuffer>, {
     status,
     statusText: response.statusText,

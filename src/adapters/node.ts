@@ -192,7 +192,16 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
     if (typeof chunk !== 'function') keep(chunk, encoding);
     if (headers === undefined) snapshot();
     const body = chunks === null ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-    execution.commit({ status, headers: headers as [string, string][], body }).then(() => {
+    execution.commit({ status, headers: headers as [string, string][], body }).then((instead) => {
+      if (instead && !res.headersSent) {
+        // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
+        res.writeHead = writeHead;
+        res.write = write;
+        res.end = end;
+        for (const name of res.getHeaderNames()) res.removeHeader(name);
+        writeResponse(res, instead);
+        return;
+      }
       (end as (...args: unknown[]) => ServerResponse).apply(res, args);
     });
     return this;

@@ -509,6 +509,54 @@ describe('execution context', () => {
   });
 });
 
+describe('a lost lease', () => {
+  it('answers the stalled owner’s caller 409 lease-lost, keeps the new owner’s response and replays it', async () => {
+    const memory = createMemoryStore();
+    // Renewals that never reach the store: the lease runs out while the first handler still works.
+    const stalled: IdempotencyStore = { ...memory, claim: memory.claim, renew: async () => 'ok' };
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store: stalled, lease: 100, onEvent: (e) => events.push(e) });
+    let signal: AbortSignal | undefined;
+    const first = idem.handle(post('/pay', { key: 'k' }), async (_req, ctx) => {
+      signal = ctx.signal;
+      await new Promise((r) => setTimeout(r, 250));
+      return new Response('from-first', { status: 201 });
+    });
+    await new Promise((r) => setTimeout(r, 150));
+    const second = await idem.handle(post('/pay', { key: 'k' }), async (_req, ctx) => {
+      expect(ctx.recovered).toBe(true);
+      return new Response('from-second', { status: 201 });
+    });
+    expect(await second.text()).toBe('from-second');
+    const late = await first;
+    expect(late.status).toBe(409);
+    expect(late.headers.get('retry-after')).toBe('1');
+    expect((await problem(late)).code).toBe('IDEMPO_LEASE_LOST');
+    expect(signal?.aborted).toBe(true);
+    const replay = await idem.handle(post('/pay', { key: 'k' }), async () => new Response('must not run'));
+    expect(await replay.text()).toBe('from-second');
+    expect(events.map((e) => e.type)).toEqual(['recovered', 'executed', 'lease_lost', 'replayed']);
+  });
+
+  it('refuses a step whose result arrives after the lease was lost', async () => {
+    const memory = createMemoryStore();
+    const stalled: IdempotencyStore = { ...memory, claim: memory.claim, renew: async () => 'ok' };
+    const idem = createIdempotency({ store: stalled, lease: 100 });
+    const first = idem.handle(post('/pay', { key: 'k' }), async (_req, ctx) => {
+      await ctx.step('slow', async () => {
+        await new Promise((r) => setTimeout(r, 250));
+        return 1;
+      });
+      return new Response('unreachable');
+    });
+    await new Promise((r) => setTimeout(r, 150));
+    await idem.handle(post('/pay', { key: 'k' }), async () => new Response('second', { status: 201 }));
+    const late = await first;
+    expect(late.status).toBe(409);
+    expect((await late.json()).code).toBe('IDEMPO_LEASE_LOST');
+  });
+});
+
 describe('races', () => {
   it('runs 200 concurrent requests with one new key exactly once (reject)', async () => {
     const { idem } = setup();

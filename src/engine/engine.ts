@@ -124,7 +124,7 @@ async function begin(config: ResolvedOptions, request: IdempotencyRequest): Prom
     switch (claim.status) {
       case 'acquired':
         if (claim.recovered) emit({ type: 'recovered', key });
-        return startExecution(config, emit, key, storeKey, claim, body);
+        return startExecution(config, emit, request, key, storeKey, claim, body);
       case 'replay':
         emit({ type: 'replayed', key, status: claim.response.status });
         return { action: 'respond', response: replayOf(claim.response) };
@@ -163,6 +163,7 @@ async function begin(config: ResolvedOptions, request: IdempotencyRequest): Prom
 function startExecution(
   config: ResolvedOptions,
   emit: (event: Omit<IdempotencyEvent, 'method' | 'url' | 'durationMs'>) => void,
+  request: IdempotencyRequest,
   key: string,
   storeKey: string,
   claim: Extract<ClaimResult, { status: 'acquired' }>,
@@ -249,24 +250,41 @@ function startExecution(
     body,
     context,
     async commit(response) {
-      if (settled) return;
+      if (settled) return undefined;
       settled = true;
       clearInterval(renewal);
       if (response.body === null || response.body.length > config.maxResponseBytes) {
-        return release('response_too_large', response.status);
+        await release('response_too_large', response.status);
+        return undefined;
       }
-      if (config.releases(response.status)) return release('status', response.status);
+      if (config.releases(response.status)) {
+        await release('status', response.status);
+        return undefined;
+      }
       const stored: StoredResponse = {
         status: response.status,
         headers: response.headers.filter(([name]) => config.storesHeader(name)),
         body: response.body,
       };
       try {
-        if ((await store.complete(storeKey, token, stored, config.ttlMs)) === 'stale') return loseLease();
+        if ((await store.complete(storeKey, token, stored, config.ttlMs)) === 'stale') {
+          loseLease();
+          // Another execution owns the key now and its response is the one kept: answering with
+          // this one would give the client a result no retry could replay.
+          return errorResponse(
+            config,
+            new IdempotencyLeaseLostError(
+              'This request ran, but another execution took its key over after the lease expired and its result is the one kept. Retry with the same key to get it.',
+            ),
+            request,
+            CONFLICT_RETRY_MS,
+          );
+        }
         emit({ type: 'executed', key, status: response.status });
       } catch (error) {
         emit({ type: 'store_error', key, reason: 'complete', action: 'response_sent', error });
       }
+      return undefined;
     },
     async abort(error) {
       if (settled) return;
@@ -301,9 +319,18 @@ function respond(
   request: IdempotencyRequest,
   retryAfterMs?: number,
 ): Decision {
+  return { action: 'respond', response: errorResponse(config, error, request, retryAfterMs) };
+}
+
+function errorResponse(
+  config: ResolvedOptions,
+  error: IdempotencyError,
+  request: IdempotencyRequest,
+  retryAfterMs?: number,
+): IdempotencyResponse {
   const response = config.formatError(error, request);
   if (retryAfterMs !== undefined) response.headers.push(['retry-after', retryAfterSeconds(retryAfterMs)]);
-  return { action: 'respond', response };
+  return response;
 }
 
 function emitter(config: ResolvedOptions, request: IdempotencyRequest, started: number) {

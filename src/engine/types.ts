@@ -224,8 +224,16 @@ export interface Execution {
    * Stores the handler's response (or releases the key for `releaseOn` statuses). Pass `body: null`
    * when the response grew past `maxResponseBytes` and was not captured: the key is released.
    * Never throws: a store failure is reported as an event, since the response already exists.
+   *
+   * Resolves to a response to send instead, when there is one: if this execution lost its key to
+   * a newer one, its response is not the one kept, and the client gets `409` (lease lost) so that
+   * its retry replays the kept one. An adapter that already sent the headers sends what it has.
    */
-  commit(response: { status: number; headers: [string, string][]; body: Uint8Array | null }): Promise<void>;
+  commit(response: {
+    status: number;
+    headers: [string, string][];
+    body: Uint8Array | null;
+  }): Promise<IdempotencyResponse | undefined>;
   /** The handler threw or the response could not be produced: releases the key. Never throws. */
   abort(error: unknown): Promise<void>;
 }

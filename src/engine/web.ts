@@ -1,4 +1,4 @@
-import { IdempotencyBodyTooLargeError, IdempotencyHandlerError } from './errors.js';
+import { IdempotencyBodyTooLargeError, IdempotencyError, IdempotencyHandlerError } from './errors.js';
 import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse, ParsedBody } from './types.js';
 import { unprotectedContext } from './unprotected.js';
 
@@ -20,12 +20,13 @@ export async function handleWebRequest(
     response = await handler(withBody(request, decision.body), decision.context);
   } catch (error) {
     await decision.abort(error);
-    const failure = new IdempotencyHandlerError(
-      'The request failed before it completed; it may be retried with the same key.',
-      {
-        cause: error,
-      },
-    );
+    // An idempo error from inside the handler (a step refused after a lost lease) keeps its own status.
+    const failure =
+      error instanceof IdempotencyError
+        ? error
+        : new IdempotencyHandlerError('The request failed before it completed; it may be retried with the same key.', {
+            cause: error,
+          });
     return toWebResponse(engine.formatError(failure, neutral));
   }
   let body: Uint8Array;
@@ -36,7 +37,8 @@ export async function handleWebRequest(
     throw error;
   }
   const headers = headerPairs(response.headers);
-  await decision.commit({ status: response.status, headers, body });
+  const instead = await decision.commit({ status: response.status, headers, body });
+  if (instead) return toWebResponse(instead);
   return new Response(isNullBodyStatus(response.status) ? null : bodyInit(body), {
     status: response.status,
     statusText: response.statusText,

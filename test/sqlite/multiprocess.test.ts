@@ -129,6 +129,9 @@ describe('fencing across processes', () => {
       expect(late.events).toContain('lease_lost');
       expect(late.events).not.toContain('executed');
       expect(late.aborted).toBe(true);
+      // The stalled owner's own caller does not get a result that was not kept: it is told to retry.
+      expect(late.status).toBe(409);
+      expect(JSON.parse(late.body).code).toBe('IDEMPO_LEASE_LOST');
 
       const replay = await idem.handle(request(), async () => new Response('must not run'));
       expect(replay.headers.get('idempotent-replayed')).toBe('true');
