@@ -71,6 +71,8 @@ for (const [storeName, makeStore] of [
       const us = await measure(idem, keyOf, OPS);
       if (round > 0) rounds.push(us); // the first round warms the JIT up
     }
-    console.log(`${storeName.padEnd(6)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`);
+    console.log(
+      `${storeName.padEnd(6)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`,
+    );
   }
 }
