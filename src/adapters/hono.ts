@@ -16,7 +16,7 @@ import type {
   IdempotencyRequest,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { fromWebRequest, tooLarge, toWebResponse } from '../engine/web.js';
+import { concatBytes, fromWebRequest, headerPairs, tooLarge, toWebResponse } from '../engine/web.js';
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -156,7 +156,7 @@ async function stored(response: Response, execution: Execution, maxBytes: number
     await execution.abort(error);
     throw error;
   }
-  const body = concat(chunks, size);
+  const body = concatBytes(chunks, size);
   const instead = await execution.commit({ status, headers, body });
   if (instead) return toWebResponse(instead);
   return new Response(body as Uint8Array<ArrayBuffer>, {
@@ -181,24 +181,4 @@ function resumed(chunks: Uint8Array[], reader: ReadableStreamDefaultReader<Uint8
     },
     cancel: (reason) => reader.cancel(reason),
   });
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0] as Uint8Array;
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
-function headerPairs(headers: Headers): [string, string][] {
-  const pairs: [string, string][] = [];
-  headers.forEach((value, name) => {
-    if (name !== 'set-cookie') pairs.push([name, value]);
-  });
-  for (const cookie of headers.getSetCookie()) pairs.push(['set-cookie', cookie]);
-  return pairs;
 }

@@ -72,7 +72,8 @@ function bodyInit(bytes: Uint8Array): BodyInit {
   return bytes as Uint8Array<ArrayBuffer>;
 }
 
-function headerPairs(headers: Headers): [string, string][] {
+/** A web `Headers` as name/value pairs, each `Set-Cookie` on its own. */
+export function headerPairs(headers: Headers): [string, string][] {
   const pairs: [string, string][] = [];
   headers.forEach((value, name) => {
     if (name !== 'set-cookie') pairs.push([name, value]);
@@ -108,8 +109,13 @@ async function readLimited(request: Request, maxBytes: number): Promise<Uint8Arr
     }
     chunks.push(value);
   }
+  return concatBytes(chunks, total);
+}
+
+/** The chunks as one array of `size` bytes (the one chunk itself when there is only one). */
+export function concatBytes(chunks: Uint8Array[], size: number): Uint8Array {
   if (chunks.length === 1) return chunks[0] as Uint8Array;
-  const out = new Uint8Array(total);
+  const out = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {
     out.set(chunk, offset);
