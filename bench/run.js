@@ -34,6 +34,8 @@ const { values: args } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     connections: { type: 'string', default: '20' },
+    rate: { type: 'string', default: '2000' },
+    paced: { type: 'string' },
     pool: { type: 'string', default: '1000' },
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
@@ -44,7 +46,9 @@ const { values: args } = parseArgs({
 
 const config = {
   runs: Number(args.runs ?? (args.quick ? 1 : 3)),
-  duration: Number(args.duration ?? (args.quick ? 2 : 4)),
+  duration: Number(args.duration ?? (args.quick ? 2 : 3)),
+  pacedDuration: Number(args.paced ?? 2),
+  pacedRate: Number(args.rate),
   warmup: Number(args.warmup ?? 1),
   connections: Number(args.connections),
   poolSize: Number(args.pool),
@@ -186,6 +190,8 @@ async function runOnce(c, env) {
       connections: config.connections,
       duration: config.duration,
       warmup: config.warmup,
+      pacedDuration: config.pacedDuration,
+      pacedRate: config.pacedRate,
     };
     const phaseTimeout = (config.duration + config.warmup) * 1_000 + 60_000;
     let primed;
@@ -214,6 +220,22 @@ async function runOnce(c, env) {
     const selfUs = process.cpuUsage(selfBefore);
     const redisAfter = usesRedis ? await redisCommandCalls(env.redis) : undefined;
 
+    let paced;
+    if (config.pacedDuration > 0) {
+      await request(server.child, 'mark', 'marked', 'server mark');
+      const pacedLoad = await loadPhase(load, loadConfig, 'paced', phaseTimeout);
+      const pacedReport = await request(server.child, 'report', 'report', 'server report');
+      const pacedResponses = pacedLoad.ok2xx + pacedLoad.non2xx;
+      paced = {
+        pacedRps: pacedResponses / pacedLoad.duration,
+        pacedCpuUsPerReq: (pacedReport.userUs + pacedReport.systemUs) / pacedResponses,
+        pacedMainUsPerReq: pacedReport.mainUs / pacedResponses,
+        pacedP50: pacedLoad.p50,
+        // Below 95% of the asked rate the server was saturated, and the figure is not comparable.
+        pacedValid: pacedResponses / pacedLoad.duration >= 0.95 * config.pacedRate && pacedLoad.non2xx === 0,
+      };
+    }
+
     const responses = measured.ok2xx + measured.non2xx;
     const serverCpuUs = report.userUs + report.systemUs;
     const result = {
@@ -228,6 +250,7 @@ async function runOnce(c, env) {
       errors: measured.errors + measured.timeouts,
       statusCodes: measured.statusCodes,
       cpuUsPerReq: serverCpuUs / responses,
+      mainUsPerReq: report.mainUs / responses,
       cpuUserUsPerReq: report.userUs / responses,
       cpuSystemUsPerReq: report.systemUs / responses,
       serverCores: serverCpuUs / report.elapsedUs,
@@ -241,6 +264,7 @@ async function runOnce(c, env) {
       loadgenCores: measured.cores,
       harnessCores: (selfUs.user + selfUs.system) / wallUs,
       loadavgAtStart: loadBefore,
+      ...paced,
     };
     result.otherCores =
       result.machineBusyCores -
@@ -337,7 +361,7 @@ async function main() {
   const quietLoad = await waitQuiet(Number(args['wait-quiet']));
   const startedAt = new Date();
   log(
-    `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up), ${config.connections} connections; 1-min load ${quietLoad}`,
+    `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, +${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
   );
 
   const runs = [];
@@ -348,6 +372,9 @@ async function main() {
         runs.push(r);
         log(
           `${rep + 1}/${config.runs} ${c.id.padEnd(34)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms  ${r.cpuUsPerReq.toFixed(1)} µs/req` +
+            (r.pacedCpuUsPerReq === undefined
+              ? ''
+              : `  @${config.pacedRate}/s ${r.pacedCpuUsPerReq.toFixed(1)} µs/req${r.pacedValid ? '' : ' (saturated)'}`) +
             (r.redisCommandsPerReq !== undefined ? `  ${r.redisCommandsPerReq.toFixed(2)} redis rt/req` : '') +
             (r.clientRoundTripsPerReq !== undefined ? ` (client ${r.clientRoundTripsPerReq.toFixed(2)})` : '') +
             (r.problems.length ? `  ⚠ ${r.problems.join('; ')}` : ''),

@@ -49,6 +49,15 @@ process.on('message', async (message) => {
     if (phase === 'prime') {
       // One connection, so each pool key is completed before any other request could see it in flight.
       result = await run({ ...base, connections: 1, amount: config.poolSize });
+    } else if (phase === 'paced') {
+      // A fixed request rate, the same for every variant: the server's CPU per request then does
+      // not depend on how many requests each wake-up of its event loop finds waiting.
+      result = await run({
+        ...base,
+        connections: config.connections,
+        duration: config.pacedDuration,
+        overallRate: config.pacedRate,
+      });
     } else {
       result = await run({
         ...base,

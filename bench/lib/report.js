@@ -21,6 +21,8 @@ const FIELDS = [
   'p50',
   'p99',
   'cpuUsPerReq',
+  'mainUsPerReq',
+  'pacedRps',
   'cpuUserUsPerReq',
   'cpuSystemUsPerReq',
   'serverCores',
@@ -43,6 +45,11 @@ export function summarize(cases, runs) {
     for (const field of FIELDS) m[field] = median(ok.map((r) => r[field]));
     m.rpsAll = ok.map((r) => Math.round(r.rps));
     m.problems = [...new Set(ok.flatMap((r) => r.problems))];
+    // Paced figures only from runs that kept up with the asked rate.
+    const paced = ok.filter((r) => r.pacedValid);
+    m.pacedRuns = paced.length;
+    m.pacedCpuUsPerReq = median(paced.map((r) => r.pacedCpuUsPerReq));
+    m.pacedMainUsPerReq = median(paced.map((r) => r.pacedMainUsPerReq));
     if (ok.some((r) => r.redisPerCommand)) {
       const names = new Set(ok.flatMap((r) => Object.keys(r.redisPerCommand ?? {})));
       m.redisPerCommand = Object.fromEntries(
@@ -57,6 +64,8 @@ export function summarize(cases, runs) {
     if (!base || base.rps === undefined || m.rps === undefined) continue;
     m.ratio = m.rps / base.rps;
     m.cpuDelta = m.cpuUsPerReq - base.cpuUsPerReq;
+    m.pacedCpuDelta = m.pacedCpuUsPerReq - base.pacedCpuUsPerReq;
+    m.pacedMainDelta = m.pacedMainUsPerReq - base.pacedMainUsPerReq;
     // Paired: each run against the baseline's run of the same round, which ran within a minute of it.
     const mine = runs.filter((r) => r.case === c.id && !r.failed);
     const theirs = runs.filter((r) => r.case === c.baseline && !r.failed);
@@ -66,15 +75,23 @@ export function summarize(cases, runs) {
   return byCase;
 }
 
-function evaluateTargets(byCase) {
+function evaluateTargets(byCase, meta) {
   return TARGETS.map((t) => {
     const m = byCase.get(`${t.variant}/${t.workload}`);
     if (!m || m.rps === undefined) return { ...t, measured: undefined, holds: undefined, label: labelOf(t) };
     const checks = [];
     if (t.ratio !== undefined)
       checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(m.ratio, 2)}×`, ok: m.ratio >= t.ratio });
-    if (t.cpu !== undefined)
-      checks.push({ what: `≤ +${t.cpu} µs CPU/req`, value: `${sign(m.cpuDelta)} µs`, ok: m.cpuDelta <= t.cpu });
+    if (t.cpu !== undefined) {
+      // Judged at the fixed rate, where both servers answer the same number of requests per
+      // second; the saturated figure is shown beside it.
+      const delta = Number.isFinite(m.pacedCpuDelta) ? m.pacedCpuDelta : m.cpuDelta;
+      checks.push({
+        what: `≤ +${t.cpu} µs CPU/req`,
+        value: `${sign(m.pacedCpuDelta)} µs at ${meta.config.pacedRate} req/s (saturated: ${sign(m.cpuDelta)} µs)`,
+        ok: delta <= t.cpu,
+      });
+    }
     if (t.rt !== undefined) {
       const rt = m.clientRoundTripsPerReq ?? m.redisCommandsPerReq;
       checks.push({
@@ -173,7 +190,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
     `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
     `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
     `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
-    "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's.",
+    "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's. At saturation this figure grows as throughput falls (fewer requests share each wake-up of the event loop and each write wakes an idle client: bare node:http costs 44 µs/req at 20 connections and 124 µs/req at one), so the same is also measured with autocannon held to a fixed rate (*@N/s*: the same request rate for every variant, after the saturated window, in the same server; left out when a variant could not keep up), and for the main JavaScript thread alone (from `/proc/self/task`, without V8's GC helper threads). The CPU targets are judged on the fixed-rate figure.",
     '- *Redis round trips/req*: from `INFO commandstats` deltas over the window per response, in parentheses. Redis also counts the commands a Lua script calls, so for idempo (which sends only `EVALSHA`) the round trips are the script calls, and for the peers (no scripts) all commands. For idempo the figure before the parentheses is counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate.',
     '- Every run checks the workload did what it says: the handler ran once per fresh request and never on a replay, and no request failed. Runs that did not are listed under Problems.',
     '',
@@ -185,8 +202,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
     if (rows.length === 0) continue;
     push(`### ${info.title}`, '');
     push(
-      '| variant | workload | req/s | ratio | paired | p50 ms | p99 ms | CPU µs/req | Δ CPU µs | Redis round trips/req | runs |',
-      '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+      `| variant | workload | req/s | ratio | paired | p50 ms | p99 ms | CPU µs/req | Δ | CPU µs/req @${meta.config.pacedRate}/s | Δ | main thread @${meta.config.pacedRate}/s | Δ | Redis round trips/req | runs |`,
+      '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
     );
     for (const workload of ['fresh', 'replay']) {
       for (const c of rows.filter((row) => row.workload === workload)) {
@@ -194,6 +211,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
         push(
           `| ${c.kind === 'bare' ? `**${c.label}**` : c.label} | ${workload} | ${thousands(m.rps)} | ${fmt(m.ratio, 2)} | ${fmt(m.pairedRatio, 2)} | ` +
             `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.cpuDelta)} | ` +
+            `${fmt(m.pacedCpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedCpuDelta)} | ` +
+            `${fmt(m.pacedMainUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedMainDelta)} | ` +
             `${redisCell(m)} | ${m.runs}${m.failed.length ? ` (+${m.failed.length} failed)` : ''}${m.problems.length ? ' ⚠' : ''} |`,
         );
       }
@@ -295,7 +314,7 @@ function renderPng(svgPath, pngPath) {
 
 export function writeReport({ outDir, meta, cases, runs }) {
   const byCase = summarize(cases, runs);
-  const targets = evaluateTargets(byCase);
+  const targets = evaluateTargets(byCase, meta);
   const peers = evaluatePeers(cases, byCase);
   const svgPath = join(outDir, 'chart.svg');
   writeFileSync(svgPath, chartSvg({ cases, byCase, meta }));
