@@ -175,6 +175,7 @@ async function runOnce(c, env) {
       store: c.store,
       runId,
       upstreamPort,
+      ...(c.logLevel ? { logLevel: c.logLevel } : {}),
       ...(profile ? { profile } : {}),
     });
     children.push(server.child);
@@ -292,7 +293,7 @@ function problemsOf(c, r) {
   if (r.errors > 0) problems.push(`${r.errors} socket errors/timeouts`);
   if (r.non2xx > 0) problems.push(`${r.non2xx} non-2xx (${JSON.stringify(r.statusCodes)})`);
   // Up to one request per connection may be in flight when the window closes: run, but not yet answered.
-  const slack = config.connections;
+  const slack = 2 * config.connections;
   if (c.workload === 'fresh' && (r.handlerRuns < r.responses - slack || r.handlerRuns > r.responses + slack)) {
     problems.push(`handler ran ${r.handlerRuns} times for ${r.responses} fresh requests`);
   }

@@ -57,12 +57,14 @@ export function chartSvg({ cases, byCase, meta }) {
           return;
         }
         const w = Math.max(1, Math.min(m.ratio, MAX_RATIO) * scale);
-        out.push(`<rect x="${x0}" y="${y + 4}" width="${w.toFixed(1)}" height="${ROW - 8}" fill="${COLORS[v.kind]}"/>`);
-        out.push(
-          `<text x="${(x0 + w + 6).toFixed(1)}" y="${y + 15}" fill="#333">${m.ratio.toFixed(2)}× · ${Math.round(m.rps).toLocaleString('en-US')}/s</text>`,
-        );
         const target = TARGETS.find(
           (t) => t.variant === v.variantId && t.workload === workload && t.ratio !== undefined,
+        );
+        // The label starts past both the bar and the target tick, so neither covers it.
+        const labelX = x0 + Math.max(w, target ? target.ratio * scale + 2 : 0) + 6;
+        out.push(`<rect x="${x0}" y="${y + 4}" width="${w.toFixed(1)}" height="${ROW - 8}" fill="${COLORS[v.kind]}"/>`);
+        out.push(
+          `<text x="${labelX.toFixed(1)}" y="${y + 15}" fill="#333">${m.ratio.toFixed(2)}× · ${Math.round(m.rps).toLocaleString('en-US')}/s</text>`,
         );
         if (target) {
           const tx = x0 + target.ratio * scale;

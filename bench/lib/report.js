@@ -3,7 +3,7 @@
  * chart (SVG, plus a PNG when an SVG renderer is installed).
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GROUPS, TARGETS } from '../cases.js';
 import { REQUEST_BODY } from './app.js';
@@ -151,7 +151,7 @@ function thousands(value) {
   return value === undefined ? '–' : Math.round(value).toLocaleString('en-US');
 }
 
-function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
+function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis }) {
   const lines = [];
   const push = (...more) => lines.push(...more);
   push('# idempo benchmark results', '');
@@ -231,6 +231,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten }) {
       push(`| ${t.label} | ${check.what} | ${check.value} | ${check.ok ? 'yes' : '**no**'} |`);
   }
   push('');
+
+  if (analysis) push('What bounds the figures that miss, with CPU profiles: [ANALYSIS.md](ANALYSIS.md).', '');
 
   push('## idempo vs. the peers (same framework, store and workload)', '');
   push(
@@ -319,7 +321,8 @@ export function writeReport({ outDir, meta, cases, runs }) {
   const svgPath = join(outDir, 'chart.svg');
   writeFileSync(svgPath, chartSvg({ cases, byCase, meta }));
   const pngWritten = renderPng(svgPath, join(outDir, 'chart.png'));
-  writeFileSync(join(outDir, 'RESULTS.md'), markdown({ meta, cases, byCase, targets, peers, pngWritten }));
+  const analysis = existsSync(join(outDir, 'ANALYSIS.md'));
+  writeFileSync(join(outDir, 'RESULTS.md'), markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis }));
   writeFileSync(
     join(outDir, 'results.json'),
     `${JSON.stringify({ meta, summary: [...byCase.values()], targets, peers, runs }, null, 2)}\n`,
