@@ -43,6 +43,17 @@ const VARIANTS = [
     needs: ['fastify-adapter', 'redis'],
   },
   {
+    id: 'fastify-idempo-redis-autopipeline',
+    group: 'fastify',
+    label: 'idempo · Redis (ioredis enableAutoPipelining)',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'redis',
+    autoPipelining: true,
+    kind: 'idempo',
+    needs: ['fastify-adapter', 'redis'],
+  },
+  {
     id: 'fastify-idempo-postgres',
     group: 'fastify',
     label: 'idempo · PostgreSQL',

@@ -176,6 +176,7 @@ async function runOnce(c, env) {
       runId,
       upstreamPort,
       ...(c.logLevel ? { logLevel: c.logLevel } : {}),
+      ...(c.autoPipelining ? { autoPipelining: true } : {}),
       ...(profile ? { profile } : {}),
     });
     children.push(server.child);
@@ -361,6 +362,8 @@ async function main() {
 
   const quietLoad = await waitQuiet(Number(args['wait-quiet']));
   const startedAt = new Date();
+  // Described before the runs, so the commit is the one the measured dist/ was built from.
+  const described = machine(root);
   log(
     `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, +${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
   );
@@ -390,7 +393,7 @@ async function main() {
 
   const finishedAt = new Date();
   const meta = {
-    ...machine(root),
+    ...described,
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     loadavgBefore: quietLoad,

@@ -257,7 +257,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
         .sort((a, b) => b[1] - a[1])
         .map(([name, v]) => `${name} ${v.toFixed(2)}`)
         .join(', ');
-      push(`| ${c.label} · ${c.workload} | ${text} |`);
+      push(`| ${GROUPS[c.group].title}: ${c.label} · ${c.workload} | ${text} |`);
     }
     push(
       '',

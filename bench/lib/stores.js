@@ -15,7 +15,7 @@ import {
 } from './env.js';
 
 /** Opens an idempo store by name inside a server process. Returns `{ store, close }`. */
-export async function openIdempoStore(name, runId) {
+export async function openIdempoStore(name, runId, { autoPipelining = false } = {}) {
   switch (name) {
     case 'memory': {
       const { createMemoryStore } = await import('idempo/memory');
@@ -37,7 +37,14 @@ export async function openIdempoStore(name, runId) {
     case 'redis': {
       const { Redis } = await import('ioredis');
       const { createRedisStore } = await import('idempo/redis');
-      const client = new Redis({ ...redisOptions(), enableOfflineQueue: true, maxRetriesPerRequest: 1 });
+      const client = new Redis({
+        ...redisOptions(),
+        enableOfflineQueue: true,
+        maxRetriesPerRequest: 1,
+        // ioredis writes each command to the socket by itself unless asked to batch what one tick
+        // sends (node-redis, under the peers, batches by default).
+        enableAutoPipelining: autoPipelining,
+      });
       await new Promise((resolve, reject) => {
         client.once('ready', resolve);
         client.once('error', reject);

@@ -9,7 +9,7 @@ import { charge, ROUTE } from '../lib/app.js';
 import { KEY_PREFIX, REDIS_URL } from '../lib/env.js';
 import { openIdempoStore } from '../lib/stores.js';
 
-export async function start({ variant, store: storeName, runId }) {
+export async function start({ variant, store: storeName, runId, autoPipelining }) {
   const app = Fastify({ logger: false });
   let after = async () => {};
 
@@ -21,7 +21,7 @@ export async function start({ variant, store: storeName, runId }) {
     case 'idempo': {
       const { createIdempotency } = await import('idempo');
       const { default: idempotency } = await import('idempo/fastify');
-      const opened = await openIdempoStore(storeName, runId);
+      const opened = await openIdempoStore(storeName, runId, { autoPipelining });
       after = opened.close;
       await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store }) });
       app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
