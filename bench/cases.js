@@ -45,7 +45,7 @@ const VARIANTS = [
   {
     id: 'fastify-idempo-redis-autopipeline',
     group: 'fastify',
-    label: 'idempo · Redis (ioredis enableAutoPipelining)',
+    label: 'idempo · Redis, ioredis auto-pipelining',
     module: 'fastify',
     variant: 'idempo',
     store: 'redis',
@@ -162,7 +162,7 @@ const VARIANTS = [
   {
     id: 'gateway-memory',
     group: 'proxy',
-    label: 'idempo gateway · memory (logs at info)',
+    label: 'idempo gateway · memory',
     module: 'proxy',
     variant: 'gateway',
     store: 'memory',
@@ -172,7 +172,7 @@ const VARIANTS = [
   {
     id: 'gateway-memory-quiet',
     group: 'proxy',
-    label: 'idempo gateway · memory (LOG_LEVEL=warn)',
+    label: 'idempo gateway · memory, LOG_LEVEL=warn',
     module: 'proxy',
     variant: 'gateway',
     store: 'memory',

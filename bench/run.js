@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '0' },
     out: { type: 'string' },
+    from: { type: 'string' },
   },
 });
 
@@ -349,7 +350,17 @@ async function waitQuiet(maxSeconds) {
 
 // ─── main ─────────────────────────────────────────────────────────────────────────────────────
 
+/** `--from results.json`: writes the report again from recorded runs, measuring nothing. */
+function rerender(file) {
+  const { meta, runs } = JSON.parse(readFileSync(file, 'utf8'));
+  const recorded = new Set(runs.map((r) => r.case));
+  const cases = allCases().filter((c) => recorded.has(c.id));
+  const dir = args.out ?? dirname(file);
+  log(`wrote ${writeReport({ outDir: dir, meta, cases, runs }).join(', ')}`);
+}
+
 async function main() {
+  if (args.from) return rerender(args.from);
   const env = await checkEnvironment();
   for (const note of env.notes) log(`note: ${note}`);
   const only = args.only ? new RegExp(args.only) : undefined;

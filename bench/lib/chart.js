@@ -7,7 +7,7 @@ import { GROUPS, TARGETS } from '../cases.js';
 const COLORS = { bare: '#9aa0a6', idempo: '#1a73e8', peer: '#e8710a' };
 const ROW = 22;
 const GROUP_GAP = 30;
-const LABEL_WIDTH = 250;
+const LABEL_WIDTH = 310;
 const PANEL_WIDTH = 330;
 const PANEL_GAP = 40;
 const MAX_RATIO = 1.2;
