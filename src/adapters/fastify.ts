@@ -6,7 +6,7 @@
  * @module
  */
 import type { IncomingMessage } from 'node:http';
-import { pipeline, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import type {
   FastifyPluginAsync,
   FastifyReply,
@@ -80,7 +80,9 @@ interface RecordedBody {
 const UNPROTECTED = unprotectedContext();
 const contexts = new WeakMap<FastifyRequest, IdempotencyContext>();
 const executions = new WeakMap<FastifyRequest, Execution>();
-const bodies = new WeakMap<FastifyRequest, RecordedBody>();
+/** Marks a body Fastify's parser reads as JSON: the fingerprint takes the parsed value. */
+const PARSED = Symbol('parsed JSON body');
+const bodies = new WeakMap<FastifyRequest, RecordedBody | typeof PARSED>();
 
 const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function idempotencyPlugin(fastify, options) {
   const base = 'idempotency' in options ? options.idempotency : createIdempotency(options);
@@ -146,10 +148,21 @@ function hooks<T>(value: T | T[] | undefined): T[] {
   return Array.isArray(value) ? value : [value];
 }
 
-/** Tees the body stream into a record of at most `maxBytes`, for the fingerprint; Fastify parses the same bytes. */
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
+
+/**
+ * Records what the fingerprint needs. A JSON body is fingerprinted from what Fastify's parser
+ * makes of it (the engine canonicalises JSON, so raw bytes and the parsed value agree, as they
+ * do for Express after `express.json()`): no copy of the stream at all. Any other body is teed
+ * into a record of at most `maxBytes` as Fastify's parser reads the same bytes.
+ */
 function recordBody(maxBytes: number): preParsingAsyncHookHandler {
   return async function idempotencyRecordBody(request, _reply, payload) {
     if (!announcesBody(request.raw)) return payload;
+    if (JSON_TYPE.test(request.headers['content-type'] ?? '')) {
+      bodies.set(request, PARSED);
+      return payload;
+    }
     const record: RecordedBody = { chunks: [], size: 0, overflow: false };
     bodies.set(request, record);
     const tee = new Transform({
@@ -171,7 +184,10 @@ function recordBody(maxBytes: number): preParsingAsyncHookHandler {
     if (source.receivedEncodedLength !== undefined) {
       Object.defineProperty(tee, 'receivedEncodedLength', { get: () => source.receivedEncodedLength });
     }
-    pipeline(payload, tee, () => {});
+    // pipe(), not pipeline(): on Node 20 pipeline() builds an AbortController and, when it
+    // finishes, a DOMException with a stack: about 80 µs of CPU per request in the benchmark.
+    payload.on('error', (error) => tee.destroy(error));
+    payload.pipe(tee);
     return tee;
   };
 }
@@ -208,6 +224,11 @@ function neutralRequest(request: FastifyRequest): IdempotencyRequest {
     },
     async body(maxBytes) {
       const record = bodies.get(request);
+      if (record === PARSED) {
+        // Fastify's bodyLimit bounds a chunked JSON body; a declared length is checked here too.
+        if (Number(request.headers['content-length']) > maxBytes) throw tooLarge(maxBytes);
+        return request.body === undefined ? null : { parsed: request.body };
+      }
       if (record === undefined || (record.size === 0 && !record.overflow)) return null;
       if (record.overflow || record.size > maxBytes) throw tooLarge(maxBytes);
       return record.chunks.length === 1 ? (record.chunks[0] as Buffer) : Buffer.concat(record.chunks, record.size);
