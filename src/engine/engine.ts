@@ -173,18 +173,31 @@ function startExecution(
   const { store } = config;
   const { token } = claim;
   const steps = { ...claim.steps };
-  // The signal is made on first use: creating an AbortSignal costs about 2.5 µs, and most
-  // handlers never look at it.
-  let controller: AbortController | undefined;
-  let leaseLost: IdempotencyLeaseLostError | undefined;
   let settled = false;
 
   const loseLease = () => {
-    if (leaseLost !== undefined) return;
-    leaseLost = new IdempotencyLeaseLostError('Another execution took this key over after the lease expired.');
-    controller?.abort(leaseLost);
-    emit({ type: 'lease_lost', key });
+    if (
+      context.loseLease(new IdempotencyLeaseLostError('Another execution took this key over after the lease expired.'))
+    ) {
+      emit({ type: 'lease_lost', key });
+    }
   };
+  async function step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
+    const saved = steps[name];
+    if (saved !== undefined) return JSON.parse(saved) as T;
+    const value = await fn();
+    const text = JSON.stringify(value) ?? 'null';
+    if ((await store.saveStep(storeKey, token, name, text)) === 'stale') {
+      loseLease();
+      throw new IdempotencyLeaseLostError(
+        `Step "${name}" ran, but its result was refused: this execution lost its lease.`,
+      );
+    }
+    steps[name] = text;
+    return value;
+  }
+  const context = new ExecutionContext(key, storeKey, token, claim.recovered, step);
+
   // Renew at a third of the lease so two renewals can fail before a healthy owner is taken over.
   const renewal = setInterval(
     () => {
@@ -201,34 +214,6 @@ function startExecution(
     Math.max(1, Math.floor(config.leaseMs / 3)),
   );
   renewal.unref?.();
-
-  const context: IdempotencyContext = {
-    key,
-    storeKey,
-    token,
-    recovered: claim.recovered,
-    get signal(): AbortSignal {
-      if (controller === undefined) {
-        controller = new AbortController();
-        if (leaseLost !== undefined) controller.abort(leaseLost);
-      }
-      return controller.signal;
-    },
-    async step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
-      const saved = steps[name];
-      if (saved !== undefined) return JSON.parse(saved) as T;
-      const value = await fn();
-      const text = JSON.stringify(value) ?? 'null';
-      if ((await store.saveStep(storeKey, token, name, text)) === 'stale') {
-        loseLease();
-        throw new IdempotencyLeaseLostError(
-          `Step "${name}" ran, but its result was refused: this execution lost its lease.`,
-        );
-      }
-      steps[name] = text;
-      return value;
-    },
-  };
 
   const release = async (reason: string, status: number | undefined, error?: unknown) => {
     try {
@@ -294,6 +279,46 @@ function startExecution(
       await release('threw', undefined, error);
     },
   };
+}
+
+/**
+ * The handler's view of one execution. `signal` is a getter on the prototype that makes the
+ * AbortController on first use: an AbortSignal costs about 2.5 µs and most handlers never read
+ * it, and an object literal with a getter of its own costs about 0.4 µs more to create than a
+ * class instance (V8 cannot copy it from a boilerplate).
+ */
+class ExecutionContext implements IdempotencyContext {
+  readonly key: string;
+  readonly storeKey: string;
+  readonly token: number;
+  readonly recovered: boolean;
+  readonly step: IdempotencyContext['step'];
+  #controller: AbortController | undefined;
+  #leaseLost: IdempotencyLeaseLostError | undefined;
+
+  constructor(key: string, storeKey: string, token: number, recovered: boolean, step: IdempotencyContext['step']) {
+    this.key = key;
+    this.storeKey = storeKey;
+    this.token = token;
+    this.recovered = recovered;
+    this.step = step;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#leaseLost !== undefined) this.#controller.abort(this.#leaseLost);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Aborts the signal, now or when it is made, with `reason`; false when the lease was already lost. */
+  loseLease(reason: IdempotencyLeaseLostError): boolean {
+    if (this.#leaseLost !== undefined) return false;
+    this.#leaseLost = reason;
+    this.#controller?.abort(reason);
+    return true;
+  }
 }
 
 let cachedDate = '';
