@@ -16,8 +16,18 @@ export interface PostgresQueryResult {
 
 /** Anything that runs a parameterised query: a `pg` Pool or a checked-out client. */
 export interface PostgresQueryable {
-  /** Runs `text` with `$1…$n` bound to `values`. */
-  query(text: string, values?: unknown[]): Promise<PostgresQueryResult>;
+  /**
+   * Runs `text` with `$1…$n` bound to `values`; given `{ name, text, values }`, as a named
+   * (prepared) statement, parsed and planned once per connection.
+   */
+  query(text: string | PostgresNamedQuery, values?: unknown[]): Promise<PostgresQueryResult>;
+}
+
+/** A named statement, as `pg` takes it: prepared once per connection, then only executed. */
+export interface PostgresNamedQuery {
+  name: string;
+  text: string;
+  values: unknown[];
 }
 
 /** A `LISTEN` notification as `pg` delivers it. */

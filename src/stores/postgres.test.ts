@@ -76,6 +76,33 @@ describe('postgres store: the shared contract', () => {
   }
 });
 
+describe('postgres store: without prepared statements (for PgBouncer in transaction mode)', () => {
+  const unprepared = () => newStore({ preparedStatements: false });
+  for (const c of storeContractCases.filter((c) => !/ttl|expired|outlives/.test(c.name))) {
+    it(c.name, () => c.run({ store: unprepared }));
+  }
+
+  it('sends named statements by default and plain text when asked', async () => {
+    const seen: unknown[] = [];
+    const spying = {
+      query: (text: unknown, values?: unknown[]) => {
+        seen.push(text);
+        return primary.query(text as string, values);
+      },
+      connect: () => primary.connect(),
+    };
+    const named = newStore({ pool: spying as unknown as pg.Pool });
+    await named.claim({ key: `named-${randomUUID()}`, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    expect(seen.at(-1)).toMatchObject({
+      name: expect.stringMatching(/^idempo_[0-9a-f]{24}$/),
+      text: expect.any(String),
+    });
+    const plain = newStore({ pool: spying as unknown as pg.Pool, preparedStatements: false });
+    await plain.claim({ key: `plain-${randomUUID()}`, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    expect(typeof seen.at(-1)).toBe('string');
+  });
+});
+
 describe('postgres store: migration', () => {
   it('is versioned and idempotent: a second run applies nothing', async () => {
     const again = await store.migrate();
