@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { IncomingMessage } from 'node:http';
 import { Transform } from 'node:stream';
 import type {
   FastifyPluginAsync,
@@ -30,6 +29,7 @@ import type {
 import { unprotectedContext } from '../engine/unprotected.js';
 import { tooLarge } from '../engine/web.js';
 import { capture } from './node.js';
+import { hasBody, headerOf } from './node-body.js';
 
 /**
  * What a route's `config.idempotency` says: `false` leaves the route alone, `true` protects it
@@ -158,7 +158,7 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
  */
 function recordBody(maxBytes: number): preParsingAsyncHookHandler {
   return async function idempotencyRecordBody(request, _reply, payload) {
-    if (!announcesBody(request.raw)) return payload;
+    if (!hasBody(request.raw)) return payload;
     if (JSON_TYPE.test(request.headers['content-type'] ?? '')) {
       bodies.set(request, PARSED);
       return payload;
@@ -192,11 +192,6 @@ function recordBody(maxBytes: number): preParsingAsyncHookHandler {
   };
 }
 
-function announcesBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}
-
 function runProtocol(idem: Idempotency): preHandlerAsyncHookHandler {
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return async function idempotencyPreHandler(request, reply) {
@@ -218,10 +213,7 @@ function neutralRequest(request: FastifyRequest): IdempotencyRequest {
   return {
     method: request.method,
     url: request.url,
-    header(name) {
-      const value = request.headers[name];
-      return Array.isArray(value) ? value.join(', ') : value;
-    },
+    header: (name) => headerOf(request.headers, name),
     async body(maxBytes) {
       const record = bodies.get(request);
       if (record === PARSED) {
