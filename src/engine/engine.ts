@@ -14,6 +14,7 @@ import { storeKeyFor } from './fingerprint.js';
 import { REPLAYED_HEADER } from './headers.js';
 import { parseIdempotencyKey } from './key.js';
 import { type ResolvedOptions, resolveOptions } from './options.js';
+import { pathOf } from './path.js';
 import type {
   Decision,
   Execution,
@@ -375,11 +376,6 @@ function emitter(config: ResolvedOptions, request: IdempotencyRequest): Emit {
       // An observer's failure must not change what the client gets.
     }
   };
-}
-
-function pathOf(url: string): string {
-  const at = url.indexOf('?');
-  return at === -1 ? url : url.slice(0, at);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -5,6 +5,7 @@ import { idempotent, writeResponse } from '../adapters/node.js';
 import { parseDuration } from '../engine/duration.js';
 import { createIdempotency } from '../engine/engine.js';
 import { IdempotencyConfigError, type IdempotencyError } from '../engine/errors.js';
+import { pathOf } from '../engine/path.js';
 import type { Duration, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
 import type { IdempotencyStore } from '../stores/contract.js';
 import { compilePathPatterns } from './path-patterns.js';
@@ -209,11 +210,6 @@ function checkUpstream(upstream: string | undefined): string {
     throw new IdempotencyConfigError(`--upstream: expected an http:// or https:// URL, got ${url.protocol}`);
   }
   return upstream;
-}
-
-function pathOf(url: string): string {
-  const at = url.indexOf('?');
-  return at === -1 ? url : url.slice(0, at);
 }
 
 function logEvent(logger: Logger, event: IdempotencyEvent): void {
