@@ -23,7 +23,9 @@ export function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-const restored = new WeakMap<IncomingMessage, Buffer>();
+/** The body idempo read, kept on the request itself: a WeakMap entry per request costs far more to create and collect. */
+const BODY = Symbol('idempo.body');
+type WithBody = IncomingMessage & { [BODY]?: Buffer };
 
 /**
  * The request body for the engine: the raw bytes when the stream is still unread (they are handed
@@ -36,7 +38,9 @@ export function bodyOf(
   where: string,
 ): Promise<Uint8Array | ParsedBody | null> {
   if (!hasBody(req)) return Promise.resolve(null);
-  if (restored.has(req) || !(req.readableEnded || req.readableDidRead)) return readRestoring(req, maxBytes);
+  if ((req as WithBody)[BODY] !== undefined || !(req.readableEnded || req.readableDidRead)) {
+    return readRestoring(req, maxBytes);
+  }
   try {
     return Promise.resolve(parsedBodyOf(parsed(), req, maxBytes, where));
   } catch (error) {
@@ -54,11 +58,21 @@ export function bodyOf(
  * An empty body is never read at all.
  */
 export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<Buffer | null> {
-  const known = restored.get(req);
+  const known = (req as WithBody)[BODY];
   if (known !== undefined) return known.length > maxBytes ? Promise.reject(tooLarge(maxBytes)) : Promise.resolve(known);
   if (!hasBody(req)) return Promise.resolve(null);
-  if (Number(req.headers['content-length']) > maxBytes) return Promise.reject(tooLarge(maxBytes));
+  const length = req.headers['content-length'];
+  if (Number(length) > maxBytes) return Promise.reject(tooLarge(maxBytes));
   if (req.complete && req.readableLength === 0) return Promise.resolve(null);
+  if (
+    length !== undefined &&
+    req.headers['transfer-encoding'] === undefined &&
+    Number(length) <= req.readableHighWaterMark &&
+    req.readableLength === 0 &&
+    !req.readableDidRead
+  ) {
+    return observePushes(req as WithBody);
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
@@ -84,7 +98,7 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
       }
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
       req.unshift(body);
-      restored.set(req, body);
+      (req as WithBody)[BODY] = body;
       resolve(body);
     };
     const onError = (error: Error) => {
@@ -102,6 +116,38 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
     req.on('readable', onReadable);
     req.on('error', onError);
     req.on('close', onClose);
+  });
+}
+
+/**
+ * The body as node:http's parser pushes it into the request stream, seen on its way in and left
+ * there, unread, for the listener: one pass through the stream instead of a read and an unshift,
+ * with no listeners to add and remove. Only for a body the stream buffers whole without pausing
+ * the socket (a known length within its high-water mark, nothing pushed yet): a longer one would
+ * wait for a reader that only comes once it has arrived.
+ *
+ * A client that disconnects mid-body leaves the promise pending; nothing was claimed yet, and it
+ * is collected with the request.
+ */
+function observePushes(req: WithBody): Promise<Buffer | null> {
+  const push = req.push;
+  return new Promise((resolve) => {
+    let chunks: Buffer[] | undefined;
+    let total = 0;
+    req.push = function observedPush(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
+      if (chunk === null) {
+        req.push = push;
+        const body =
+          chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+        if (body !== null) req[BODY] = body;
+        resolve(body);
+      } else if (chunk instanceof Buffer) {
+        if (chunks === undefined) chunks = [chunk];
+        else chunks.push(chunk);
+        total += chunk.length;
+      }
+      return push.call(this, chunk, encoding);
+    };
   });
 }
 

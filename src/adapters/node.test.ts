@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -35,6 +35,48 @@ const post = (url: string, key: string | undefined, body = '{"a":1}') =>
     body,
   });
 
+/**
+ * One request over a raw socket, its body written in `pieces` with a pause between them (so the
+ * server gets several packets), or cut off after `stopAfter` bytes and the socket closed.
+ * Resolves to the raw response text ('' when cut off).
+ */
+function rawRequest(url: string, key: string, body: string, how: { pieces?: number; stopAfter?: number }) {
+  const { port } = new URL(url);
+  return new Promise<string>((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1');
+    let response = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      response += chunk;
+      const [head, rest] = response.split('\r\n\r\n', 2);
+      const length = Number(/content-length: (\d+)/i.exec(head ?? '')?.[1]);
+      if (rest !== undefined && Buffer.byteLength(rest) >= length) {
+        socket.end();
+        resolve(response);
+      }
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(response));
+    socket.on('connect', async () => {
+      socket.write(
+        `POST /pay HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`,
+      );
+      if (how.stopAfter !== undefined) {
+        socket.write(body.slice(0, how.stopAfter));
+        await new Promise((r) => setTimeout(r, 20));
+        socket.destroy();
+        return;
+      }
+      const pieces = how.pieces ?? 1;
+      const size = Math.ceil(body.length / pieces);
+      for (let at = 0; at < body.length; at += size) {
+        await new Promise((r) => setTimeout(r, 10));
+        socket.write(body.slice(at, at + size));
+      }
+    });
+  });
+}
+
 async function readBody(req: IncomingMessage): Promise<string> {
   let text = '';
   for await (const chunk of req) text += chunk;
@@ -49,6 +91,53 @@ describe('idempo/node', () => {
     });
     expect(await (await post(url, 'body-1', '{"x":42}')).json()).toEqual({ got: '{"x":42}' });
     expect(await (await post(url, undefined, '{"y":1}')).json()).toEqual({ got: '{"y":1}' });
+  });
+
+  it('fingerprints a body that arrives in several packets, and hands the listener all of it', async () => {
+    let runs = 0;
+    const url = await serve(async (req, res) => {
+      runs++;
+      const text = await readBody(req);
+      res.writeHead(201, { 'content-length': Buffer.byteLength(text) }).end(text);
+    });
+    const body = JSON.stringify({ amount: 1999, note: 'x'.repeat(200) });
+    const send = () => rawRequest(url, 'split-1', body, { pieces: 3 });
+    const first = await send();
+    expect(first.startsWith('HTTP/1.1 201')).toBe(true);
+    expect(first.endsWith(`\r\n\r\n${body}`)).toBe(true);
+    const replay = await send();
+    expect(replay).toMatch(/idempotent-replayed: true/i);
+    expect(replay.endsWith(body)).toBe(true);
+    // Same key, same body in other pieces and key order: still the same request.
+    const reordered = JSON.stringify({ note: 'x'.repeat(200), amount: 1999 });
+    expect(await rawRequest(url, 'split-1', reordered, { pieces: 5 })).toMatch(/idempotent-replayed: true/i);
+    expect(runs).toBe(1);
+  });
+
+  it('hands the listener a body longer than the stream buffers (read and put back)', async () => {
+    const url = await serve(async (req, res) => {
+      res.writeHead(201).end(String((await readBody(req)).length));
+    });
+    const body = JSON.stringify({ blob: 'y'.repeat(100_000) });
+    expect(await (await post(url, 'long-1', body)).text()).toBe(String(body.length));
+    const replay = await post(url, 'long-1', body);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await replay.text()).toBe(String(body.length));
+  });
+
+  it('claims nothing for a client that disconnects before its body arrived', async () => {
+    let runs = 0;
+    const url = await serve(async (req, res) => {
+      runs++;
+      res.writeHead(201).end(await readBody(req));
+    });
+    await rawRequest(url, 'gone-1', '{"a":1}', { stopAfter: 3 });
+    await new Promise((r) => setTimeout(r, 50));
+    // The key was never claimed, so the retry runs at once rather than meeting 409 in flight.
+    const retry = await post(url, 'gone-1', '{"a":1}');
+    expect(retry.status).toBe(201);
+    expect(await retry.text()).toBe('{"a":1}');
+    expect(runs).toBe(1);
   });
 
   it('hands the body back to the listener when the store fails and idempo fails open', async () => {
