@@ -1,0 +1,56 @@
+/** Something holding a lease that must be renewed while it runs. */
+export interface Renewable {
+  /** When the lease was last taken or renewed (ms since the epoch). */
+  renewedAt: number;
+  /** True while a renewal is on its way to the store. */
+  renewing: boolean;
+  /** Starts one renewal; updates `renewedAt` on success and leaves the set when the lease is lost. */
+  renew(): void;
+}
+
+/**
+ * One timer per engine renews every running execution's lease, instead of one `setInterval` per
+ * execution: creating and clearing a timer per request cost the node:http adapter about 10 µs of
+ * CPU per request on the benchmark machine (timer lists made and dropped, the loop's timer re-armed).
+ *
+ * It ticks every sixth of the lease and renews an execution once a third of the lease has passed
+ * since its last renewal, so the first renewal comes between a third and a half of the lease, and
+ * a failed one is tried again on each following tick until the lease runs out. The timer is
+ * unreferenced (it never keeps a process alive) and stops at the first tick that finds nothing
+ * running.
+ */
+export class LeaseRenewer {
+  readonly #live = new Set<Renewable>();
+  readonly #dueAfterMs: number;
+  readonly #tickMs: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(leaseMs: number) {
+    this.#dueAfterMs = leaseMs / 3;
+    this.#tickMs = Math.max(1, Math.floor(leaseMs / 6));
+  }
+
+  add(execution: Renewable): void {
+    this.#live.add(execution);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(() => this.#tick(), this.#tickMs);
+      this.#timer.unref?.();
+    }
+  }
+
+  delete(execution: Renewable): void {
+    this.#live.delete(execution);
+  }
+
+  #tick(): void {
+    if (this.#live.size === 0) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+      return;
+    }
+    const due = Date.now() - this.#dueAfterMs;
+    for (const execution of this.#live) {
+      if (!execution.renewing && execution.renewedAt <= due) execution.renew();
+    }
+  }
+}
