@@ -27,6 +27,24 @@ describe('canonicalJson', () => {
       }),
     );
   });
+
+  it('writes every key and string exactly as JSON.stringify quotes it, keys sorted', () => {
+    // Every UTF-16 unit, so quotes, backslashes, controls and lone surrogates all meet the quoting.
+    const anyText = fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((code) => String.fromCharCode(code)) });
+    // The plain definition, with JSON.stringify for every scalar (an object would put integer-like keys first).
+    const reference = (value: unknown): string => {
+      if (Array.isArray(value)) return `[${value.map(reference).join(',')}]`;
+      if (value === null || typeof value !== 'object') return JSON.stringify(value);
+      const entries = Object.keys(value).sort();
+      return `{${entries.map((key) => `${JSON.stringify(key)}:${reference((value as Record<string, unknown>)[key])}`).join(',')}}`;
+    };
+    fc.assert(
+      fc.property(fc.jsonValue({ stringUnit: 'binary' }), fc.dictionary(anyText, anyText), (value, strings) => {
+        expect(canonicalJson(value)).toBe(reference(value));
+        expect(canonicalJson(strings)).toBe(reference(strings));
+      }),
+    );
+  });
 });
 
 describe('defaultFingerprint', () => {

