@@ -1,0 +1,172 @@
+/**
+ * Response-side helpers for every adapter on node:http: capturing what a handler writes so the
+ * engine can store it, and writing a stored or error response in one go.
+ *
+ * @module
+ */
+import type { ServerResponse } from 'node:http';
+import type { Execution, IdempotencyResponse } from '../engine/types.js';
+
+/** Writes a neutral response in one go; `close` asks the client to open a new connection. */
+export function writeResponse(res: ServerResponse, response: IdempotencyResponse, close = false): void {
+  if (res.headersSent || res.destroyed) return;
+  const flat: string[] = [];
+  for (const [name, value] of response.headers) flat.push(name, value);
+  if (close) flat.push('connection', 'close');
+  res.writeHead(response.status, flat);
+  res.end(response.body);
+}
+
+type HeaderArg =
+  | Record<string, string | number | readonly string[] | undefined>
+  | readonly (string | readonly string[])[];
+
+type Method = (...args: unknown[]) => unknown;
+
+const CAPTURE = Symbol('idempo.capture');
+type CapturedResponse = ServerResponse & { [CAPTURE]: Capture };
+
+/** What a captured response has written so far, and the methods it replaced. */
+class Capture {
+  status = 0;
+  headers: [string, string][] | undefined = undefined;
+  /** The body so far; `null` once it outgrew the limit and is no longer kept. */
+  chunks: Buffer[] | null = [];
+  size = 0;
+  ended = false;
+
+  constructor(
+    readonly execution: Execution,
+    readonly maxBytes: number,
+    readonly writeHead: Method,
+    readonly write: Method,
+    readonly end: Method,
+  ) {}
+
+  snapshot(res: ServerResponse, extra?: HeaderArg): void {
+    this.status = res.statusCode;
+    this.headers = headerPairs(res.getHeaders(), extra);
+  }
+
+  keep(chunk: unknown, encoding: unknown): void {
+    if (this.chunks === null || chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    const buffer =
+      typeof chunk === 'string'
+        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+        : Buffer.from((chunk as Uint8Array).buffer, (chunk as Uint8Array).byteOffset, (chunk as Uint8Array).byteLength);
+    this.size += buffer.length;
+    if (this.size > this.maxBytes) this.chunks = null;
+    else this.chunks.push(buffer);
+  }
+}
+
+/**
+ * Tees what the handler writes into a capture, streaming it to the client as it goes, and holds
+ * back only the final `end()` until the response is stored: a client never sees a response end
+ * that a retry could not replay.
+ *
+ * The replacement methods are shared functions that find their state on the response, not
+ * closures made per response: with the listener below, a captured request allocates one object.
+ */
+export function capture(res: ServerResponse, execution: Execution, maxBytes: number): void {
+  const captured = res as CapturedResponse;
+  captured[CAPTURE] = new Capture(execution, maxBytes, res.writeHead as Method, res.write as Method, res.end as Method);
+  res.writeHead = capturedWriteHead as ServerResponse['writeHead'];
+  res.write = capturedWrite as ServerResponse['write'];
+  res.end = capturedEnd as ServerResponse['end'];
+  res.on('close', abortIfUnended);
+}
+
+function capturedWriteHead(this: CapturedResponse, code: number, ...rest: unknown[]): unknown {
+  const state = this[CAPTURE];
+  if (state.headers === undefined) {
+    this.statusCode = code;
+    // writeHead(status, [reason], [headers]): the headers are the last object argument.
+    const last = rest[rest.length - 1];
+    state.snapshot(this, typeof last === 'object' && last !== null ? (last as HeaderArg) : undefined);
+  }
+  return state.writeHead.call(this, code, ...rest);
+}
+
+function capturedWrite(this: CapturedResponse, chunk: unknown, ...rest: unknown[]): unknown {
+  const state = this[CAPTURE];
+  state.keep(chunk, rest[0]);
+  return state.write.call(this, chunk, ...rest);
+}
+
+function capturedEnd(this: CapturedResponse, ...args: unknown[]): CapturedResponse {
+  const state = this[CAPTURE];
+  if (state.ended) return this;
+  state.ended = true;
+  const [chunk, encoding] = args;
+  if (typeof chunk !== 'function') state.keep(chunk, encoding);
+  if (state.headers === undefined) state.snapshot(this);
+  const { chunks, size } = state;
+  const body = chunks === null ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+  state.execution
+    .commit({ status: state.status, headers: state.headers as [string, string][], body })
+    .then((instead) => {
+      if (instead && !this.headersSent) {
+        // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
+        const res: ServerResponse = this;
+        res.writeHead = state.writeHead as ServerResponse['writeHead'];
+        res.write = state.write as ServerResponse['write'];
+        res.end = state.end as ServerResponse['end'];
+        for (const name of res.getHeaderNames()) res.removeHeader(name);
+        writeResponse(res, instead);
+        return;
+      }
+      state.end.apply(this, args);
+    });
+  return this;
+}
+
+function abortIfUnended(this: CapturedResponse): void {
+  const state = this[CAPTURE];
+  if (!state.ended) void state.execution.abort(new Error('The response closed before the handler ended it.'));
+}
+
+/**
+ * The response's headers as name/value pairs: those set with `setHeader`, overridden by those
+ * passed to `writeHead` (as node:http merges them), names in lower case, one pair per value.
+ */
+function headerPairs(base: Record<string, unknown>, extra?: HeaderArg): [string, string][] {
+  const pairs: [string, string][] = [];
+  if (extra === undefined) {
+    for (const name in base) pushPairs(pairs, name, base[name]);
+    return pairs;
+  }
+  if (!Array.isArray(extra) && isEmpty(base)) {
+    // The common writeHead(status, {…}) with nothing set before: no merge needed.
+    for (const name in extra) pushPairs(pairs, name.toLowerCase(), (extra as Record<string, unknown>)[name]);
+    return pairs;
+  }
+  const merged = new Map<string, unknown>();
+  for (const name in base) merged.set(name, base[name]);
+  if (Array.isArray(extra)) {
+    if (extra.length > 0 && Array.isArray(extra[0])) {
+      for (const [name, value] of extra as unknown as [string, string][]) merged.set(name.toLowerCase(), value);
+    } else {
+      for (let i = 0; i + 1 < extra.length; i += 2) {
+        const name = String(extra[i]).toLowerCase();
+        const prior = merged.get(name);
+        merged.set(name, prior === undefined ? extra[i + 1] : ([] as unknown[]).concat(prior, extra[i + 1]));
+      }
+    }
+  } else {
+    for (const name in extra) merged.set(name.toLowerCase(), (extra as Record<string, unknown>)[name]);
+  }
+  for (const [name, value] of merged) pushPairs(pairs, name, value);
+  return pairs;
+}
+
+function isEmpty(record: Record<string, unknown>): boolean {
+  for (const _ in record) return false;
+  return true;
+}
+
+function pushPairs(pairs: [string, string][], name: string, value: unknown): void {
+  if (value === undefined) return;
+  if (Array.isArray(value)) for (const item of value) pairs.push([name, String(item)]);
+  else pairs.push([name, String(value)]);
+}
