@@ -39,9 +39,12 @@ interface MemoryRecord {
   token: number;
   leaseUntil: number;
   expiresAt: number;
-  steps: Record<string, string>;
+  /** Saved steps; `undefined` until the first one, so most records never allocate it. */
+  steps: Record<string, string> | undefined;
   response: StoredResponse | undefined;
 }
+
+const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
 
 /**
  * Creates an in-process store with a size bound and expiry.
@@ -118,11 +121,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
           token: Math.max(now, floor),
           leaseUntil,
           expiresAt: Math.max(now + ttlMs, leaseUntil),
-          steps: {},
+          steps: undefined,
           response: undefined,
         });
         evictIfFull(now);
-        return { status: 'acquired', token: Math.max(now, floor), steps: {}, recovered: false };
+        return { status: 'acquired', token: Math.max(now, floor), steps: NO_STEPS, recovered: false };
       }
       if (record.fingerprint !== fingerprint) return { status: 'mismatch' };
       if (record.state === 'completed') return { status: 'replay', response: record.response as StoredResponse };
@@ -140,7 +143,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (!record) return 'stale';
       record.state = 'completed';
       record.response = response;
-      record.steps = {};
+      record.steps = undefined;
       record.expiresAt = Date.now() + ttlMs;
       notify(key);
       return 'ok';
@@ -166,6 +169,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     async saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult> {
       const record = owned(key, token);
       if (!record) return 'stale';
+      record.steps ??= {};
       record.steps[name] = value;
       return 'ok';
     },
