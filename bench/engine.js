@@ -2,7 +2,8 @@
  * The engine's own cost, without HTTP: `idem.begin()` plus `commit()` on a fresh key, and
  * `begin()` on a completed key, against the memory store and against a stub store that answers
  * at once (so the figures separate the engine from the store). CPU µs per operation, median of
- * five rounds. For before/after figures of hot-path changes:
+ * five rounds. `memory-full` is the memory store already holding its bound of records (so
+ * every claim evicts). For before/after figures of hot-path changes:
  *
  *   npm run build && node bench/engine.js
  */
@@ -56,15 +57,28 @@ async function measure(idem, keyOf, ops) {
 }
 
 const OPS = 40_000;
-for (const [storeName, makeStore] of [
-  ['stub', stubStore],
-  ['memory', () => createMemoryStore()],
+const FULL = 20_000;
+
+/** A memory store that holds its bound of completed records, so every new claim evicts. */
+async function fullMemoryStore() {
+  const store = createMemoryStore({ maxEntries: FULL });
+  for (let i = 0; i < FULL; i++) {
+    const claim = await store.claim({ key: `fill-${i}`, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    await store.complete(`fill-${i}`, claim.token, RESPONSE, 60_000);
+  }
+  return store;
+}
+
+for (const [storeName, makeStore, workloads] of [
+  ['stub', stubStore, ['fresh', 'replay']],
+  ['memory', () => createMemoryStore(), ['fresh', 'replay']],
+  ['memory-full', fullMemoryStore, ['fresh']],
 ]) {
-  for (const workload of ['fresh', 'replay']) {
+  for (const workload of workloads) {
     const rounds = [];
     for (let round = 0; round < 6; round++) {
       // A new engine and store per round, so the memory store's size stays the same.
-      const idem = createIdempotency({ store: makeStore() });
+      const idem = createIdempotency({ store: await makeStore() });
       if (workload === 'replay') await measure(idem, (i) => `pool-${i}`, 1000);
       let next = 0;
       const keyOf = workload === 'fresh' ? () => `key-${round}-${next++}` : (i) => `pool-${i % 1000}`;
@@ -72,7 +86,7 @@ for (const [storeName, makeStore] of [
       if (round > 0) rounds.push(us); // the first round warms the JIT up
     }
     console.log(
-      `${storeName.padEnd(6)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`,
+      `${storeName.padEnd(11)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`,
     );
   }
 }

@@ -23,6 +23,22 @@ describe('memory store: bounds', () => {
     await small.close();
   });
 
+  it('evicts a 64th of the bound at once when a large store overflows, oldest first', async () => {
+    const full = createMemoryStore({ maxEntries: 6_400 });
+    const done = { status: 200, headers: [], body: new Uint8Array() };
+    for (let i = 0; i <= 6_400; i++) {
+      const claim = await full.claim({ key: `k${i}`, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+      if (claim.status !== 'acquired') throw new Error('expected acquired');
+      await full.complete(`k${i}`, claim.token, done, 60_000);
+    }
+    expect(full.size).toBe(6_300);
+    expect((await full.claim({ key: 'k100', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe(
+      'acquired',
+    );
+    expect((await full.claim({ key: 'k101', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('replay');
+    await full.close();
+  });
+
   it('never evicts a live in-flight record, even past maxEntries', async () => {
     const small = createMemoryStore({ maxEntries: 2 });
     for (const key of ['a', 'b', 'c']) {

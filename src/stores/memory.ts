@@ -13,8 +13,9 @@ import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredRes
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
   /**
-   * Most records kept. Past it the oldest records that are not live in-flight are evicted; live
-   * in-flight records are never evicted, so the bound may be exceeded while they all run.
+   * Most records kept. Past it the oldest records that are not live in-flight are evicted, a
+   * 64th of the bound at a time; live in-flight records are never evicted, so the bound may be
+   * exceeded while they all run.
    * @default 100000
    */
   maxEntries?: number;
@@ -74,13 +75,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const sweeper = setInterval(sweep, sweepMs);
   sweeper.unref?.();
 
+  // Evicting one record per claim would restart the scan at the Map's front every time and step
+  // over every entry deleted since V8 last compacted the table: about 67 µs per claim in a full
+  // store of 100,000. A full store evicts a batch (1/64 of the bound) at once instead.
+  const evictTo = maxEntries - Math.floor(maxEntries / 64);
+
   function evictIfFull(now: number): void {
     if (records.size <= maxEntries) return;
     // Map order is insertion order, so the first entries are the oldest.
     for (const [key, record] of records) {
       if (!isLive(record, now)) {
         records.delete(key);
-        if (records.size <= maxEntries) return;
+        if (records.size <= evictTo) return;
       }
     }
   }
