@@ -31,6 +31,7 @@ export class ClaimedExecution implements Execution, Renewable {
   readonly context: ExecutionContext;
   renewedAt = Date.now();
   renewing = false;
+  renewerSlot = -1;
   readonly #config: ResolvedOptions;
   readonly #renewer: LeaseRenewer;
   readonly #emit: Emit;

@@ -12,6 +12,7 @@ function execution({ delayMs = 0, failures = 0 } = {}) {
     overlaps: 0,
     renewedAt: Date.now(),
     renewing: false,
+    renewerSlot: -1,
     renew() {
       if (item.renewing) item.overlaps++;
       item.calls.push(Date.now());
@@ -68,20 +69,26 @@ describe('LeaseRenewer', () => {
     const renewer = new LeaseRenewer(60);
     const done = execution();
     const running = execution();
+    const later = execution();
     renewer.add(done);
     renewer.add(running);
+    renewer.add(later);
+    renewer.delete(done);
+    // A second delete (commit after abort) must not take another execution out.
     renewer.delete(done);
     await sleep(150);
+    renewer.delete(later);
     renewer.delete(running);
     expect(done.calls).toHaveLength(0);
     expect(running.calls.length).toBeGreaterThan(0);
+    expect(later.calls.length).toBeGreaterThan(0);
   });
 
   it('does not keep the process alive while executions run', () => {
     // The built module: the child process runs plain JavaScript.
     const built = fileURLToPath(new URL('../../dist/engine/lease-renewer.js', import.meta.url));
     const script = `import { LeaseRenewer } from ${JSON.stringify(built)};
-      new LeaseRenewer(60_000).add({ renewedAt: Date.now(), renewing: false, renew() {} });`;
+      new LeaseRenewer(60_000).add({ renewedAt: Date.now(), renewing: false, renewerSlot: -1, renew() {} });`;
     const started = Date.now();
     execFileSync(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore', timeout: 10_000 });
     expect(Date.now() - started).toBeLessThan(5_000);

@@ -4,6 +4,8 @@ export interface Renewable {
   renewedAt: number;
   /** True while a renewal is on its way to the store. */
   renewing: boolean;
+  /** Where the renewer keeps it (managed by the renewer; -1 when not kept). */
+  renewerSlot: number;
   /** Starts one renewal; updates `renewedAt` on success and leaves the set when the lease is lost. */
   renew(): void;
 }
@@ -17,10 +19,11 @@ export interface Renewable {
  * since its last renewal, so the first renewal comes between a third and a half of the lease, and
  * a failed one is tried again on each following tick until the lease runs out. The timer is
  * unreferenced (it never keeps a process alive) and stops at the first tick that finds nothing
- * running.
+ * running. Executions sit in an array and know their slot: adding and removing one is two
+ * stores, where a Set had to give each new object an identity hash.
  */
 export class LeaseRenewer {
-  readonly #live = new Set<Renewable>();
+  readonly #live: Renewable[] = [];
   readonly #dueAfterMs: number;
   readonly #tickMs: number;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -31,7 +34,8 @@ export class LeaseRenewer {
   }
 
   add(execution: Renewable): void {
-    this.#live.add(execution);
+    execution.renewerSlot = this.#live.length;
+    this.#live.push(execution);
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#tick(), this.#tickMs);
       this.#timer.unref?.();
@@ -39,16 +43,24 @@ export class LeaseRenewer {
   }
 
   delete(execution: Renewable): void {
-    this.#live.delete(execution);
+    const slot = execution.renewerSlot;
+    if (this.#live[slot] !== execution) return;
+    const last = this.#live.pop() as Renewable;
+    if (last !== execution) {
+      this.#live[slot] = last;
+      last.renewerSlot = slot;
+    }
+    execution.renewerSlot = -1;
   }
 
   #tick(): void {
-    if (this.#live.size === 0) {
+    if (this.#live.length === 0) {
       clearInterval(this.#timer);
       this.#timer = undefined;
       return;
     }
     const due = Date.now() - this.#dueAfterMs;
+    // renew() settles later, so nothing leaves the array while this loop runs.
     for (const execution of this.#live) {
       if (!execution.renewing && execution.renewedAt <= due) execution.renew();
     }
