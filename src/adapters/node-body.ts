@@ -137,6 +137,11 @@ function observePushes(req: WithBody): Promise<Buffer | null> {
     req.push = function observedPush(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
       if (chunk === null) {
         req.push = push;
+        // The whole message is in: nothing is left on the wire for node:http to drain when the
+        // response ends. It only knows the stream was consumed once something calls _read(), which
+        // a stream that already ended never does, and would otherwise _dump() it (about 1.5% of a
+        // request's CPU).
+        (req as { _consuming?: boolean })._consuming = true;
         const body =
           chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
         if (body !== null) req[BODY] = body;
