@@ -11,8 +11,8 @@ import type {
   FastifyReply,
   FastifyRequest,
   onErrorHookHandler,
-  preHandlerAsyncHookHandler,
-  preParsingAsyncHookHandler,
+  preHandlerHookHandler,
+  preParsingHookHandler,
   RouteOptions,
 } from 'fastify';
 import fp from 'fastify-plugin';
@@ -25,6 +25,7 @@ import type {
   IdempotencyOptions,
   IdempotencyRequest,
   IdempotencyResponse,
+  ParsedBody,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
 import { tooLarge } from '../engine/web.js';
@@ -78,11 +79,15 @@ interface RecordedBody {
 }
 
 const UNPROTECTED = unprotectedContext();
-const contexts = new WeakMap<FastifyRequest, IdempotencyContext>();
-const executions = new WeakMap<FastifyRequest, Execution>();
 /** Marks a body Fastify's parser reads as JSON: the fingerprint takes the parsed value. */
 const PARSED = Symbol('parsed JSON body');
-const bodies = new WeakMap<FastifyRequest, RecordedBody | typeof PARSED>();
+/**
+ * Per-request state, in slots declared on Fastify's Request with `decorateRequest(…, null)` so
+ * every request has the same shape: a WeakMap entry per request cost more to make and collect.
+ */
+const BODY = Symbol('idempo.body');
+const EXECUTION = Symbol('idempo.execution');
+type Tracked = FastifyRequest & { [BODY]: RecordedBody | typeof PARSED | null; [EXECUTION]: Execution | null };
 
 const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function idempotencyPlugin(fastify, options) {
   const base = 'idempotency' in options ? options.idempotency : createIdempotency(options);
@@ -90,9 +95,12 @@ const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function ide
   fastify.decorate('idempotency', base);
   fastify.decorateRequest('idempotency', {
     getter(this: FastifyRequest) {
-      return contexts.get(this) ?? UNPROTECTED;
+      return (this as Tracked)[EXECUTION]?.context ?? UNPROTECTED;
     },
   });
+  // A second registration (another encapsulated context) shares the slots the first declared.
+  if (!fastify.hasRequestDecorator(BODY)) fastify.decorateRequest(BODY, null);
+  if (!fastify.hasRequestDecorator(EXECUTION)) fastify.decorateRequest(EXECUTION, null);
 
   const engineFor = (route: RouteOptions): Idempotency | undefined => {
     const setting = route.config?.idempotency;
@@ -156,15 +164,15 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
  * do for Express after `express.json()`): no copy of the stream at all. Any other body is teed
  * into a record of at most `maxBytes` as Fastify's parser reads the same bytes.
  */
-function recordBody(maxBytes: number): preParsingAsyncHookHandler {
-  return async function idempotencyRecordBody(request, _reply, payload) {
-    if (!hasBody(request.raw)) return payload;
+function recordBody(maxBytes: number): preParsingHookHandler {
+  return function idempotencyRecordBody(request, _reply, payload, done) {
+    if (!hasBody(request.raw)) return done(null, payload);
     if (JSON_TYPE.test(request.headers['content-type'] ?? '')) {
-      bodies.set(request, PARSED);
-      return payload;
+      (request as Tracked)[BODY] = PARSED;
+      return done(null, payload);
     }
     const record: RecordedBody = { chunks: [], size: 0, overflow: false };
-    bodies.set(request, record);
+    (request as Tracked)[BODY] = record;
     const tee = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         if (!record.overflow) {
@@ -188,44 +196,67 @@ function recordBody(maxBytes: number): preParsingAsyncHookHandler {
     // finishes, a DOMException with a stack: about 80 µs of CPU per request in the benchmark.
     payload.on('error', (error) => tee.destroy(error));
     payload.pipe(tee);
-    return tee;
+    done(null, tee);
   };
 }
 
-function runProtocol(idem: Idempotency): preHandlerAsyncHookHandler {
+/**
+ * Callback-style hooks rather than async functions: Fastify then neither makes nor awaits a
+ * promise per hook. A hook that answers with `reply.send()` does not call `done`.
+ */
+function runProtocol(idem: Idempotency): preHandlerHookHandler {
   const maxResponseBytes = idem.limits.maxResponseBytes;
-  return async function idempotencyPreHandler(request, reply) {
-    const decision = await idem.begin(neutralRequest(request));
-    if (decision.action === 'respond') return send(reply, decision.response);
-    if (decision.action === 'execute') {
-      contexts.set(request, decision.context);
-      executions.set(request, decision);
-      capture(reply.raw, decision, maxResponseBytes);
-    }
+  return function idempotencyPreHandler(request, reply, done) {
+    idem.begin(new FastifyNeutralRequest(request)).then((decision) => {
+      if (decision.action === 'respond') {
+        send(reply, decision.response);
+        return;
+      }
+      if (decision.action === 'execute') {
+        (request as Tracked)[EXECUTION] = decision;
+        capture(reply.raw, decision, maxResponseBytes);
+      }
+      done();
+    }, done);
   };
 }
 
-const releaseOnError: onErrorHookHandler = async function idempotencyReleaseOnError(request, _reply, error) {
-  await executions.get(request)?.abort(error);
+const releaseOnError: onErrorHookHandler = function idempotencyReleaseOnError(request, _reply, error, done) {
+  const execution = (request as Tracked)[EXECUTION];
+  if (execution === null) return done();
+  execution.abort(error).then(() => done());
 };
 
-function neutralRequest(request: FastifyRequest): IdempotencyRequest {
-  return {
-    method: request.method,
-    url: request.url,
-    header: (name) => headerOf(request.headers, name),
-    async body(maxBytes) {
-      const record = bodies.get(request);
-      if (record === PARSED) {
-        // Fastify's bodyLimit bounds a chunked JSON body; a declared length is checked here too.
-        if (Number(request.headers['content-length']) > maxBytes) throw tooLarge(maxBytes);
-        return request.body === undefined ? null : { parsed: request.body };
-      }
-      if (record === undefined || (record.size === 0 && !record.overflow)) return null;
-      if (record.overflow || record.size > maxBytes) throw tooLarge(maxBytes);
-      return record.chunks.length === 1 ? (record.chunks[0] as Buffer) : Buffer.concat(record.chunks, record.size);
-    },
-  };
+/** The engine's view of a Fastify request: a class, so a request costs one small object. */
+class FastifyNeutralRequest implements IdempotencyRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly #request: FastifyRequest;
+
+  constructor(request: FastifyRequest) {
+    this.method = request.method;
+    this.url = request.url;
+    this.#request = request;
+  }
+
+  header(name: string): string | undefined {
+    return headerOf(this.#request.headers, name);
+  }
+
+  body(maxBytes: number): Promise<Uint8Array | ParsedBody | null> {
+    const request = this.#request;
+    const record = (request as Tracked)[BODY];
+    if (record === PARSED) {
+      // Fastify's bodyLimit bounds a chunked JSON body; a declared length is checked here too.
+      if (Number(request.headers['content-length']) > maxBytes) return Promise.reject(tooLarge(maxBytes));
+      return Promise.resolve(request.body === undefined ? null : { parsed: request.body });
+    }
+    if (record === null || (record.size === 0 && !record.overflow)) return Promise.resolve(null);
+    if (record.overflow || record.size > maxBytes) return Promise.reject(tooLarge(maxBytes));
+    return Promise.resolve(
+      record.chunks.length === 1 ? (record.chunks[0] as Buffer) : Buffer.concat(record.chunks, record.size),
+    );
+  }
 }
 
 /** Sends a replay or an idempo error through `reply`, so the app's onSend and onResponse hooks see it. */
