@@ -28,6 +28,14 @@ const BODY = Symbol('idempo.body');
 type WithBody = IncomingMessage & { [BODY]?: Buffer };
 
 /**
+ * The bytes of `req`'s body when idempo has read them (they are also still in its stream), so
+ * a proxy can send them on as they are instead of streaming them a second time.
+ */
+export function bodyAlreadyRead(req: IncomingMessage): Buffer | undefined {
+  return (req as WithBody)[BODY];
+}
+
+/**
  * The request body for the engine: the raw bytes when the stream is still unread (they are handed
  * back to it), else what the framework's body parser left (`parsed()`, named `where` in errors).
  */
