@@ -15,7 +15,7 @@ import type {
 /** A duplicate that may retry soon gets this hint; the original usually finishes well inside a second. */
 export const CONFLICT_RETRY_MS = 1_000;
 
-/** Reports one event of a request; a no-op when no observer is set. */
+/** Reports one event of a request (a fresh object literal, which it completes); a no-op when no observer is set. */
 export type Emit = (event: Omit<IdempotencyEvent, 'method' | 'url' | 'durationMs'>) => void;
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});

@@ -1,3 +1,5 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Gateway, startGateway } from '../../src/gateway/index.js';
 import type { IdempotencyStore } from '../../src/stores/contract.js';
@@ -17,6 +19,13 @@ beforeAll(async () => {
     if (url.pathname === '/flaky' && failNext > 0) {
       failNext--;
       res.writeHead(503, { 'content-type': 'text/plain' }).end('try again');
+      return;
+    }
+    if (url.pathname === '/cut-off') {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+      res.write('partial;');
+      await sleep(20);
+      res.destroy();
       return;
     }
     if (url.pathname === '/stream') {
@@ -113,6 +122,38 @@ describe('gateway protocol over HTTP', () => {
     const replay = await postJson(`${gateway.url}/stream`, {}, 'stream-1');
     expect(await replay.text()).toBe(text);
     expect(replay.headers.get('x-streamed')).toBe('yes');
+  });
+
+  it('cuts the response off and releases the key when the upstream body fails mid-stream', async () => {
+    const first = await postJson(`${gateway.url}/cut-off`, {}, 'cut-off-1');
+    await expect(first.text()).rejects.toThrow();
+    await sleep(50);
+    // Nothing was stored: the retry goes upstream again rather than replaying half a body.
+    const retry = await postJson(`${gateway.url}/cut-off`, {}, 'cut-off-1');
+    await expect(retry.text()).rejects.toThrow();
+    expect(hitsFor('/cut-off')).toBe(2);
+  });
+
+  it('forwards a keyed chunked body to the upstream byte for byte, and replays it', async () => {
+    const send = () =>
+      fetch(`${gateway.url}/chunked`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'chunked-1' },
+        body: new ReadableStream({
+          start(controller) {
+            for (const part of ['{"a":', '"', 'x'.repeat(300), '"}'])
+              controller.enqueue(new TextEncoder().encode(part));
+            controller.close();
+          },
+        }),
+        duplex: 'half',
+      } as RequestInit);
+    const first = await send();
+    expect(first.status).toBe(201);
+    expect((await first.json()).echo).toBe(`{"a":"${'x'.repeat(300)}"}`);
+    const replay = await send();
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(hitsFor('/chunked')).toBe(1);
   });
 
   it('answers 409 with Retry-After to a duplicate while the first runs', async () => {
@@ -218,6 +259,53 @@ describe('gateway failures', () => {
     } finally {
       await down.close();
     }
+  });
+
+  it.each(['info', 'warn'] as const)('logs each event as a pino line at its level (logger at %s)', async (level) => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, callback) {
+        lines.push(JSON.parse(String(chunk)));
+        callback();
+      },
+    });
+    const fail = async () => {
+      throw new Error('store down');
+    };
+    const broken: IdempotencyStore = { claim: fail, complete: fail, release: fail, renew: fail, saveStep: fail };
+    const working = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store: 'memory:',
+      logger: pino({ level }, sink),
+    });
+    const failing = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store: broken,
+      logger: pino({ level }, sink),
+    });
+    try {
+      await postJson(`${working.url}/logged`, { a: 1 }, `log-${level}`);
+      await postJson(`${working.url}/logged`, { a: 1 }, `log-${level}`);
+      await postJson(`${failing.url}/logged`, { a: 1 }, `log-${level}`);
+    } finally {
+      await working.close();
+      await failing.close();
+    }
+    const events = lines
+      .filter((line) => String(line.msg).startsWith('idempotency '))
+      .map(({ level: n, type, method, url, key, status }) => ({ level: n, type, method, url, key, status }));
+    const expected = [
+      { level: 30, type: 'executed', status: 201 },
+      { level: 30, type: 'replayed', status: 201 },
+      { level: 50, type: 'store_error', status: 503 },
+    ].filter((event) => level === 'info' || event.level >= 40);
+    expect(events).toEqual(
+      expected.map((event) => ({ ...event, method: 'POST', url: '/logged', key: `log-${level}` })),
+    );
+    const storeError = lines.find((line) => line.type === 'store_error') as { err?: { message?: string } };
+    expect(storeError.err?.message).toBe('store down');
   });
 
   it('answers 503 and sends nothing upstream when the store fails', async () => {
