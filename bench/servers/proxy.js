@@ -4,7 +4,6 @@
  * and the idempo gateway in front of the same upstream.
  */
 import { createServer } from 'node:http';
-import { pipeline } from 'node:stream/promises';
 import { Agent } from 'undici';
 import { nodeListener } from '../lib/app.js';
 import { openIdempoStore } from '../lib/stores.js';
@@ -42,7 +41,14 @@ export async function start({ variant, store: storeName, runId, upstreamPort, lo
             else outgoing.push(name, value);
           }
           res.writeHead(response.statusCode, outgoing);
-          await pipeline(response.body, res);
+          // pipe(), not pipeline(), as the gateway does: on Node 20 pipeline() costs an
+          // AbortController and a DOMException per call, and this baseline should be the best
+          // plain proxy, so the ratio shows what idempo costs, not what pipeline() does.
+          response.body.on('error', (error) => res.destroy(error));
+          res.on('close', () => {
+            if (!response.body.readableEnded) response.body.destroy();
+          });
+          response.body.pipe(res);
         } catch {
           if (!res.headersSent) res.writeHead(502).end();
           else res.destroy();
@@ -54,10 +60,10 @@ export async function start({ variant, store: storeName, runId, upstreamPort, lo
     case 'gateway': {
       const { startGateway } = await import('idempo/gateway');
       const opened = await openIdempoStore(storeName, runId);
-      const { default: pino } = await import('pino');
-      // As `idempo serve` runs it: pino to stdout (the harness sends the host's stdout to /dev/null).
-      const logger = pino({ level: logLevel ?? 'info' });
-      const gateway = await startGateway({ upstream, port: 0, store: opened.store, logger });
+      // As `idempo serve` runs it: its default logger, pino to stdout at LOG_LEVEL (the harness
+      // sends the host's stdout to /dev/null).
+      process.env.LOG_LEVEL = logLevel ?? 'info';
+      const gateway = await startGateway({ upstream, port: 0, store: opened.store });
       return {
         port: gateway.port,
         async close() {
