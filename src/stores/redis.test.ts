@@ -92,6 +92,34 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     expect(await clientA.exists(record, `${record}:steps`)).toBe(2);
   });
 
+  it('sends the commands issued in one tick to Redis in one socket write', async () => {
+    const client = await connect();
+    const store = createRedisStore({ client, prefix });
+    try {
+      await client.ping(); // scripts loaded, socket idle
+      const socket = (client as unknown as { stream: { _write: unknown; _writev: unknown } }).stream;
+      let writes = 0;
+      for (const method of ['_write', '_writev'] as const) {
+        const original = socket[method] as (...args: unknown[]) => unknown;
+        socket[method] = function counted(this: unknown, ...args: unknown[]) {
+          writes++;
+          return original.apply(this, args);
+        };
+      }
+      const results = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          store.claim({ key: `k:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }),
+        ),
+      );
+      expect(results.map((r) => r.status)).toEqual(Array(20).fill('acquired'));
+      // Uncorked, ioredis writes each of the 20 EVALSHA on its own.
+      expect(writes).toBe(1);
+    } finally {
+      await store.close?.();
+      await client.quit();
+    }
+  });
+
   it('takes the first token above a large earlier one without losing integer precision', async () => {
     const key = `k:${randomUUID()}`;
     const first = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { Writable } from 'node:stream';
 import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
 import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
 import {
@@ -237,6 +238,7 @@ export function createRedisStore({
   function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     const call = scripted[name];
     if (!call) return Promise.reject(new IdempotencyStoreError(`Redis script ${name} is not defined on the client`));
+    corkUntilNextTick(client);
     return call.apply(client, args).catch((error: unknown) => {
       throw storeError(operation, error);
     });
@@ -451,4 +453,22 @@ export function createRedisStore({
   }
 
   return { claim, complete, release, renew, saveStep, waitForChange, close };
+}
+
+/**
+ * Holds a standalone client's socket writes until the end of the current tick. ioredis writes
+ * each command to the socket at once, one system call and one wake-up of Redis per command;
+ * corked, the commands a busy server issues in one tick leave in one write, as node-redis sends
+ * them. Measured on Fastify with fresh keys: about a quarter more requests per second. A Cluster
+ * client has no single socket and is left as it is.
+ */
+function corkUntilNextTick(client: RedisStoreClient): void {
+  const stream = (client as { stream?: Writable }).stream;
+  if (stream === undefined || typeof stream.cork !== 'function' || stream.writableCorked > 0) return;
+  stream.cork();
+  process.nextTick(uncork, stream);
+}
+
+function uncork(stream: Writable): void {
+  stream.uncork();
 }
