@@ -82,6 +82,9 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
   }
 }
 
+const HANDLER_FAILED = 'The request failed before it completed; it may be retried with the same key.';
+const IDEMPO_FAILED = 'idempo could not process the request; it may be retried with the same key.';
+
 async function failInHandler(
   res: ServerResponse,
   error: unknown,
@@ -96,13 +99,7 @@ async function failInHandler(
     return;
   }
   // An IdempotencyError the listener throws (the gateway's upstream errors) keeps its own status.
-  const failure =
-    error instanceof IdempotencyError
-      ? error
-      : new IdempotencyHandlerError('The request failed before it completed; it may be retried with the same key.', {
-          cause: error,
-        });
-  writeResponse(res, idem.formatError(failure, request), true);
+  answerFailure(res, error, idem, request, HANDLER_FAILED);
 }
 
 /**
@@ -135,11 +132,20 @@ function failBeforeHandler(res: ServerResponse, error: unknown, idem: Idempotenc
     res.destroy();
     return;
   }
-  const failure =
-    error instanceof IdempotencyError
-      ? error
-      : new IdempotencyHandlerError('idempo could not process the request; it may be retried with the same key.', {
-          cause: error,
-        });
+  answerFailure(res, error, idem, request, IDEMPO_FAILED);
+}
+
+/**
+ * Answers with idempo's error response and closes the connection: an IdempotencyError keeps its
+ * own status, anything else becomes a handler error saying the request may be retried.
+ */
+function answerFailure(
+  res: ServerResponse,
+  error: unknown,
+  idem: Idempotency,
+  request: IdempotencyRequest,
+  message: string,
+): void {
+  const failure = error instanceof IdempotencyError ? error : new IdempotencyHandlerError(message, { cause: error });
   writeResponse(res, idem.formatError(failure, request), true);
 }
