@@ -7,7 +7,13 @@
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { createIdempotency } from '../engine/engine.js';
-import type { Idempotency, IdempotencyContext, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
+import type {
+  Idempotency,
+  IdempotencyContext,
+  IdempotencyOptions,
+  IdempotencyRequest,
+  ParsedBody,
+} from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
 import { capture, writeResponse } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
@@ -32,7 +38,9 @@ declare global {
  */
 export type ExpressIdempotencyOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
 
-const handled = new WeakSet<Request>();
+/** Marks a request the protocol already runs for; a property, which costs less than a WeakSet entry. */
+const HANDLED = Symbol('idempo.handled');
+type Marked = Request & { [HANDLED]?: true };
 
 /**
  * Express middleware for the idempotency protocol. Mount it before the routes it protects; it
@@ -63,12 +71,12 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
     // Mounted twice on one path (app and router): the outer one already runs the protocol.
-    if (handled.has(req)) {
+    if ((req as Marked)[HANDLED]) {
       next();
       return;
     }
-    handled.add(req);
-    idem.begin(expressRequest(req)).then((decision) => {
+    (req as Marked)[HANDLED] = true;
+    idem.begin(new ExpressRequest(req)).then((decision) => {
       if (decision.action === 'respond') {
         writeResponse(res, decision.response);
         return;
@@ -84,12 +92,25 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
   };
 }
 
-function expressRequest(req: Request): IdempotencyRequest {
-  return {
-    method: req.method,
+/** The engine's view of an Express request: a class, so a request costs one small object. */
+class ExpressRequest implements IdempotencyRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly #req: Request;
+
+  constructor(req: Request) {
+    this.method = req.method;
     // originalUrl keeps the mount path that `app.use('/api', …)` strips from req.url.
-    url: req.originalUrl ?? req.url,
-    header: (name) => headerOf(req.headers, name),
-    body: (maxBytes) => bodyOf(req, maxBytes, () => req.body, 'req.body'),
-  };
+    this.url = req.originalUrl ?? req.url;
+    this.#req = req;
+  }
+
+  header(name: string): string | undefined {
+    return headerOf(this.#req.headers, name);
+  }
+
+  body(maxBytes: number): Promise<Uint8Array | ParsedBody | null> {
+    const req = this.#req;
+    return bodyOf(req, maxBytes, () => req.body, 'req.body');
+  }
 }
