@@ -6,7 +6,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { IdempotencyError, IdempotencyHandlerError } from '../engine/errors.js';
+import { failureOf, HANDLER_FAILED_MESSAGE } from '../engine/errors.js';
 import type { Decision, Execution, Idempotency, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { headerOf, readRestoring } from './node-body.js';
 import { capture, writeResponse } from './node-response.js';
@@ -82,7 +82,6 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
   }
 }
 
-const HANDLER_FAILED = 'The request failed before it completed; it may be retried with the same key.';
 const IDEMPO_FAILED = 'idempo could not process the request; it may be retried with the same key.';
 
 async function failInHandler(
@@ -99,7 +98,7 @@ async function failInHandler(
     return;
   }
   // An IdempotencyError the listener throws (the gateway's upstream errors) keeps its own status.
-  answerFailure(res, error, idem, request, HANDLER_FAILED);
+  answerFailure(res, error, idem, request, HANDLER_FAILED_MESSAGE);
 }
 
 /**
@@ -135,10 +134,7 @@ function failBeforeHandler(res: ServerResponse, error: unknown, idem: Idempotenc
   answerFailure(res, error, idem, request, IDEMPO_FAILED);
 }
 
-/**
- * Answers with idempo's error response and closes the connection: an IdempotencyError keeps its
- * own status, anything else becomes a handler error saying the request may be retried.
- */
+/** Answers with idempo's error response for `error` and closes the connection. */
 function answerFailure(
   res: ServerResponse,
   error: unknown,
@@ -146,6 +142,5 @@ function answerFailure(
   request: IdempotencyRequest,
   message: string,
 ): void {
-  const failure = error instanceof IdempotencyError ? error : new IdempotencyHandlerError(message, { cause: error });
-  writeResponse(res, idem.formatError(failure, request), true);
+  writeResponse(res, idem.formatError(failureOf(error, message), request), true);
 }

@@ -1,4 +1,4 @@
-import { IdempotencyBodyTooLargeError, IdempotencyError, IdempotencyHandlerError } from './errors.js';
+import { failureOf, IdempotencyBodyTooLargeError } from './errors.js';
 import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse, ParsedBody } from './types.js';
 import { unprotectedContext } from './unprotected.js';
 
@@ -20,14 +20,7 @@ export async function handleWebRequest(
     response = await handler(withBody(request, decision.body), decision.context);
   } catch (error) {
     await decision.abort(error);
-    // An idempo error from inside the handler (a step refused after a lost lease) keeps its own status.
-    const failure =
-      error instanceof IdempotencyError
-        ? error
-        : new IdempotencyHandlerError('The request failed before it completed; it may be retried with the same key.', {
-            cause: error,
-          });
-    return toWebResponse(engine.formatError(failure, neutral));
+    return toWebResponse(engine.formatError(failureOf(error), neutral));
   }
   let body: Uint8Array;
   try {

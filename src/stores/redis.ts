@@ -459,8 +459,9 @@ export function createRedisStore({
  * Holds a standalone client's socket writes until the end of the current tick. ioredis writes
  * each command to the socket at once, one system call and one wake-up of Redis per command;
  * corked, the commands a busy server issues in one tick leave in one write, as node-redis sends
- * them. Measured on Fastify with fresh keys: about a quarter more requests per second. A Cluster
- * client has no single socket and is left as it is.
+ * them. On Fastify with fresh keys, six alternating runs gave 25% more requests per second on the
+ * mean (better in two pairs of three; see bench/results/ANALYSIS.md). A Cluster client has no
+ * single socket and is left as it is.
  */
 function corkUntilNextTick(client: RedisStoreClient): void {
   const stream = (client as { stream?: Writable }).stream;
