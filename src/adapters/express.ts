@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { createIdempotency } from '../engine/engine.js';
 import type {
@@ -38,9 +39,42 @@ declare global {
  */
 export type ExpressIdempotencyOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
 
-/** Marks a request the protocol already runs for; a property, which costs less than a WeakSet entry. */
-const HANDLED = Symbol('idempo.handled');
-type Marked = Request & { [HANDLED]?: true };
+/**
+ * Contexts of requests whose prototype carries the `idempotency` accessor. Express gives every
+ * `req` its app's `app.request` as prototype, and V8 then builds a new hidden class for every
+ * property added to that object (see `capture()` in node-response.ts). Express
+ * documents `app.request` as the place to extend requests; idempo's accessor there keeps the
+ * context in this WeakMap instead.
+ */
+const CONTEXTS = new WeakMap<Request, IdempotencyContext>();
+const WITH_ACCESSOR = new WeakSet<object>();
+
+function setContext(req: Request, context: IdempotencyContext): void {
+  const proto = Object.getPrototypeOf(req) as object | null;
+  if (proto !== null && proto !== IncomingMessage.prototype && hasContextAccessor(proto, req)) {
+    CONTEXTS.set(req, context);
+  } else {
+    req.idempotency = context;
+  }
+}
+
+function hasContextAccessor(proto: object, req: Request): boolean {
+  if (WITH_ACCESSOR.has(proto)) return true;
+  if ('idempotency' in proto || Object.hasOwn(req, 'idempotency') || !Object.isExtensible(proto)) return false;
+  Object.defineProperty(proto, 'idempotency', {
+    get(this: Request) {
+      return CONTEXTS.get(this);
+    },
+    set(this: Request, value: IdempotencyContext | undefined) {
+      if (value === undefined) CONTEXTS.delete(this);
+      else CONTEXTS.set(this, value);
+    },
+    configurable: true,
+    enumerable: false,
+  });
+  WITH_ACCESSOR.add(proto);
+  return true;
+}
 
 /**
  * Express middleware for the idempotency protocol. Mount it before the routes it protects; it
@@ -70,22 +104,22 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
   const idem = 'idempotency' in options ? options.idempotency : createIdempotency(options);
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
-    // Mounted twice on one path (app and router): the outer one already runs the protocol.
-    if ((req as Marked)[HANDLED]) {
+    // Mounted twice on one path (app and router): the outer one already runs the protocol, and
+    // set the context before it let the request go on.
+    if (req.idempotency !== undefined) {
       next();
       return;
     }
-    (req as Marked)[HANDLED] = true;
     idem.begin(new ExpressRequest(req)).then((decision) => {
       if (decision.action === 'respond') {
         writeResponse(res, decision.response);
         return;
       }
       if (decision.action === 'execute') {
-        req.idempotency = decision.context;
+        setContext(req, decision.context);
         capture(res, decision, maxResponseBytes);
       } else {
-        req.idempotency = unprotectedContext();
+        setContext(req, unprotectedContext());
       }
       next();
     }, next);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ServerResponse } from 'node:http';
+import { ServerResponse } from 'node:http';
 import type { Execution, IdempotencyResponse } from '../engine/types.js';
 
 /** Writes a neutral response in one go; `close` asks the client to open a new connection. */
@@ -34,6 +34,8 @@ class Capture {
   chunks: Buffer[] | null = [];
   size = 0;
   ended = false;
+  /** Captured through the response's prototype rather than methods of its own. */
+  onPrototype = false;
 
   constructor(
     readonly execution: Execution,
@@ -67,8 +69,30 @@ class Capture {
  *
  * The replacement methods are shared functions that find their state on the response, not
  * closures made per response: with the listener below, a captured request allocates one object.
+ *
+ * A response whose prototype a framework swapped (Express gives every `res` its app's
+ * `app.response`) is captured through that prototype instead, when nothing overrode these methods
+ * on it or on the response. V8 gives an object whose prototype was swapped a new hidden class for
+ * every property added to it, about 1.4 µs each (against 0.01 µs on a plain response) plus the
+ * garbage the hidden classes leave. The methods installed on the prototype call the inherited
+ * ones for every response not captured.
  */
 export function capture(res: ServerResponse, execution: Execution, maxBytes: number): void {
+  const proto = Object.getPrototypeOf(res) as ServerResponse | null;
+  if (proto !== null && proto !== ServerResponse.prototype && capturesThrough(proto, res)) {
+    const inherited = Object.getPrototypeOf(proto) as ServerResponse;
+    const state = new Capture(
+      execution,
+      maxBytes,
+      inherited.writeHead as Method,
+      inherited.write as Method,
+      inherited.end as Method,
+    );
+    state.onPrototype = true;
+    SWAPPED.set(res, state);
+    res.on('close', abortIfUnendedSwapped);
+    return;
+  }
   const captured = res as CapturedResponse;
   captured[CAPTURE] = new Capture(execution, maxBytes, res.writeHead as Method, res.write as Method, res.end as Method);
   res.writeHead = capturedWriteHead as ServerResponse['writeHead'];
@@ -77,52 +101,119 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
   res.on('close', abortIfUnended);
 }
 
-function capturedWriteHead(this: CapturedResponse, code: number, ...rest: unknown[]): unknown {
-  const state = this[CAPTURE];
-  if (state.headers === undefined) {
-    this.statusCode = code;
-    // writeHead(status, [reason], [headers]): the headers are the last object argument.
-    const last = rest[rest.length - 1];
-    state.snapshot(this, typeof last === 'object' && last !== null ? (last as HeaderArg) : undefined);
+/** Capture state of responses captured through their prototype. */
+const SWAPPED = new WeakMap<ServerResponse, Capture>();
+/** Prototypes that carry the capturing methods. */
+const CAPTURING = new WeakSet<object>();
+const METHODS = ['writeHead', 'write', 'end'] as const;
+
+function overridesMethods(target: object): boolean {
+  return METHODS.some((name) => Object.hasOwn(target, name));
+}
+
+/** Whether `res` can be captured through `proto`, installing the methods there on first use. */
+function capturesThrough(proto: ServerResponse, res: ServerResponse): boolean {
+  // Something patched this response already (compression, a logger): wrap its methods, as for any response.
+  if (overridesMethods(res)) return false;
+  if (CAPTURING.has(proto)) return true;
+  if (overridesMethods(proto) || !Object.isExtensible(proto)) return false;
+  const parent = Object.getPrototypeOf(proto) as ServerResponse;
+  const methods: Record<(typeof METHODS)[number], Method> = {
+    writeHead(this: ServerResponse, code: unknown, ...rest: unknown[]) {
+      const state = SWAPPED.get(this);
+      return state === undefined
+        ? (parent.writeHead as Method).call(this, code, ...rest)
+        : writeHeadThrough(state, this, code as number, rest);
+    },
+    write(this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
+      const state = SWAPPED.get(this);
+      return state === undefined
+        ? (parent.write as Method).call(this, chunk, ...rest)
+        : writeThrough(state, this, chunk, rest);
+    },
+    end(this: ServerResponse, ...args: unknown[]) {
+      const state = SWAPPED.get(this);
+      return state === undefined ? (parent.end as Method).apply(this, args) : endThrough(state, this, args);
+    },
+  };
+  for (const name of METHODS) {
+    Object.defineProperty(proto, name, { value: methods[name], writable: true, configurable: true, enumerable: false });
   }
-  return state.writeHead.call(this, code, ...rest);
+  CAPTURING.add(proto);
+  return true;
+}
+
+function capturedWriteHead(this: CapturedResponse, code: number, ...rest: unknown[]): unknown {
+  return writeHeadThrough(this[CAPTURE], this, code, rest);
 }
 
 function capturedWrite(this: CapturedResponse, chunk: unknown, ...rest: unknown[]): unknown {
-  const state = this[CAPTURE];
-  state.keep(chunk, rest[0]);
-  return state.write.call(this, chunk, ...rest);
+  return writeThrough(this[CAPTURE], this, chunk, rest);
 }
 
-function capturedEnd(this: CapturedResponse, ...args: unknown[]): CapturedResponse {
-  const state = this[CAPTURE];
-  if (state.ended) return this;
+function capturedEnd(this: CapturedResponse, ...args: unknown[]): ServerResponse {
+  return endThrough(this[CAPTURE], this, args);
+}
+
+function writeHeadThrough(state: Capture, res: ServerResponse, code: number, rest: unknown[]): unknown {
+  if (state.headers === undefined) {
+    res.statusCode = code;
+    // writeHead(status, [reason], [headers]): the headers are the last object argument.
+    const last = rest[rest.length - 1];
+    state.snapshot(res, typeof last === 'object' && last !== null ? (last as HeaderArg) : undefined);
+  }
+  return state.writeHead.call(res, code, ...rest);
+}
+
+function writeThrough(state: Capture, res: ServerResponse, chunk: unknown, rest: unknown[]): unknown {
+  state.keep(chunk, rest[0]);
+  return state.write.call(res, chunk, ...rest);
+}
+
+function endThrough(state: Capture, res: ServerResponse, args: unknown[]): ServerResponse {
+  if (state.ended) return res;
   state.ended = true;
   const [chunk, encoding] = args;
   if (typeof chunk !== 'function') state.keep(chunk, encoding);
-  if (state.headers === undefined) state.snapshot(this);
+  if (state.headers === undefined) state.snapshot(res);
   const { chunks, size } = state;
   const body = chunks === null ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
   state.execution
     .commit({ status: state.status, headers: state.headers as [string, string][], body })
     .then((instead) => {
-      if (instead && !this.headersSent) {
+      if (instead && !res.headersSent) {
         // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
-        const res: ServerResponse = this;
-        res.writeHead = state.writeHead as ServerResponse['writeHead'];
-        res.write = state.write as ServerResponse['write'];
-        res.end = state.end as ServerResponse['end'];
+        uncapture(state, res);
         for (const name of res.getHeaderNames()) res.removeHeader(name);
         writeResponse(res, instead);
         return;
       }
-      state.end.apply(this, args);
+      state.end.apply(res, args);
     });
-  return this;
+  return res;
+}
+
+/** Gives `res` back its own methods. */
+function uncapture(state: Capture, res: ServerResponse): void {
+  if (state.onPrototype) {
+    SWAPPED.delete(res);
+    return;
+  }
+  res.writeHead = state.writeHead as ServerResponse['writeHead'];
+  res.write = state.write as ServerResponse['write'];
+  res.end = state.end as ServerResponse['end'];
 }
 
 function abortIfUnended(this: CapturedResponse): void {
-  const state = this[CAPTURE];
+  abortUnended(this[CAPTURE]);
+}
+
+function abortIfUnendedSwapped(this: ServerResponse): void {
+  const state = SWAPPED.get(this);
+  if (state !== undefined) abortUnended(state);
+}
+
+function abortUnended(state: Capture): void {
   if (!state.ended) void state.execution.abort(new Error('The response closed before the handler ended it.'));
 }
 

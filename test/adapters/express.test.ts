@@ -91,4 +91,60 @@ describe('express middleware', () => {
     expect(reply.status).toBe(500);
     expect(reply.text).toBe('IDEMPO_CONFIG_INVALID');
   });
+  it('captures through app.response: nothing is added to req or res, and unkeyed routes are untouched', async () => {
+    const app = express();
+    app.use(express.json());
+    app.use(expressIdempotency({ store: createMemoryStore() }));
+    let runs = 0;
+    let added: string[] = [];
+    app.post('/pay', (req, res) => {
+      runs++;
+      // Express swaps the prototype of every req and res; a property added to one would cost a hidden class.
+      added = ['writeHead', 'write', 'end'].filter((name) => Object.hasOwn(res, name));
+      if (Object.hasOwn(req, 'idempotency')) added.push('req.idempotency');
+      res.status(201).json({ key: req.idempotency?.key, runs });
+    });
+    app.get('/plain', (_req, res) => {
+      res.write('a');
+      res.end('b');
+    });
+    server = await listen(createServer(app));
+    const key = randomUUID();
+    const first = await post('/pay', key);
+    expect(first.status).toBe(201);
+    expect(JSON.parse(first.text)).toEqual({ key, runs: 1 });
+    expect(added).toEqual([]);
+    const replay = await post('/pay', key);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.text).toBe(first.text);
+    expect(runs).toBe(1);
+    const plain = await request(`${server.url}/plain`);
+    expect(await plain.body.text()).toBe('ab');
+  });
+
+  it('wraps methods an earlier middleware put on the response, storing what the handler wrote', async () => {
+    const app = express();
+    // A compression-like wrapper mounted before idempo: it transforms what reaches the socket.
+    app.use((_req, res, next) => {
+      const end = res.end.bind(res);
+      res.setHeader('x-wrapped', 'yes');
+      res.end = ((chunk?: string | Buffer) => end(String(chunk ?? '').toUpperCase())) as typeof res.end;
+      next();
+    });
+    app.use(express.json());
+    app.use(expressIdempotency({ store: createMemoryStore() }));
+    let runs = 0;
+    app.post('/shout', (_req, res) => {
+      runs++;
+      res.status(201).end('quiet');
+    });
+    server = await listen(createServer(app));
+    const key = randomUUID();
+    const first = await post('/shout', key);
+    const replay = await post('/shout', key);
+    expect([first.status, first.text, first.headers['x-wrapped']]).toEqual([201, 'QUIET', 'yes']);
+    expect([replay.status, replay.text, replay.headers['x-wrapped']]).toEqual([201, 'QUIET', 'yes']);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(runs).toBe(1);
+  });
 });
