@@ -10,8 +10,9 @@
  * script may touch both:
  *
  * - `<prefix>{<key>}`: a hash with `state` (`in_flight` | `released` | `completed`), `fp`,
- *   `token`, `lease` (lease deadline, ms since the epoch, while in flight), `ttl` (the claim's
- *   ttl in ms, while in flight), and once completed `status`, `headers` (JSON) and `body` (bytes).
+ *   `token`, `lease` (lease deadline, ms since the epoch) and `ttl` (the claim's ttl in ms), both
+ *   read only while the state is `in_flight` and left in place after it, `steps` (`1` once a
+ *   step was saved), and once completed `status`, `headers` (JSON) and `body` (bytes).
  * - `<prefix>{<key>}:steps`: a hash of recovery points, step name → JSON text.
  *
  * ```
@@ -99,13 +100,17 @@ return reply
  * overwrites a newer owner's record.
  */
 export const COMPLETE_SCRIPT = `
-local rec = redis.call('HMGET', KEYS[1], 'state', 'token')
+local rec = redis.call('HMGET', KEYS[1], 'state', 'token', 'steps')
 if rec[1] ~= 'in_flight' or rec[2] ~= ARGV[1] then
   return 'stale'
 end
+-- Every command a script runs costs Redis CPU on every fresh request: the lease fields stay
+-- (nothing reads them once the state is not in_flight), and the steps key is only deleted
+-- when a step was saved.
 redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lease', 'ttl')
-redis.call('DEL', KEYS[2])
+if rec[3] then
+  redis.call('DEL', KEYS[2])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('PUBLISH', ARGV[6], 'completed')
@@ -125,7 +130,6 @@ if rec[1] ~= 'in_flight' or rec[2] ~= ARGV[1] then
   return 'stale'
 end
 redis.call('HSET', KEYS[1], 'state', 'released')
-redis.call('HDEL', KEYS[1], 'lease', 'ttl')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 if ARGV[3] ~= '' then
@@ -169,6 +173,7 @@ if rec[1] ~= 'in_flight' or rec[2] ~= ARGV[1] then
   return 'stale'
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'steps', '1')
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl > 0 then
   redis.call('PEXPIRE', KEYS[2], pttl)

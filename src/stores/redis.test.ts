@@ -340,6 +340,10 @@ describe('redis store on a private server', () => {
     expect((replayStats.evalsha ?? 0) + (replayStats.eval ?? 0)).toBe(10);
     expect(fresh.length / 10).toBe(2);
     expect(replays.length / 10).toBe(1);
+    // Inside the scripts: a claim clears a stale steps key; a completion with no step saved deletes
+    // nothing and leaves the lease fields, which nothing reads once the record is completed.
+    expect(freshStats.del ?? 0).toBe(10);
+    expect(freshStats.hdel ?? 0).toBe(0);
   });
 
   it('close() closes only the store’s own subscriber, never the client it was given', async () => {
