@@ -28,6 +28,7 @@ export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
 export { parseIdempotencyKey } from './engine/key.js';
 export { problemFormatter, stripeFormatter } from './engine/problem.js';
 export type {
+  CapturedResponse,
   Decision,
   Duration,
   ErrorFormatter,
@@ -47,4 +48,5 @@ export type {
   FencedResult,
   IdempotencyStore,
   StoredResponse,
+  SyncStoreOperations,
 } from './stores/contract.js';

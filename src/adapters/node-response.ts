@@ -178,19 +178,27 @@ function endThrough(state: Capture, res: ServerResponse, args: unknown[]): Serve
   if (state.headers === undefined) state.snapshot(res);
   const { chunks, size } = state;
   const body = chunks === null ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-  state.execution
-    .commit({ status: state.status, headers: state.headers as [string, string][], body })
-    .then((instead) => {
-      if (instead && !res.headersSent) {
-        // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
-        uncapture(state, res);
-        for (const name of res.getHeaderNames()) res.removeHeader(name);
-        writeResponse(res, instead);
-        return;
-      }
-      state.end.apply(res, args);
-    });
+  const outcome = state.execution.commitNow({
+    status: state.status,
+    headers: state.headers as [string, string][],
+    body,
+  });
+  // A synchronous store (memory) has stored it already: end now, in this turn.
+  if (outcome instanceof Promise) outcome.then((instead) => finish(state, res, args, instead));
+  else finish(state, res, args, outcome);
   return res;
+}
+
+/** Ends the response as the handler asked, or sends the engine's answer instead if nothing went out yet. */
+function finish(state: Capture, res: ServerResponse, args: unknown[], instead: IdempotencyResponse | undefined): void {
+  if (instead && !res.headersSent) {
+    // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
+    uncapture(state, res);
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+    writeResponse(res, instead);
+    return;
+  }
+  state.end.apply(res, args);
 }
 
 /** Gives `res` back its own methods. */

@@ -228,6 +228,24 @@ describe('idempo/node', () => {
     expect(calls).toBe(2);
   });
 
+  it('ends the response in the same turn on a synchronous store, and once stored on another', async () => {
+    const endedAtOnce: boolean[] = [];
+    const listener: NodeListener = (_req, res) => {
+      res.writeHead(201, { 'content-type': 'text/plain' }).end('made');
+      // Frameworks read this right after end() to decide whether to wait for 'finish' (Fastify does).
+      endedAtOnce.push(res.writableEnded);
+    };
+    const memory = createMemoryStore();
+    const syncUrl = await serve(listener, { store: memory });
+    const asyncUrl = await serve(listener, { store: { ...memory } });
+    for (const url of [syncUrl, asyncUrl]) {
+      const first = await post(url, `turn-${url}`);
+      expect([first.status, await first.text()]).toEqual([201, 'made']);
+      expect((await post(url, `turn-${url}`)).headers.get('idempotent-replayed')).toBe('true');
+    }
+    expect(endedAtOnce).toEqual([true, false]);
+  });
+
   it('exposes the execution context to the listener', async () => {
     const url = await serve((req, res) => {
       const ctx = idempotencyContext(req);

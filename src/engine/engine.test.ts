@@ -447,6 +447,27 @@ describe('protocol rows through handle()', () => {
     expect(res.headers.get('x-err')).toBe('IDEMPO_KEY_MISSING');
   });
 
+  it('never bypasses a wrapper of a synchronous store: its claim and complete run', async () => {
+    const memory = createMemoryStore();
+    const calls: string[] = [];
+    // A wrapper that inherits everything, the synchronous operations included, and replaces two methods.
+    const wrapper = Object.create(memory) as IdempotencyStore;
+    Object.assign(wrapper, {
+      claim: (input: Parameters<IdempotencyStore['claim']>[0]) => {
+        calls.push('claim');
+        return memory.claim(input);
+      },
+      complete: (...args: Parameters<IdempotencyStore['complete']>) => {
+        calls.push('complete');
+        return memory.complete(...args);
+      },
+    });
+    expect(wrapper.sync).toBe(memory.sync);
+    const idem = createIdempotency({ store: wrapper });
+    expect((await idem.handle(post('/pay', { key: 'wrapped' }), async () => new Response('x'))).status).toBe(200);
+    expect(calls).toEqual(['claim', 'complete']);
+  });
+
   it('keeps the key bound to its scope-free hash: the store never sees the raw key', async () => {
     const seen: string[] = [];
     const memory = createMemoryStore();

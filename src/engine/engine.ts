@@ -105,10 +105,11 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
   const claimInput = { key: storeKey, fingerprint, leaseMs: config.leaseMs, ttlMs: config.ttlMs };
   const deadline = config.concurrent === 'wait' ? Date.now() + config.waitTimeoutMs : 0;
   let pollMs = POLL_MIN_MS;
+  const { store, syncStore } = config;
   for (;;) {
     let claim: ClaimResult;
     try {
-      claim = await config.store.claim(claimInput);
+      claim = syncStore !== undefined ? syncStore.claim(claimInput) : await store.claim(claimInput);
     } catch (error) {
       if (config.onStoreError === 'fail-open') {
         emit({ type: 'store_error', key, reason: 'claim', action: 'fail-open', error });
@@ -138,9 +139,9 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
       case 'in_flight': {
         const remaining = deadline - Date.now();
         if (remaining > 0) {
-          if (config.store.waitForChange) {
+          if (store.waitForChange) {
             // A failed notification channel only costs latency: fall back to a poll, and let the next claim decide.
-            await config.store
+            await store
               .waitForChange(storeKey, Math.min(remaining, claim.retryAfterMs, NOTIFIED_RECHECK_MS))
               .catch(() => sleep(Math.min(remaining, pollMs)));
           } else {

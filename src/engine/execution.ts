@@ -1,9 +1,10 @@
-import type { ClaimResult, StoredResponse } from '../stores/contract.js';
+import type { ClaimResult, FencedResult, StoredResponse } from '../stores/contract.js';
 import { retryAfterSeconds } from './duration.js';
 import { type IdempotencyError, IdempotencyLeaseLostError } from './errors.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { ResolvedOptions } from './options.js';
 import type {
+  CapturedResponse,
   Execution,
   IdempotencyContext,
   IdempotencyEvent,
@@ -19,6 +20,7 @@ export const CONFLICT_RETRY_MS = 1_000;
 export type Emit = (event: Omit<IdempotencyEvent, 'method' | 'url' | 'durationMs'>) => void;
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
+const nothing = (): undefined => undefined;
 
 /**
  * The run of a handler under a key this process claimed: renews its lease while it runs, and
@@ -89,44 +91,56 @@ export class ClaimedExecution implements Execution, Renewable {
     );
   }
 
-  async commit(response: {
-    status: number;
-    headers: [string, string][];
-    body: Uint8Array | null;
-  }): Promise<IdempotencyResponse | undefined> {
+  async commit(response: CapturedResponse): Promise<IdempotencyResponse | undefined> {
+    return this.commitNow(response);
+  }
+
+  commitNow(response: CapturedResponse): IdempotencyResponse | undefined | Promise<IdempotencyResponse | undefined> {
     if (!this.#settle()) return undefined;
     const config = this.#config;
     if (response.body === null || response.body.length > config.maxResponseBytes) {
-      await this.#release('response_too_large', response.status);
-      return undefined;
+      return this.#release('response_too_large', response.status).then(nothing);
     }
-    if (config.releases(response.status)) {
-      await this.#release('status', response.status);
-      return undefined;
-    }
+    if (config.releases(response.status)) return this.#release('status', response.status).then(nothing);
     const stored: StoredResponse = {
       status: response.status,
       headers: response.headers.filter(([name]) => config.storesHeader(name)),
       body: response.body,
     };
-    try {
-      if ((await config.store.complete(this.#storeKey, this.#token, stored, config.ttlMs)) === 'stale') {
-        this.#loseLease();
-        // Another execution owns the key now and its response is the one kept: answering with
-        // this one would give the client a result no retry could replay.
-        return errorResponse(
-          config,
-          new IdempotencyLeaseLostError(
-            'This request ran, but another execution took its key over after the lease expired and its result is the one kept. Retry with the same key to get it.',
-          ),
-          this.#request,
-          CONFLICT_RETRY_MS,
-        );
-      }
-      this.#emit({ type: 'executed', key: this.#key, status: response.status });
-    } catch (error) {
-      this.#emit({ type: 'store_error', key: this.#key, reason: 'complete', action: 'response_sent', error });
+    const { store, syncStore } = config;
+    if (syncStore === undefined) {
+      return store
+        .complete(this.#storeKey, this.#token, stored, config.ttlMs)
+        .then((result) => this.#completed(result, response.status))
+        .catch((error: unknown) => this.#completeFailed(error));
     }
+    try {
+      return this.#completed(syncStore.complete(this.#storeKey, this.#token, stored, config.ttlMs), response.status);
+    } catch (error) {
+      return this.#completeFailed(error);
+    }
+  }
+
+  #completed(result: FencedResult, status: number): IdempotencyResponse | undefined {
+    if (result === 'stale') {
+      this.#loseLease();
+      // Another execution owns the key now and its response is the one kept: answering with
+      // this one would give the client a result no retry could replay.
+      return errorResponse(
+        this.#config,
+        new IdempotencyLeaseLostError(
+          'This request ran, but another execution took its key over after the lease expired and its result is the one kept. Retry with the same key to get it.',
+        ),
+        this.#request,
+        CONFLICT_RETRY_MS,
+      );
+    }
+    this.#emit({ type: 'executed', key: this.#key, status });
+    return undefined;
+  }
+
+  #completeFailed(error: unknown): undefined {
+    this.#emit({ type: 'store_error', key: this.#key, reason: 'complete', action: 'response_sent', error });
     return undefined;
   }
 

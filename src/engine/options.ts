@@ -1,4 +1,4 @@
-import type { IdempotencyStore } from '../stores/contract.js';
+import type { IdempotencyStore, SyncStoreOperations } from '../stores/contract.js';
 import { parseDuration } from './duration.js';
 import { IdempotencyConfigError } from './errors.js';
 import { defaultFingerprint } from './fingerprint.js';
@@ -9,6 +9,8 @@ import type { ErrorFormatter, IdempotencyOptions, IdempotencyRequest } from './t
 /** {@link IdempotencyOptions} with every default applied and every value checked. */
 export interface ResolvedOptions {
   store: IdempotencyStore;
+  /** The store's synchronous claim and complete, when it offers them for itself (not for a wrapper of it). */
+  syncStore: SyncStoreOperations | undefined;
   methods: ReadonlySet<string>;
   required: (request: IdempotencyRequest) => boolean;
   header: string;
@@ -49,6 +51,9 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     throw new IdempotencyConfigError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
   return {
     store,
+    // A wrapper made by spreading, Object.create or a Proxy may replace claim or complete:
+    // the synchronous versions of the store underneath would bypass it.
+    syncStore: store.sync?.store === store ? store.sync : undefined,
     methods: new Set((options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase())),
     required: requiredPredicate(options.required),
     header: (options.header ?? 'idempotency-key').toLowerCase(),

@@ -229,13 +229,22 @@ export interface Execution {
    * a newer one, its response is not the one kept, and the client gets `409` (lease lost) so that
    * its retry replays the kept one. An adapter that already sent the headers sends what it has.
    */
-  commit(response: {
-    status: number;
-    headers: [string, string][];
-    body: Uint8Array | null;
-  }): Promise<IdempotencyResponse | undefined>;
+  commit(response: CapturedResponse): Promise<IdempotencyResponse | undefined>;
+  /**
+   * `commit()` that finishes in the same turn of the event loop when the store answers
+   * synchronously (the memory store): the outcome itself then, otherwise the promise `commit()`
+   * returns. An adapter that holds the end of the response until it is stored ends it at once.
+   */
+  commitNow(response: CapturedResponse): IdempotencyResponse | undefined | Promise<IdempotencyResponse | undefined>;
   /** The handler threw or the response could not be produced: releases the key. Never throws. */
   abort(error: unknown): Promise<void>;
+}
+
+/** A handler's response as an adapter captured it, for {@link Execution.commit}; `body: null` when it outgrew `maxResponseBytes`. */
+export interface CapturedResponse {
+  status: number;
+  headers: [string, string][];
+  body: Uint8Array | null;
 }
 
 /** An idempotency engine, made by {@link createIdempotency}. */

@@ -109,6 +109,27 @@ export interface IdempotencyStore {
   waitForChange?(key: string, timeoutMs: number): Promise<void>;
   /** Optional: frees what the store itself opened (timers, its own connections). Never closes a client the user passed in. */
   close?(): Promise<void>;
+  /**
+   * Optional, for stores that need no I/O (the memory store): the same `claim` and `complete`,
+   * answering synchronously. The engine then uses them instead, so a request is claimed and its
+   * response stored and sent in one turn of the event loop, without two promise turns, and
+   * frameworks that wait for a response to finish (Fastify, for a handler that returns `reply`)
+   * see it finished at once. They must behave exactly as the asynchronous methods do, and throw
+   * where those reject.
+   */
+  readonly sync?: SyncStoreOperations;
+}
+
+/**
+ * The synchronous `claim` and `complete` of a store that needs no I/O: see
+ * {@link IdempotencyStore.sync}. `store` names the store they belong to; the engine uses them
+ * only on that very object, so a wrapper of the store (spread, `Object.create`, a Proxy) that
+ * replaces `claim` or `complete` is never bypassed.
+ */
+export interface SyncStoreOperations {
+  readonly store: IdempotencyStore;
+  claim(input: ClaimInput): ClaimResult;
+  complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult;
 }
 
 /** One case of the shared store contract suite. */

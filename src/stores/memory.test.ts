@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { storeContractCases } from './contract.js';
+import { type IdempotencyStore, storeContractCases } from './contract.js';
 import { createMemoryStore } from './memory.js';
 
 const store = createMemoryStore();
@@ -7,6 +7,24 @@ afterAll(() => store.close());
 
 describe('memory store: shared contract', () => {
   for (const c of storeContractCases) it(c.name, () => c.run({ store: () => store }));
+});
+
+describe('memory store: its synchronous claim and complete', () => {
+  // The engine calls these instead of claim() and complete() on this store: they must pass the
+  // same contract. The other operations stay the store's own, on the same records.
+  const sync = store.sync;
+  if (sync === undefined) throw new Error('the memory store offers no synchronous operations');
+  const viaSync: IdempotencyStore = {
+    ...store,
+    claim: async (input) => sync.claim(input),
+    complete: async (key, token, response, ttlMs) => sync.complete(key, token, response, ttlMs),
+  };
+  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => viaSync }));
+
+  it('names the store they belong to, and a spread copy of the store does not carry them', () => {
+    expect(sync.store).toBe(store);
+    expect({ ...store }.sync).toBeUndefined();
+  });
 });
 
 describe('memory store: bounds', () => {

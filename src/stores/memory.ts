@@ -8,7 +8,14 @@
 import { parseDuration } from '../engine/duration.js';
 import { IdempotencyConfigError } from '../engine/errors.js';
 import type { Duration } from '../engine/types.js';
-import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+import type {
+  ClaimInput,
+  ClaimResult,
+  FencedResult,
+  IdempotencyStore,
+  StoredResponse,
+  SyncStoreOperations,
+} from './contract.js';
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
@@ -105,55 +112,60 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     return isExpired(record, Date.now()) ? undefined : record;
   }
 
-  return {
+  function claim({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult {
+    const now = Date.now();
+    let record = records.get(key);
+    let floor = 0;
+    if (record && isExpired(record, now)) {
+      floor = record.token + 1;
+      records.delete(key);
+      record = undefined;
+    }
+    if (!record) {
+      const leaseUntil = now + leaseMs;
+      records.set(key, {
+        fingerprint,
+        state: 'in_flight',
+        token: Math.max(now, floor),
+        leaseUntil,
+        expiresAt: Math.max(now + ttlMs, leaseUntil),
+        steps: undefined,
+        response: undefined,
+      });
+      evictIfFull(now);
+      return { status: 'acquired', token: Math.max(now, floor), steps: NO_STEPS, recovered: false };
+    }
+    if (record.fingerprint !== fingerprint) return { status: 'mismatch' };
+    if (record.state === 'completed') return { status: 'replay', response: record.response as StoredResponse };
+    if (isLive(record, now)) return { status: 'in_flight', retryAfterMs: record.leaseUntil - now };
+    const recovered = record.state === 'in_flight';
+    record.state = 'in_flight';
+    record.token += 1;
+    record.leaseUntil = now + leaseMs;
+    record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
+    return { status: 'acquired', token: record.token, steps: { ...record.steps }, recovered };
+  }
+
+  function complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult {
+    const record = owned(key, token);
+    if (!record) return 'stale';
+    record.state = 'completed';
+    record.response = response;
+    record.steps = undefined;
+    record.expiresAt = Date.now() + ttlMs;
+    notify(key);
+    return 'ok';
+  }
+
+  const store: MemoryStore = {
     get size() {
       return records.size;
     },
 
-    async claim({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): Promise<ClaimResult> {
-      const now = Date.now();
-      let record = records.get(key);
-      let floor = 0;
-      if (record && isExpired(record, now)) {
-        floor = record.token + 1;
-        records.delete(key);
-        record = undefined;
-      }
-      if (!record) {
-        const leaseUntil = now + leaseMs;
-        records.set(key, {
-          fingerprint,
-          state: 'in_flight',
-          token: Math.max(now, floor),
-          leaseUntil,
-          expiresAt: Math.max(now + ttlMs, leaseUntil),
-          steps: undefined,
-          response: undefined,
-        });
-        evictIfFull(now);
-        return { status: 'acquired', token: Math.max(now, floor), steps: NO_STEPS, recovered: false };
-      }
-      if (record.fingerprint !== fingerprint) return { status: 'mismatch' };
-      if (record.state === 'completed') return { status: 'replay', response: record.response as StoredResponse };
-      if (isLive(record, now)) return { status: 'in_flight', retryAfterMs: record.leaseUntil - now };
-      const recovered = record.state === 'in_flight';
-      record.state = 'in_flight';
-      record.token += 1;
-      record.leaseUntil = now + leaseMs;
-      record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
-      return { status: 'acquired', token: record.token, steps: { ...record.steps }, recovered };
-    },
+    claim: async (input: ClaimInput): Promise<ClaimResult> => claim(input),
 
-    async complete(key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult> {
-      const record = owned(key, token);
-      if (!record) return 'stale';
-      record.state = 'completed';
-      record.response = response;
-      record.steps = undefined;
-      record.expiresAt = Date.now() + ttlMs;
-      notify(key);
-      return 'ok';
-    },
+    complete: async (key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult> =>
+      complete(key, token, response, ttlMs),
 
     async release(key: string, token: number, ttlMs: number): Promise<FencedResult> {
       const record = owned(key, token);
@@ -199,4 +211,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       for (const key of [...waiters.keys()]) notify(key);
     },
   };
+  // Nothing here waits on I/O, so the engine may claim and complete without a promise turn.
+  // Not enumerable: a wrapper made with `{ ...store }` stays a plain asynchronous store.
+  const sync: SyncStoreOperations = { store, claim, complete };
+  Object.defineProperty(store, 'sync', { value: sync, enumerable: false });
+  return store;
 }
