@@ -113,8 +113,9 @@ function overridesMethods(target: object): boolean {
 
 /** Whether `res` can be captured through `proto`, installing the methods there on first use. */
 function capturesThrough(proto: ServerResponse, res: ServerResponse): boolean {
-  // Something patched this response already (compression, a logger): wrap its methods, as for any response.
-  if (overridesMethods(res)) return false;
+  // Something patched this response already (compression, a logger), or a capture already runs
+  // through the prototype: wrap what is there, as for any response, so both see the response.
+  if (overridesMethods(res) || SWAPPED.has(res)) return false;
   if (CAPTURING.has(proto)) return true;
   if (overridesMethods(proto) || !Object.isExtensible(proto)) return false;
   const parent = Object.getPrototypeOf(proto) as ServerResponse;
