@@ -39,8 +39,8 @@ export interface RedisStoreSubscriber {
 
 /**
  * The part of an ioredis `Redis` or `Cluster` client the store uses, so that idempo's runtime
- * never imports ioredis. The store registers its Lua scripts with `defineCommand` and runs them;
- * it never connects, closes or logs on this client.
+ * never imports ioredis. The store claims with a plain `callBuffer('set', …)`, registers its Lua
+ * scripts with `defineCommand` and runs them; it never connects, closes or logs on this client.
  *
  * @example
  * ```ts
@@ -51,6 +51,8 @@ export interface RedisStoreSubscriber {
  */
 export interface RedisStoreClient {
   defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
+  /** Runs one plain command with Buffer replies: the claim's `SET … NX GET`. */
+  callBuffer(command: string, args: (string | Buffer | number)[]): Promise<unknown>;
   /** Used once, lazily, to open the store's own pub/sub connection for `waitForChange`. */
   duplicate(): RedisStoreSubscriber;
 }
@@ -110,12 +112,12 @@ export interface RedisStoreOptions {
 
 /** Names of the scripts on the client. Versioned, so two idempo versions may share one client. */
 const COMMANDS = {
-  claim: 'idempoClaimV1',
-  complete: 'idempoCompleteV1',
-  release: 'idempoReleaseV1',
-  renew: 'idempoRenewV1',
-  saveStep: 'idempoSaveStepV1',
-  peek: 'idempoPeekV1',
+  claim: 'idempoClaimV2',
+  complete: 'idempoCompleteV2',
+  release: 'idempoReleaseV2',
+  renew: 'idempoRenewV2',
+  saveStep: 'idempoSaveStepV2',
+  peek: 'idempoPeekV2',
 } as const;
 
 type Reply = Buffer | string | number | null | Reply[];
@@ -150,12 +152,6 @@ function text(value: Reply | undefined): string {
   throw new IdempotencyStoreError(`Unexpected reply from Redis: ${String(value)}`);
 }
 
-function bytes(value: Reply | undefined): Uint8Array {
-  if (Buffer.isBuffer(value)) return value;
-  if (typeof value === 'string') return Buffer.from(value, 'utf8');
-  throw new IdempotencyStoreError(`Unexpected body reply from Redis: ${String(value)}`);
-}
-
 function toBuffer(body: Uint8Array): Buffer {
   return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
@@ -167,7 +163,65 @@ function ms(value: number): string {
 function storeError(operation: string, error: unknown): IdempotencyStoreError {
   if (error instanceof IdempotencyStoreError) return error;
   const reason = error instanceof Error ? error.message : String(error);
-  return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}`, { cause: error });
+  const hint = reason.startsWith('WRONGTYPE')
+    ? ' (the key holds a record in the layout of idempo 0.1, a hash; see "Upgrading" in docs/stores/redis.md)'
+    : '';
+  return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}${hint}`, { cause: error });
+}
+
+/** Redis before 7.0 rejects `SET … NX GET` as a syntax error. */
+function isSyntaxError(error: unknown): boolean {
+  return error instanceof Error && /^ERR syntax error/i.test(error.message);
+}
+
+/**
+ * The token of a new record: the app server's clock in ms, times 1024, plus 10 random bits.
+ * A script would use Redis's clock, but the plain claim has no script. Tokens still grow across
+ * a key's lifetimes, as the store contract asks, unless two app servers' clocks differ by more
+ * than the earlier lifetime's lease + ttl; and even then a stale owner's token equals the new
+ * one only if the clocks differ by exactly that and the random bits agree. Below 2^53 until the
+ * year 2248.
+ */
+function newToken(): number {
+  return Date.now() * 1024 + Math.floor(Math.random() * 1024);
+}
+
+const COMPLETED = 0x43; // 'C'
+const BAR = 0x7c; // '|'
+
+/** What precedes the body in a completed record: `<status>|<header bytes>|<headers as JSON>`. */
+function responseHead(response: StoredResponse): string {
+  const headers = JSON.stringify(response.headers);
+  return `${response.status}|${Buffer.byteLength(headers)}|${headers}`;
+}
+
+/**
+ * A completed record, `C|<fingerprint bytes>|<fingerprint><status>|<header bytes>|<headers><body>`,
+ * as the claim's answer: its response, or a mismatch if the fingerprint differs. The body is a
+ * view of the reply, not a copy.
+ */
+function completedClaim(value: Reply | undefined, fingerprint: string): ClaimResult {
+  if (!Buffer.isBuffer(value) || value[0] !== COMPLETED) {
+    throw new IdempotencyStoreError(`Unexpected record in Redis: ${String(value).slice(0, 40)}`);
+  }
+  const fpEnd = value.indexOf(BAR, 2);
+  const fpStart = fpEnd + 1;
+  const statusStart = fpStart + Number(value.toString('latin1', 2, fpEnd));
+  const statusEnd = value.indexOf(BAR, statusStart);
+  const lengthEnd = statusEnd < 0 ? -1 : value.indexOf(BAR, statusEnd + 1);
+  const headersEnd = lengthEnd + 1 + Number(value.toString('latin1', statusEnd + 1, lengthEnd));
+  if (fpEnd < 0 || lengthEnd < 0 || !(headersEnd <= value.length)) {
+    throw new IdempotencyStoreError('A stored response in Redis is cut short or malformed');
+  }
+  if (value.toString('utf8', fpStart, statusStart) !== fingerprint) return { status: 'mismatch' };
+  return {
+    status: 'replay',
+    response: {
+      status: Number(value.toString('latin1', statusStart, statusEnd)),
+      headers: parseHeaders(value.toString('utf8', lengthEnd + 1, headersEnd)),
+      body: value.subarray(headersEnd),
+    },
+  };
 }
 
 function parseHeaders(json: string): [string, string][] {
@@ -186,9 +240,10 @@ function fenced(reply: Reply): FencedResult {
 
 /**
  * Creates a store that keeps idempo's records in Redis, standalone or Cluster, through your
- * ioredis client. Each operation is one atomic Lua script, so a first request costs two round
- * trips (claim, complete) and a replay one. Records expire by Redis TTL; leases use Redis's
- * clock, so app servers agree on them whatever their own clocks say. Duplicates waiting with
+ * ioredis client. A claim is one plain `SET … NX GET` and every other operation one atomic Lua
+ * script, so a first request costs two round trips (claim, complete) and a replay one. Records
+ * expire by Redis TTL, and a lease is its record's expiry, so app servers agree on it whatever
+ * their own clocks say. Duplicates waiting with
  * `concurrent: 'wait'` are woken by pub/sub over a connection the store opens lazily with
  * `client.duplicate()` and closes in `close()`.
  *
@@ -249,14 +304,48 @@ export function createRedisStore({
     return { record, steps: `${record}:steps`, channel: `${record}:changed` };
   }
 
+  // Redis before 7.0 has no SET … NX GET: the first syntax error switches claims to the script.
+  let plainClaims = true;
+
+  /**
+   * One plain `SET … NX GET` creates the record when the key is absent and otherwise returns it
+   * unchanged, so a first request and a replay each cost Redis about what a GET does instead of
+   * a script. Only a record in flight or released (whose lease the script reads from Redis's
+   * clock, and which it may take over) goes on to CLAIM_SCRIPT.
+   */
   async function claim(input: ClaimInput): Promise<ClaimResult> {
     const { record, steps } = keysOf(input.key);
+    const ttl = ms(input.ttlMs);
+    const keep = String(Number(ms(input.leaseMs)) + Number(ttl));
+    const token = newToken();
+    if (plainClaims) {
+      let existing: unknown;
+      try {
+        corkUntilNextTick(client);
+        existing = await client.callBuffer('set', [
+          record,
+          `I|${token}|${ttl}|0|${input.fingerprint}`,
+          'PX',
+          keep,
+          'NX',
+          'GET',
+        ]);
+      } catch (error) {
+        if (!isSyntaxError(error)) throw storeError('claim', error);
+        plainClaims = false;
+      }
+      if (plainClaims) {
+        if (existing === null) return { status: 'acquired', token, steps: {}, recovered: false };
+        if (Buffer.isBuffer(existing) && existing[0] === COMPLETED) return completedClaim(existing, input.fingerprint);
+      }
+    }
     const reply = await run(`${COMMANDS.claim}Buffer`, 'claim', [
       record,
       steps,
       input.fingerprint,
       ms(input.leaseMs),
-      ms(input.ttlMs),
+      ttl,
+      String(token),
     ]);
     if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${String(reply)}`);
     const status = text(reply[0]);
@@ -266,15 +355,8 @@ export function createRedisStore({
         for (let i = 3; i + 1 < reply.length; i += 2) stepValues[text(reply[i])] = text(reply[i + 1]);
         return { status, token: Number(text(reply[1])), steps: stepValues, recovered: text(reply[2]) === '1' };
       }
-      case 'replay':
-        return {
-          status,
-          response: {
-            status: Number(text(reply[1])),
-            headers: parseHeaders(text(reply[2])),
-            body: bytes(reply[3]),
-          },
-        };
+      case 'completed':
+        return completedClaim(reply[1], input.fingerprint);
       case 'in_flight':
         return { status, retryAfterMs: Math.max(1, Number(text(reply[1]))) };
       case 'mismatch':
@@ -291,8 +373,7 @@ export function createRedisStore({
         record,
         steps,
         String(token),
-        String(response.status),
-        JSON.stringify(response.headers),
+        responseHead(response),
         toBuffer(response.body),
         ms(ttlMs),
         notify ? channel : '',
