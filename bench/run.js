@@ -277,7 +277,9 @@ async function runOnce(c, env) {
       (result.upstreamCores ?? 0);
     if (usesRedis) {
       const rt = commandsPerRequest(redisBefore, redisAfter, responses);
-      result.redisCommandsPerReq = rt.roundTrips;
+      result.redisCommandsPerReq = rt.commands;
+      result.redisScriptsPerReq = rt.scripts;
+      result.redisCpuUsPerReq = rt.cpuUsPerReq;
       result.redisPerCommand = rt.perCommand;
       // Counted inside the server process too (ioredis clients only): immune to other clients of the shared server.
       if (report.redisCommands > 0) result.clientRoundTripsPerReq = report.redisCommands / responses;
@@ -390,8 +392,10 @@ async function main() {
             (r.pacedCpuUsPerReq === undefined
               ? ''
               : `  @${config.pacedRate}/s ${r.pacedCpuUsPerReq.toFixed(1)} µs/req${r.pacedValid ? '' : ' (saturated)'}`) +
-            (r.redisCommandsPerReq !== undefined ? `  ${r.redisCommandsPerReq.toFixed(2)} redis rt/req` : '') +
-            (r.clientRoundTripsPerReq !== undefined ? ` (client ${r.clientRoundTripsPerReq.toFixed(2)})` : '') +
+            (r.clientRoundTripsPerReq !== undefined ? `  ${r.clientRoundTripsPerReq.toFixed(2)} redis rt/req` : '') +
+            (r.redisCommandsPerReq !== undefined
+              ? `  redis ran ${r.redisCommandsPerReq.toFixed(2)} cmds, ${r.redisCpuUsPerReq.toFixed(1)} µs/req`
+              : '') +
             (r.problems.length ? `  ⚠ ${r.problems.join('; ')}` : ''),
         );
       } catch (error) {

@@ -29,6 +29,8 @@ const FIELDS = [
   'handlerRunsPerReq',
   'redisCommandsPerReq',
   'clientRoundTripsPerReq',
+  'redisScriptsPerReq',
+  'redisCpuUsPerReq',
   'machineBusyCores',
   'loadgenCores',
   'otherCores',
@@ -96,7 +98,7 @@ function evaluateTargets(byCase, meta) {
       const rt = m.clientRoundTripsPerReq ?? m.redisCommandsPerReq;
       checks.push({
         what: `${t.rt} round trip${t.rt > 1 ? 's' : ''}/req`,
-        value: `${fmt(rt, 2)} (commandstats ${fmt(m.redisCommandsPerReq, 2)})`,
+        value: `${fmt(rt, 2)} (Redis ran ${fmt(m.redisCommandsPerReq, 2)} commands)`,
         ok: rt !== undefined && Math.abs(rt - t.rt) < 0.05,
       });
     }
@@ -191,7 +193,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
     `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
     `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
     "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's. At saturation this figure grows as throughput falls (fewer requests share each wake-up of the event loop and each write wakes an idle client: bare node:http costs 44 µs/req at 20 connections and 124 µs/req at one), so the same is also measured with autocannon held to a fixed rate (*@N/s*: the same request rate for every variant, after the saturated window, in the same server; left out when a variant could not keep up), and for the main JavaScript thread alone (from `/proc/self/task`, without V8's GC helper threads). The CPU targets are judged on the fixed-rate figure.",
-    '- *Redis round trips/req*: from `INFO commandstats` deltas over the window per response, in parentheses. Redis also counts the commands a Lua script calls, so for idempo (which sends only `EVALSHA`) the round trips are the script calls, and for the peers (no scripts) all commands. For idempo the figure before the parentheses is counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate.',
+    '- *Redis round trips/req*: for idempo, counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate; in parentheses, the commands Redis ran per response by `INFO commandstats` deltas over the window, which include the commands inside idempo\'s Lua scripts. The peers send no scripts, so for them that count is their round trips. *Redis CPU µs/req*: Redis\'s own CPU time (`INFO cpu`, user + system) over the window per response.',
     '- Every run checks the workload did what it says: the handler ran once per fresh request and never on a replay, and no request failed. Runs that did not are listed under Problems.',
     '',
   );
@@ -202,8 +204,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
     if (rows.length === 0) continue;
     push(`### ${info.title}`, '');
     push(
-      `| variant | workload | req/s | ratio | paired | p50 ms | p99 ms | CPU µs/req | Δ | CPU µs/req @${meta.config.pacedRate}/s | Δ | main thread @${meta.config.pacedRate}/s | Δ | Redis round trips/req | runs |`,
-      '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+      `| variant | workload | req/s | ratio | paired | p50 ms | p99 ms | CPU µs/req | Δ | CPU µs/req @${meta.config.pacedRate}/s | Δ | main thread @${meta.config.pacedRate}/s | Δ | Redis round trips/req | Redis CPU µs/req | runs |`,
+      '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
     );
     for (const workload of ['fresh', 'replay']) {
       for (const c of rows.filter((row) => row.workload === workload)) {
@@ -213,7 +215,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
             `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.cpuDelta)} | ` +
             `${fmt(m.pacedCpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedCpuDelta)} | ` +
             `${fmt(m.pacedMainUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedMainDelta)} | ` +
-            `${redisCell(m)} | ${m.runs}${m.failed.length ? ` (+${m.failed.length} failed)` : ''}${m.problems.length ? ' ⚠' : ''} |`,
+            `${redisCell(m)} | ${fmt(m.redisCpuUsPerReq, 1)} | ${m.runs}${m.failed.length ? ` (+${m.failed.length} failed)` : ''}${m.problems.length ? ' ⚠' : ''} |`,
         );
       }
     }

@@ -108,38 +108,53 @@ export async function emptyRedis(client) {
   return deleted;
 }
 
-/** `INFO commandstats` as `{ command: calls }`. */
+/**
+ * `INFO commandstats` as `{ command: calls }`, plus Redis's own CPU time so far (`INFO cpu`, user
+ * + system, in µs) under the key `cpuUs`.
+ */
 export async function redisCommandCalls(client) {
   const text = await client.info('commandstats');
+  const cpu = await client.info('cpu');
   const calls = {};
   for (const line of text.split('\n')) {
     const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
     if (match) calls[match[1]] = Number(match[2]);
   }
-  return calls;
+  let cpuUs = 0;
+  for (const line of cpu.split('\n')) {
+    const match = /^used_cpu_(?:user|sys):([\d.]+)/.exec(line.trim());
+    if (match) cpuUs += Number(match[1]) * 1e6;
+  }
+  return { calls, cpuUs };
 }
 
 const HARNESS_COMMANDS = new Set(['info', 'scan', 'unlink', 'select', 'ping', 'client|setname', 'client|info']);
 const SCRIPT_COMMANDS = new Set(['evalsha', 'eval', 'evalsha_ro', 'eval_ro', 'fcall', 'fcall_ro']);
 
 /**
- * Round trips per request between two `INFO commandstats` snapshots. Redis counts the commands a
- * Lua script calls as well as the script itself, so when scripts ran, only the script calls are
- * round trips (idempo sends nothing but scripts; the peers send no scripts at all).
+ * Commands Redis ran per request between two `redisCommandCalls` snapshots, and Redis's CPU time
+ * per request. Redis counts the commands a Lua script calls as well as the script itself, and
+ * cannot tell a plain SET from one a script ran, so only for a client that sends no scripts (the
+ * peers) are all commands its round trips; `scripts` says how many script calls there were.
  */
 export function commandsPerRequest(before, after, requests) {
   const perCommand = {};
   let all = 0;
   let scripts = 0;
-  for (const [name, calls] of Object.entries(after)) {
+  for (const [name, calls] of Object.entries(after.calls)) {
     if (HARNESS_COMMANDS.has(name)) continue;
-    const delta = calls - (before[name] ?? 0);
+    const delta = calls - (before.calls[name] ?? 0);
     if (delta <= 0) continue;
     perCommand[name] = delta / requests;
     all += delta;
     if (SCRIPT_COMMANDS.has(name)) scripts += delta;
   }
-  return { roundTrips: (scripts > 0 ? scripts : all) / requests, perCommand };
+  return {
+    commands: all / requests,
+    scripts: scripts / requests,
+    cpuUsPerReq: (after.cpuUs - before.cpuUs) / requests,
+    perCommand,
+  };
 }
 
 /** Creates (once) and empties the benchmark's PostgreSQL table. */
