@@ -293,7 +293,7 @@ export function createRedisStore({
   function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     const call = scripted[name];
     if (!call) return Promise.reject(new IdempotencyStoreError(`Redis script ${name} is not defined on the client`));
-    corkUntilNextTick(client);
+    corkUntilCheckPhase(client);
     return call.apply(client, args).catch((error: unknown) => {
       throw storeError(operation, error);
     });
@@ -321,7 +321,7 @@ export function createRedisStore({
     if (plainClaims) {
       let existing: unknown;
       try {
-        corkUntilNextTick(client);
+        corkUntilCheckPhase(client);
         existing = await client.callBuffer('set', [
           record,
           `I|${token}|${ttl}|0|${input.fingerprint}`,
@@ -537,18 +537,18 @@ export function createRedisStore({
 }
 
 /**
- * Holds a standalone client's socket writes until the end of the current tick. ioredis writes
- * each command to the socket at once, one system call and one wake-up of Redis per command;
- * corked, the commands a busy server issues in one tick leave in one write, as node-redis sends
- * them. On Fastify with fresh keys, six alternating runs gave 25% more requests per second on the
- * mean (better in two pairs of three; see bench/results/ANALYSIS.md). A Cluster client has no
- * single socket and is left as it is.
+ * Holds a standalone client's socket writes until the event loop's check phase. ioredis writes
+ * each command to the socket at once, one system call and one wake-up of Redis per command.
+ * Corked until `setImmediate`, every command issued while the loop handles one batch of ready
+ * sockets (many requests' claims and completions) leaves in one write, and their replies tend to
+ * come back in one read, as node-redis batches its writes. See bench/results/ANALYSIS.md for the
+ * measurements. A Cluster client has no single socket and is left as it is.
  */
-function corkUntilNextTick(client: RedisStoreClient): void {
+function corkUntilCheckPhase(client: RedisStoreClient): void {
   const stream = (client as { stream?: Writable }).stream;
   if (stream === undefined || typeof stream.cork !== 'function' || stream.writableCorked > 0) return;
   stream.cork();
-  process.nextTick(uncork, stream);
+  setImmediate(uncork, stream);
 }
 
 function uncork(stream: Writable): void {
