@@ -133,7 +133,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     // answers plain SETs as Redis 6.2 does, with the syntax error it gives for NX with GET.
     let plainTries = 0;
     const redis6 = Object.assign(Object.create(clientA) as Redis, {
-      callBuffer(): Promise<unknown> {
+      setBuffer(): Promise<Buffer | null> {
         plainTries++;
         return Promise.reject(new ReplyError('ERR syntax error'));
       },
@@ -157,9 +157,9 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
   it('turns any other error of the plain claim into IdempotencyStoreError, and keeps claiming plainly', async () => {
     let failures = 1;
     const flaky = Object.assign(Object.create(clientA) as Redis, {
-      callBuffer(command: string, args: (string | Buffer | number)[]): Promise<unknown> {
+      setBuffer(...args: [string, string, 'PX', string, 'NX', 'GET']): Promise<Buffer | null> {
         if (failures-- > 0) return Promise.reject(new Error('Connection is closed.'));
-        return clientA.callBuffer(command, args);
+        return clientA.setBuffer(...args);
       },
     });
     const store = createRedisStore({ client: flaky, prefix });
@@ -385,6 +385,31 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     expect(error.code).toBe('IDEMPO_STORE_UNAVAILABLE');
     client.disconnect();
   });
+});
+
+describe('redis store through clients with ioredis auto-pipelining', () => {
+  const prefix = `idempo-test:${randomUUID()}:`;
+  let clientA: Redis;
+  let clientB: Redis;
+  let storeA: IdempotencyStore;
+  let storeB: IdempotencyStore;
+
+  beforeAll(async () => {
+    clientA = await connect({ ...SHARED, enableAutoPipelining: true });
+    clientB = await connect({ ...SHARED, enableAutoPipelining: true });
+    storeA = createRedisStore({ client: clientA, prefix });
+    storeB = createRedisStore({ client: clientB, prefix });
+  });
+
+  afterAll(async () => {
+    await storeA?.close?.();
+    await storeB?.close?.();
+    if (clientA) await deleteKeys(clientA, prefix);
+    await clientA?.quit();
+    await clientB?.quit();
+  });
+
+  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => storeA, otherStore: () => storeB }));
 });
 
 describe('redis store on a private server', () => {

@@ -39,7 +39,7 @@ export interface RedisStoreSubscriber {
 
 /**
  * The part of an ioredis `Redis` or `Cluster` client the store uses, so that idempo's runtime
- * never imports ioredis. The store claims with a plain `callBuffer('set', …)`, registers its Lua
+ * never imports ioredis. The store claims with a plain `setBuffer(…)`, registers its Lua
  * scripts with `defineCommand` and runs them; it never connects, closes or logs on this client.
  *
  * @example
@@ -51,8 +51,11 @@ export interface RedisStoreSubscriber {
  */
 export interface RedisStoreClient {
   defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
-  /** Runs one plain command with Buffer replies: the claim's `SET … NX GET`. */
-  callBuffer(command: string, args: (string | Buffer | number)[]): Promise<unknown>;
+  /**
+   * The claim's `SET key value PX ms NX GET`, with a Buffer reply. (Not `callBuffer`: with
+   * `enableAutoPipelining`, ioredis 5 sends a `call` without its command name.)
+   */
+  setBuffer(key: string, value: string, px: 'PX', milliseconds: string, nx: 'NX', get: 'GET'): Promise<Buffer | null>;
   /** Used once, lazily, to open the store's own pub/sub connection for `waitForChange`. */
   duplicate(): RedisStoreSubscriber;
 }
@@ -322,14 +325,7 @@ export function createRedisStore({
       let existing: unknown;
       try {
         corkUntilCheckPhase(client);
-        existing = await client.callBuffer('set', [
-          record,
-          `I|${token}|${ttl}|0|${input.fingerprint}`,
-          'PX',
-          keep,
-          'NX',
-          'GET',
-        ]);
+        existing = await client.setBuffer(record, `I|${token}|${ttl}|0|${input.fingerprint}`, 'PX', keep, 'NX', 'GET');
       } catch (error) {
         if (!isSyntaxError(error)) throw storeError('claim', error);
         plainClaims = false;
