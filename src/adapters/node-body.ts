@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { type IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { IdempotencyConfigError } from '../engine/errors.js';
 import type { ParsedBody } from '../engine/types.js';
 import { tooLarge } from '../engine/web.js';
@@ -23,16 +23,61 @@ export function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-/** The body idempo read, kept on the request itself: a WeakMap entry per request costs far more to create and collect. */
+/**
+ * The body idempo read of a plain `IncomingMessage`, kept on the request itself: there a property
+ * costs next to nothing, and a WeakMap entry per request far more to create and collect.
+ */
 const BODY = Symbol('idempo.body');
 type WithBody = IncomingMessage & { [BODY]?: Buffer };
+
+/**
+ * What idempo read of a request whose prototype a framework swapped (Express gives every `req`
+ * its app's `app.request`), and, while it watches the body arrive, where the pushes go. V8 gives
+ * such an object a new hidden class for every property added to it, about 1.4 µs each (see
+ * `capture()` in node-response.ts), so this state lives in {@link SWAPPED} instead.
+ */
+class RawBody {
+  chunks: Buffer[] | undefined = undefined;
+  total = 0;
+  body: Buffer | undefined = undefined;
+  /** Set while the pushes are watched; `undefined` once the body is in. */
+  resolve: ((body: Buffer | null) => void) | undefined = undefined;
+  /** A push is on its way down the prototype chain, already seen. */
+  passing = false;
+}
+
+/** Raw-body state of requests whose prototype was swapped. */
+const SWAPPED = new WeakMap<IncomingMessage, RawBody>();
+/** Prototypes that carry the watching `push`. */
+const WATCHING = new WeakSet<object>();
+
+/** The body idempo read of `req`, wherever it was kept. */
+function storedBody(req: IncomingMessage): Buffer | undefined {
+  return (req as WithBody)[BODY] ?? SWAPPED.get(req)?.body;
+}
+
+/** Keeps the body idempo read: on a plain `IncomingMessage` itself, else in {@link SWAPPED}. */
+function keepBody(req: IncomingMessage, body: Buffer): void {
+  if (Object.getPrototypeOf(req) === IncomingMessage.prototype) {
+    (req as WithBody)[BODY] = body;
+    return;
+  }
+  const state = SWAPPED.get(req);
+  if (state === undefined) {
+    const kept = new RawBody();
+    kept.body = body;
+    SWAPPED.set(req, kept);
+  } else {
+    state.body = body;
+  }
+}
 
 /**
  * The bytes of `req`'s body when idempo has read them (they are also still in its stream), so
  * a proxy can send them on as they are instead of streaming them a second time.
  */
 export function bodyAlreadyRead(req: IncomingMessage): Buffer | undefined {
-  return (req as WithBody)[BODY];
+  return storedBody(req);
 }
 
 /**
@@ -46,7 +91,7 @@ export function bodyOf(
   where: string,
 ): Promise<Uint8Array | ParsedBody | null> {
   if (!hasBody(req)) return Promise.resolve(null);
-  if ((req as WithBody)[BODY] !== undefined || !(req.readableEnded || req.readableDidRead)) {
+  if (storedBody(req) !== undefined || !(req.readableEnded || req.readableDidRead)) {
     return readRestoring(req, maxBytes);
   }
   try {
@@ -66,7 +111,7 @@ export function bodyOf(
  * An empty body is never read at all.
  */
 export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<Buffer | null> {
-  const known = (req as WithBody)[BODY];
+  const known = storedBody(req);
   if (known !== undefined) return known.length > maxBytes ? Promise.reject(tooLarge(maxBytes)) : Promise.resolve(known);
   if (!hasBody(req)) return Promise.resolve(null);
   const length = req.headers['content-length'];
@@ -79,7 +124,10 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
     req.readableLength === 0 &&
     !req.readableDidRead
   ) {
-    return observePushes(req as WithBody);
+    const proto = Object.getPrototypeOf(req) as object | null;
+    return proto !== null && proto !== IncomingMessage.prototype && watchesThrough(proto, req)
+      ? watchThroughPrototype(req)
+      : observePushes(req);
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -106,7 +154,7 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
       }
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
       req.unshift(body);
-      (req as WithBody)[BODY] = body;
+      keepBody(req, body);
       resolve(body);
     };
     const onError = (error: Error) => {
@@ -134,10 +182,14 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
  * the socket (a known length within its high-water mark, nothing pushed yet): a longer one would
  * wait for a reader that only comes once it has arrived.
  *
+ * This one replaces `push` on the request itself, for a plain `IncomingMessage` (where that is
+ * cheap) and for a request whose `push` something else already replaced;
+ * {@link watchThroughPrototype} does the same through a swapped prototype.
+ *
  * A client that disconnects mid-body leaves the promise pending; nothing was claimed yet, and it
  * is collected with the request.
  */
-function observePushes(req: WithBody): Promise<Buffer | null> {
+function observePushes(req: IncomingMessage): Promise<Buffer | null> {
   const push = req.push;
   return new Promise((resolve) => {
     let chunks: Buffer[] | undefined;
@@ -145,14 +197,10 @@ function observePushes(req: WithBody): Promise<Buffer | null> {
     req.push = function observedPush(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
       if (chunk === null) {
         req.push = push;
-        // The whole message is in: nothing is left on the wire for node:http to drain when the
-        // response ends. It only knows the stream was consumed once something calls _read(), which
-        // a stream that already ended never does, and would otherwise _dump() it (about 1.5% of a
-        // request's CPU).
-        (req as { _consuming?: boolean })._consuming = true;
+        markConsumed(req);
         const body =
           chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
-        if (body !== null) req[BODY] = body;
+        if (body !== null) keepBody(req, body);
         resolve(body);
       } else if (chunk instanceof Buffer) {
         if (chunks === undefined) chunks = [chunk];
@@ -162,6 +210,81 @@ function observePushes(req: WithBody): Promise<Buffer | null> {
       return push.call(this, chunk, encoding);
     };
   });
+}
+
+/**
+ * {@link observePushes} for a request whose prototype carries the watching `push`: its state goes
+ * in {@link SWAPPED}, and nothing is added to the request.
+ */
+function watchThroughPrototype(req: IncomingMessage): Promise<Buffer | null> {
+  const state = new RawBody();
+  SWAPPED.set(req, state);
+  return new Promise((resolve) => {
+    state.resolve = resolve;
+  });
+}
+
+/**
+ * Whether the pushes into `req` can be watched through `proto`, installing a `push` there on first
+ * use that calls the inherited one for every request not watched.
+ */
+function watchesThrough(proto: object, req: IncomingMessage): boolean {
+  // Something replaced this request's push, or a watch already runs through the prototype: wrap
+  // what is there, as for a plain request, so both see the body.
+  if (Object.hasOwn(req, 'push') || SWAPPED.get(req)?.resolve !== undefined) return false;
+  if (WATCHING.has(proto)) return true;
+  if (Object.hasOwn(proto, 'push') || !Object.isExtensible(proto)) return false;
+  const parent = Object.getPrototypeOf(proto) as IncomingMessage;
+  Object.defineProperty(proto, 'push', {
+    value: function push(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
+      const state = SWAPPED.get(this);
+      if (state === undefined || state.resolve === undefined || state.passing) {
+        return parent.push.call(this, chunk, encoding);
+      }
+      see(state, this, chunk);
+      // A sub-app's `app.request` inherits its parent app's, and both may carry this push: the
+      // first one down the chain sees the chunk, the ones it calls only pass it on.
+      state.passing = true;
+      try {
+        return parent.push.call(this, chunk, encoding);
+      } finally {
+        state.passing = false;
+      }
+    },
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  WATCHING.add(proto);
+  return true;
+}
+
+/** One push into a watched request: a chunk of the body, or `null` at its end. */
+function see(state: RawBody, req: IncomingMessage, chunk: unknown): void {
+  if (chunk === null) {
+    const { chunks, total, resolve } = state;
+    state.chunks = undefined;
+    state.resolve = undefined;
+    markConsumed(req);
+    const body =
+      chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+    if (body !== null) state.body = body;
+    (resolve as (body: Buffer | null) => void)(body);
+  } else if (chunk instanceof Buffer) {
+    if (state.chunks === undefined) state.chunks = [chunk];
+    else state.chunks.push(chunk);
+    state.total += chunk.length;
+  }
+}
+
+/**
+ * The whole message is in: nothing is left on the wire for node:http to drain when the response
+ * ends. It only knows the stream was consumed once something calls _read(), which a stream that
+ * already ended never does, and would otherwise _dump() it (about 1.5% of a request's CPU).
+ * `_consuming` is a field every `IncomingMessage` is constructed with, so setting it adds nothing.
+ */
+function markConsumed(req: IncomingMessage): void {
+  (req as { _consuming?: boolean })._consuming = true;
 }
 
 /**

@@ -1,6 +1,7 @@
 /** The Express middleware's own surface, against real loopback servers. */
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
+import { Readable } from 'node:stream';
 import express from 'express';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -91,36 +92,71 @@ describe('express middleware', () => {
     expect(reply.status).toBe(500);
     expect(reply.text).toBe('IDEMPO_CONFIG_INVALID');
   });
-  it('captures through app.response: nothing is added to req or res, and unkeyed routes are untouched', async () => {
-    const app = express();
-    app.use(express.json());
-    app.use(expressIdempotency({ store: createMemoryStore() }));
-    let runs = 0;
-    let added: string[] = [];
-    app.post('/pay', (req, res) => {
-      runs++;
-      // Express swaps the prototype of every req and res; a property added to one would cost a hidden class.
-      added = ['writeHead', 'write', 'end'].filter((name) => Object.hasOwn(res, name));
-      if (Object.hasOwn(req, 'idempotency')) added.push('req.idempotency');
-      res.status(201).json({ key: req.idempotency?.key, runs });
-    });
-    app.get('/plain', (_req, res) => {
-      res.write('a');
-      res.end('b');
-    });
-    server = await listen(createServer(app));
-    const key = randomUUID();
-    const first = await post('/pay', key);
-    expect(first.status).toBe(201);
-    expect(JSON.parse(first.text)).toEqual({ key, runs: 1 });
-    expect(added).toEqual([]);
-    const replay = await post('/pay', key);
-    expect(replay.headers['idempotent-replayed']).toBe('true');
-    expect(replay.text).toBe(first.text);
-    expect(runs).toBe(1);
-    const plain = await request(`${server.url}/plain`);
-    expect(await plain.body.text()).toBe('ab');
-  });
+
+  // Express swaps the prototype of every req and res, and V8 then builds a new hidden class for
+  // every property added to one: idempo works through app.request and app.response instead.
+  it.each([
+    ['after', true],
+    ['before', false],
+  ])(
+    'adds nothing to req or res when mounted %s express.json(), and leaves unkeyed routes untouched',
+    async (_, parserFirst) => {
+      const app = express();
+      if (parserFirst) app.use(express.json({ limit: '1mb' }));
+      let before: (string | symbol)[] = [];
+      app.use((req, _res, next) => {
+        before = Reflect.ownKeys(req);
+        next();
+      });
+      app.use(expressIdempotency({ store: createMemoryStore(), maxBodyBytes: 1_000_000 }));
+      let addedByIdempo: (string | symbol)[] = [];
+      app.use((req, _res, next) => {
+        // Listening on a request adds `_eventsCount`, which the body parser would add anyway.
+        addedByIdempo = Reflect.ownKeys(req).filter((name) => !before.includes(name) && name !== '_eventsCount');
+        next();
+      });
+      if (!parserFirst) app.use(express.json({ limit: '1mb' }));
+      let runs = 0;
+      let added: (string | symbol)[] = [];
+      app.post('/pay', (req, res) => {
+        runs++;
+        added = [
+          ...addedByIdempo,
+          ...(['writeHead', 'write', 'end'] as const).filter((name) => Object.hasOwn(res, name)),
+          ...Reflect.ownKeys(req).filter((name) => typeof name === 'symbol' && name.description?.startsWith('idempo')),
+        ];
+        res.status(201).json({ key: req.idempotency?.key, runs, size: JSON.stringify(req.body).length });
+      });
+      app.get('/plain', (_req, res) => {
+        res.write('a');
+        res.end('b');
+      });
+      server = await listen(createServer(app));
+      const key = randomUUID();
+      const first = await post('/pay', key);
+      expect(first.status).toBe(201);
+      expect(JSON.parse(first.text)).toEqual({ key, runs: 1, size: 7 });
+      expect(added).toEqual([]);
+      const replay = await post('/pay', key);
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect(replay.text).toBe(first.text);
+      expect(runs).toBe(1);
+      // A body past the stream's high-water mark, and one of unknown length, are read another way.
+      const large = JSON.stringify({ pad: 'x'.repeat(100_000) });
+      const largeReply = await post('/pay', randomUUID(), large);
+      expect([largeReply.status, JSON.parse(largeReply.text).size]).toEqual([201, large.length]);
+      expect(added).toEqual([]);
+      const chunked = await request(`${server.url}/pay`, {
+        method: 'POST',
+        headers: { 'idempotency-key': randomUUID(), 'content-type': 'application/json' },
+        body: Readable.from(['{"a":', '1}']),
+      });
+      expect(JSON.parse(await chunked.body.text())).toMatchObject({ runs: 3, size: 7 });
+      expect(added).toEqual([]);
+      const plain = await request(`${server.url}/plain`);
+      expect(await plain.body.text()).toBe('ab');
+    },
+  );
 
   it('wraps methods an earlier middleware put on the response, storing what the handler wrote', async () => {
     const app = express();
