@@ -36,6 +36,12 @@ class Capture {
   ended = false;
   /** Captured through the response's prototype rather than methods of its own. */
   onPrototype = false;
+  /**
+   * Set while the capture calls the methods it wraps. An Express sub-app's `app.response`
+   * inherits from its parent app's, so both may carry the capturing methods, and the wrapped
+   * method can be another capturing one: that one must pass the call on, not capture it again.
+   */
+  passing = false;
 
   constructor(
     readonly execution: Execution,
@@ -122,19 +128,21 @@ function capturesThrough(proto: ServerResponse, res: ServerResponse): boolean {
   const methods: Record<(typeof METHODS)[number], Method> = {
     writeHead(this: ServerResponse, code: unknown, ...rest: unknown[]) {
       const state = SWAPPED.get(this);
-      return state === undefined
+      return state === undefined || state.passing
         ? (parent.writeHead as Method).call(this, code, ...rest)
         : writeHeadThrough(state, this, code as number, rest);
     },
     write(this: ServerResponse, chunk: unknown, ...rest: unknown[]) {
       const state = SWAPPED.get(this);
-      return state === undefined
+      return state === undefined || state.passing
         ? (parent.write as Method).call(this, chunk, ...rest)
         : writeThrough(state, this, chunk, rest);
     },
     end(this: ServerResponse, ...args: unknown[]) {
       const state = SWAPPED.get(this);
-      return state === undefined ? (parent.end as Method).apply(this, args) : endThrough(state, this, args);
+      return state === undefined || state.passing
+        ? (parent.end as Method).apply(this, args)
+        : endThrough(state, this, args);
     },
   };
   for (const name of METHODS) {
@@ -163,12 +171,22 @@ function writeHeadThrough(state: Capture, res: ServerResponse, code: number, res
     const last = rest[rest.length - 1];
     state.snapshot(res, typeof last === 'object' && last !== null ? (last as HeaderArg) : undefined);
   }
-  return state.writeHead.call(res, code, ...rest);
+  return passOn(state, state.writeHead, res, [code, ...rest]);
 }
 
 function writeThrough(state: Capture, res: ServerResponse, chunk: unknown, rest: unknown[]): unknown {
   state.keep(chunk, rest[0]);
-  return state.write.call(res, chunk, ...rest);
+  return passOn(state, state.write, res, [chunk, ...rest]);
+}
+
+/** Calls a method the capture wraps, with `passing` set for the call. */
+function passOn(state: Capture, method: Method, res: ServerResponse, args: unknown[]): unknown {
+  state.passing = true;
+  try {
+    return method.apply(res, args);
+  } finally {
+    state.passing = false;
+  }
 }
 
 function endThrough(state: Capture, res: ServerResponse, args: unknown[]): ServerResponse {
@@ -199,7 +217,7 @@ function finish(state: Capture, res: ServerResponse, args: unknown[], instead: I
     writeResponse(res, instead);
     return;
   }
-  state.end.apply(res, args);
+  passOn(state, state.end, res, args);
 }
 
 /** Gives `res` back its own methods. */

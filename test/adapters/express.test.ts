@@ -39,6 +39,47 @@ describe('express middleware', () => {
     expect((await post('/api/b', key)).status).toBe(422);
   });
 
+  for (const order of [
+    ['/sub/b', '/a', '/sub/b', '/a'],
+    ['/a', '/sub/b', '/a', '/sub/b'],
+  ]) {
+    for (const parserFirst of [true, false]) {
+      it(`ends and replays responses of a parent app and its sub-app, both protected (${order.slice(0, 2).join(' first, then ')}; idempo ${parserFirst ? 'after' : 'before'} express.json())`, async () => {
+        // A sub-app's app.request and app.response inherit from its parent app's, so the
+        // capturing methods can sit on both prototypes of one response.
+        const store = createMemoryStore();
+        const chain = () =>
+          parserFirst
+            ? [express.json(), expressIdempotency({ store })]
+            : [expressIdempotency({ store }), express.json()];
+        const runs: string[] = [];
+        const app = express();
+        const sub = express();
+        app.post('/a', ...chain(), (req, res) => {
+          runs.push('a');
+          res.status(201).json({ app: 'parent', got: req.body });
+        });
+        sub.post('/b', ...chain(), (req, res) => {
+          runs.push('b');
+          res.status(201).json({ app: 'sub', got: req.body });
+        });
+        app.use('/sub', sub);
+        server = await listen(createServer(app));
+        // Each path twice with a fresh key, so each app captures once the other's methods are in place.
+        for (const path of order) {
+          const key = randomUUID();
+          for (const replay of [false, true]) {
+            const response = await post(path, key, '{"x":1}');
+            expect(response.status).toBe(201);
+            expect(JSON.parse(response.text)).toEqual({ app: path === '/a' ? 'parent' : 'sub', got: { x: 1 } });
+            expect(response.headers['idempotent-replayed']).toBe(replay ? 'true' : undefined);
+          }
+        }
+        expect(runs.sort()).toEqual(['a', 'a', 'b', 'b']);
+      });
+    }
+  }
+
   it('runs once when mounted twice on one request, and shares an engine passed as { idempotency }', async () => {
     const engine = createIdempotency({ store: createMemoryStore() });
     const app = express();
