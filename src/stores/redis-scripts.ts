@@ -5,12 +5,13 @@
  * script may touch both:
  *
  * - `<prefix>{<key>}`: one string, so that a claim can be one plain `SET … NX GET` (see
- *   `redis.ts`). An open record is `<state>|<token>|<ttl>|<steps>|<fingerprint>`, with state `I`
- *   (in flight) or `R` (released), `ttl` the claim's ttl in ms and `steps` `1` once a step was
- *   saved in this lifetime of the key. A completed one is
+ *   `redis.ts`). An open record is `<state>|<token>|<ttl>|<flags>|<fingerprint>`, with state `I`
+ *   (in flight) or `R` (released), `ttl` the claim's ttl in ms, and `flags` `0` or any of `s` (a
+ *   step was saved in this lifetime of the key) and `w` (a duplicate waits for a change, so a
+ *   completion or release publishes one). A completed one is
  *   `C|<fingerprint bytes>|<fingerprint><status>|<header bytes>|<headers as JSON><body>`.
  * - `<prefix>{<key>}:steps`: a hash of recovery points, step name → JSON text. It belongs to the
- *   record only while the record's `steps` is `1`: the first step of a lifetime clears what an
+ *   record only while the record's flags hold `s`: the first step of a lifetime clears what an
  *   earlier, expired lifetime may have left.
  *
  * ```
@@ -40,6 +41,13 @@
 const PRELUDE = `
 local function int(n)
   return string.format('%d', n)
+end
+local function has(flags, flag)
+  return string.find(flags, flag, 1, true) ~= nil
+end
+local function with(flags, flag)
+  if has(flags, flag) then return flags end
+  return (flags == '0' and '' or flags) .. flag
 end
 local function open_fields(rec)
   local a = string.find(rec, '|', 3, true)
@@ -78,7 +86,7 @@ local state = string.sub(rec, 1, 1)
 if state == 'C' then
   return {'completed', rec}
 end
-local token, ttl, steps, fp = open_fields(rec)
+local token, ttl, flags, fp = open_fields(rec)
 if fp ~= ARGV[1] then
   return {'mismatch'}
 end
@@ -90,9 +98,9 @@ if state == 'I' then
 end
 -- Released, or in flight with a lapsed lease: take it over under the next token.
 local next_token = int(tonumber(token) + 1)
-redis.call('SET', KEYS[1], 'I|' .. next_token .. '|' .. ARGV[3] .. '|' .. steps .. '|' .. fp, 'PX', keep)
+redis.call('SET', KEYS[1], 'I|' .. next_token .. '|' .. ARGV[3] .. '|' .. flags .. '|' .. fp, 'PX', keep)
 local reply = {'acquired', next_token, state == 'I' and '1' or '0'}
-if steps == '1' then
+if has(flags, 's') then
   redis.call('PEXPIRE', KEYS[2], keep)
   local saved = redis.call('HGETALL', KEYS[2])
   for i = 1, #saved do
@@ -104,7 +112,8 @@ return reply
 
 /**
  * COMPLETE. KEYS: record, steps. ARGV: token, `<status>|<header bytes>|<headers>`, body, ttlMs,
- * channel (empty: do not publish). Replies `'ok'` or `'stale'`.
+ * channel (empty: do not publish). Replies `'ok'` or `'stale'`. Publishes only when a waiter
+ * marked the record (PEEK).
  *
  * Atomic because the fencing check (in flight, same token) and the write of the response are one
  * step: a claim that takes the key over cannot slip between them, so a stale owner never
@@ -113,12 +122,13 @@ return reply
 export const COMPLETE_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 ${OWNED}
-local _, _, steps, fp = open_fields(rec)
+local _, _, flags, fp = open_fields(rec)
 redis.call('SET', KEYS[1], 'C|' .. #fp .. '|' .. fp .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-if steps == '1' then
+if has(flags, 's') then
   redis.call('DEL', KEYS[2])
 end
-if ARGV[5] ~= '' then
+-- Nobody waits on most keys, and a Cluster relays every PUBLISH to every node.
+if ARGV[5] ~= '' and has(flags, 'w') then
   redis.call('PUBLISH', ARGV[5], 'completed')
 end
 return 'ok'
@@ -133,12 +143,12 @@ return 'ok'
 export const RELEASE_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 ${OWNED}
-local _, _, steps = open_fields(rec)
+local _, _, flags = open_fields(rec)
 redis.call('SET', KEYS[1], 'R' .. string.sub(rec, 2), 'PX', ARGV[2])
-if steps == '1' then
+if has(flags, 's') then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and has(flags, 'w') then
   redis.call('PUBLISH', ARGV[3], 'released')
 end
 return 'ok'
@@ -154,10 +164,10 @@ return 'ok'
 export const RENEW_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 ${OWNED}
-local _, ttl, steps = open_fields(rec)
+local _, ttl, flags = open_fields(rec)
 local keep = int(tonumber(ARGV[2]) + tonumber(ttl))
 redis.call('PEXPIRE', KEYS[1], keep)
-if steps == '1' then
+if has(flags, 's') then
   redis.call('PEXPIRE', KEYS[2], keep)
 end
 return 'ok'
@@ -173,11 +183,11 @@ return 'ok'
 export const SAVE_STEP_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 ${OWNED}
-local token, ttl, steps, fp = open_fields(rec)
-if steps ~= '1' then
+local token, ttl, flags, fp = open_fields(rec)
+if not has(flags, 's') then
   -- The first step of this lifetime: whatever an earlier lifetime left is not this record's.
   redis.call('DEL', KEYS[2])
-  redis.call('SET', KEYS[1], 'I|' .. token .. '|' .. ttl .. '|1|' .. fp, 'KEEPTTL')
+  redis.call('SET', KEYS[1], 'I|' .. token .. '|' .. ttl .. '|' .. with(flags, 's') .. '|' .. fp, 'KEEPTTL')
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 local pttl = redis.call('PTTL', KEYS[1])
@@ -188,8 +198,11 @@ return 'ok'
 `;
 
 /**
- * PEEK. KEYS: record. Replies `{state or '', leaseRemainingMs}`. Read-only; `waitForChange` uses
- * it to close the gap between a claim and its subscription, and to poll when pub/sub is down.
+ * PEEK. KEYS: record. ARGV: `1` to mark an open record as waited on (its completion or release
+ * will publish), or empty. Replies `{state or '', leaseRemainingMs}`. `waitForChange` uses it
+ * once its subscription is up, to close the gap between a claim and the subscription, and to
+ * poll while pub/sub is down. A waiter marks only after it subscribed, so a change after the
+ * mark is published to it, and a change before it is what this PEEK returns.
  */
 export const PEEK_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
@@ -200,6 +213,9 @@ local state = string.sub(rec, 1, 1)
 if state ~= 'I' then
   return {state == 'C' and 'completed' or 'released', '0'}
 end
-local _, ttl = open_fields(rec)
+local token, ttl, flags, fp = open_fields(rec)
+if ARGV[1] == '1' and not has(flags, 'w') then
+  redis.call('SET', KEYS[1], 'I|' .. token .. '|' .. ttl .. '|' .. with(flags, 'w') .. '|' .. fp, 'KEEPTTL')
+end
 return {'in_flight', int(redis.call('PTTL', KEYS[1]) - tonumber(ttl))}
 `;

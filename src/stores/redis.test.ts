@@ -91,7 +91,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     const record = `${prefix}{${key}}`;
     expect(await clientA.get(record)).toBe(`I|${claimed.token}|${DAY}|0|fp`);
     expect(await storeA.saveStep(key, claimed.token, 's', '1')).toBe('ok');
-    expect(await clientA.get(record)).toBe(`I|${claimed.token}|${DAY}|1|fp`);
+    expect(await clientA.get(record)).toBe(`I|${claimed.token}|${DAY}|s|fp`);
     expect(await clientA.exists(record, `${record}:steps`)).toBe(2);
     // The record expires when lease and ttl have both passed: its lease is PTTL - ttl.
     const pttl = await clientA.pttl(record);
@@ -328,6 +328,21 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
       expect(Date.now() - started).toBeLessThan(2_000);
     });
 
+    it('wakes a waiter on a completion, which publishes only because it waits', async () => {
+      const { key, token } = await owned(storeB);
+      const record = `${prefix}{${key}}`;
+      expect(await clientA.get(record)).toMatch(/^I\|\d+\|\d+\|0\|fp$/);
+      const started = Date.now();
+      const waiting = storeA.waitForChange!(key, 5_000);
+      // The waiter marks the record once its subscription is up.
+      while (!/\|w\|fp$/.test((await clientA.get(record)) ?? '')) await sleep(10);
+      expect(await storeB.saveStep(key, token, 's', '1')).toBe('ok');
+      expect(await clientA.get(record)).toMatch(/\|ws\|fp$/);
+      expect(await storeB.complete(key, token, response('done'), DAY)).toBe('ok');
+      await waiting;
+      expect(Date.now() - started).toBeLessThan(2_000);
+    });
+
     it('returns at once when the record already changed before the wait began', async () => {
       const { key, token } = await owned(storeB);
       expect(await storeB.complete(key, token, response('done'), DAY)).toBe('ok');
@@ -460,8 +475,9 @@ describe('redis store on a private server', () => {
     expect(fresh.length / 10).toBe(2);
     expect(replays.length / 10).toBe(1);
     // INFO commandstats counts the commands scripts run too. A first request: the claim's SET,
-    // then COMPLETE's GET, SET and PUBLISH; with no step saved it deletes nothing.
-    expect(freshStats).toEqual({ set: 20, evalsha: 10, get: 10, publish: 10 });
+    // then COMPLETE's GET and SET; with no step saved it deletes nothing, and with nobody
+    // waiting it publishes nothing.
+    expect(freshStats).toEqual({ set: 20, evalsha: 10, get: 10 });
     // A replay is one plain SET … NX GET, and no script.
     expect(replayStats).toEqual({ set: 10 });
   });

@@ -99,9 +99,10 @@ export interface RedisStoreOptions {
    */
   prefix?: string;
   /**
-   * Whether `complete` and `release` PUBLISH a notification that wakes duplicates waiting with
-   * `concurrent: 'wait'` at once. On a Cluster, plain PUBLISH is relayed to every node; turn it
-   * off if no app uses `concurrent: 'wait'` and the relay matters.
+   * Whether duplicates waiting with `concurrent: 'wait'` subscribe to their key and are woken at
+   * once by a PUBLISH from `complete` or `release`. Only a key someone waits on publishes (the
+   * waiter marks the record), so this costs nothing on the others; with it off, waiters poll
+   * every `pollIntervalMs`. On a Cluster, plain PUBLISH is relayed to every node.
    * @default true
    */
   notify?: boolean;
@@ -396,7 +397,8 @@ export function createRedisStore({
 
   /** Whether the record still has a live owner, and for how long its lease runs. */
   async function peek(key: string): Promise<{ live: boolean; leaseRemainingMs: number }> {
-    const reply = await run(COMMANDS.peek, 'peek', [keysOf(key).record]);
+    // Marked only when this store listens: its subscription is up before it peeks (see PEEK_SCRIPT).
+    const reply = await run(COMMANDS.peek, 'peek', [keysOf(key).record, notify ? '1' : '']);
     if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected peek reply from Redis: ${String(reply)}`);
     const leaseRemainingMs = Number(text(reply[1]));
     return { live: text(reply[0]) === 'in_flight' && leaseRemainingMs > 0, leaseRemainingMs };
