@@ -54,29 +54,48 @@ function delta(before: Record<string, number>, after: Record<string, number>): R
   return out;
 }
 
+interface SharedServerStores {
+  prefix: string;
+  clientA: Redis;
+  clientB: Redis;
+  storeA: IdempotencyStore;
+  storeB: IdempotencyStore;
+}
+
+/**
+ * Two stores on two connections to the shared server, under a prefix of their own, set up before
+ * and torn down after the enclosing describe block, with the store contract run on them.
+ */
+function contractOnSharedServer(options: RedisOptions = SHARED): SharedServerStores {
+  const shared = { prefix: `idempo-test:${randomUUID()}:` } as SharedServerStores;
+  beforeAll(async () => {
+    shared.clientA = await connect(options);
+    shared.clientB = await connect(options);
+    shared.storeA = createRedisStore({ client: shared.clientA, prefix: shared.prefix });
+    shared.storeB = createRedisStore({ client: shared.clientB, prefix: shared.prefix });
+  });
+  afterAll(async () => {
+    await shared.storeA?.close?.();
+    await shared.storeB?.close?.();
+    if (shared.clientA) await deleteKeys(shared.clientA, shared.prefix);
+    await shared.clientA?.quit();
+    await shared.clientB?.quit();
+  });
+  for (const c of storeContractCases) {
+    it(c.name, () => c.run({ store: () => shared.storeA, otherStore: () => shared.storeB }));
+  }
+  return shared;
+}
+
 describe('redis store on the standalone server at 127.0.0.1:6379', () => {
-  const prefix = `idempo-test:${randomUUID()}:`;
+  const shared = contractOnSharedServer();
+  const { prefix } = shared;
   let clientA: Redis;
-  let clientB: Redis;
   let storeA: IdempotencyStore;
   let storeB: IdempotencyStore;
-
-  beforeAll(async () => {
-    clientA = await connect();
-    clientB = await connect();
-    storeA = createRedisStore({ client: clientA, prefix });
-    storeB = createRedisStore({ client: clientB, prefix });
+  beforeAll(() => {
+    ({ clientA, storeA, storeB } = shared);
   });
-
-  afterAll(async () => {
-    await storeA?.close?.();
-    await storeB?.close?.();
-    if (clientA) await deleteKeys(clientA, prefix);
-    await clientA?.quit();
-    await clientB?.quit();
-  });
-
-  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => storeA, otherStore: () => storeB }));
 
   it('keeps each record in one string and its steps in a second key under one hash tag, the lease as its expiry', async () => {
     const key = `k:${randomUUID()}`;
@@ -403,28 +422,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
 });
 
 describe('redis store through clients with ioredis auto-pipelining', () => {
-  const prefix = `idempo-test:${randomUUID()}:`;
-  let clientA: Redis;
-  let clientB: Redis;
-  let storeA: IdempotencyStore;
-  let storeB: IdempotencyStore;
-
-  beforeAll(async () => {
-    clientA = await connect({ ...SHARED, enableAutoPipelining: true });
-    clientB = await connect({ ...SHARED, enableAutoPipelining: true });
-    storeA = createRedisStore({ client: clientA, prefix });
-    storeB = createRedisStore({ client: clientB, prefix });
-  });
-
-  afterAll(async () => {
-    await storeA?.close?.();
-    await storeB?.close?.();
-    if (clientA) await deleteKeys(clientA, prefix);
-    await clientA?.quit();
-    await clientB?.quit();
-  });
-
-  for (const c of storeContractCases) it(c.name, () => c.run({ store: () => storeA, otherStore: () => storeB }));
+  contractOnSharedServer({ ...SHARED, enableAutoPipelining: true });
 });
 
 describe('redis store on a private server', () => {
