@@ -25,7 +25,10 @@
  *   under the same key expired starts above any token the earlier one could have handed out.
  *   Stores do this by starting a fresh record at the current time in milliseconds and adding
  *   one per later claim; so a worker paused for longer than the ttl still cannot complete a
- *   record it no longer owns.
+ *   record it no longer owns. (The Redis store takes that time from the app server's clock,
+ *   times 1024 plus random bits, since its claim runs no script: there tokens grow across
+ *   lifetimes unless app servers' clocks differ by more than lease + ttl; see
+ *   docs/stores/redis.md.)
  * - A live in_flight record (lease not yet passed) is never expired or evicted: a record's
  *   expiry is never earlier than its lease, and `renew` pushes both.
  *
