@@ -35,8 +35,9 @@
  */
 
 /**
- * Helpers every script starts with: integer formatting, and the fields of an open record (its
- * state is the first byte). A completed record is parsed by the client, never by a script.
+ * Helpers every script starts with: integer formatting, an open record's flags, and its fields
+ * (its state is the first byte) read and written. A completed record is parsed by the client,
+ * never by a script.
  */
 const PRELUDE = `
 local function int(n)
@@ -54,6 +55,9 @@ local function open_fields(rec)
   local b = string.find(rec, '|', a + 1, true)
   local c = string.find(rec, '|', b + 1, true)
   return string.sub(rec, 3, a - 1), string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1, c - 1), string.sub(rec, c + 1)
+end
+local function in_flight(token, ttl, flags, fp)
+  return 'I|' .. token .. '|' .. ttl .. '|' .. flags .. '|' .. fp
 end
 `;
 
@@ -79,7 +83,7 @@ export const CLAIM_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 local keep = int(tonumber(ARGV[2]) + tonumber(ARGV[3]))
 if not rec then
-  redis.call('SET', KEYS[1], 'I|' .. ARGV[4] .. '|' .. ARGV[3] .. '|0|' .. ARGV[1], 'PX', keep)
+  redis.call('SET', KEYS[1], in_flight(ARGV[4], ARGV[3], '0', ARGV[1]), 'PX', keep)
   return {'acquired', ARGV[4], '0'}
 end
 local state = string.sub(rec, 1, 1)
@@ -98,7 +102,7 @@ if state == 'I' then
 end
 -- Released, or in flight with a lapsed lease: take it over under the next token.
 local next_token = int(tonumber(token) + 1)
-redis.call('SET', KEYS[1], 'I|' .. next_token .. '|' .. ARGV[3] .. '|' .. flags .. '|' .. fp, 'PX', keep)
+redis.call('SET', KEYS[1], in_flight(next_token, ARGV[3], flags, fp), 'PX', keep)
 local reply = {'acquired', next_token, state == 'I' and '1' or '0'}
 if has(flags, 's') then
   redis.call('PEXPIRE', KEYS[2], keep)
@@ -187,7 +191,7 @@ local token, ttl, flags, fp = open_fields(rec)
 if not has(flags, 's') then
   -- The first step of this lifetime: whatever an earlier lifetime left is not this record's.
   redis.call('DEL', KEYS[2])
-  redis.call('SET', KEYS[1], 'I|' .. token .. '|' .. ttl .. '|' .. with(flags, 's') .. '|' .. fp, 'KEEPTTL')
+  redis.call('SET', KEYS[1], in_flight(token, ttl, with(flags, 's'), fp), 'KEEPTTL')
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 local pttl = redis.call('PTTL', KEYS[1])
@@ -215,7 +219,7 @@ if state ~= 'I' then
 end
 local token, ttl, flags, fp = open_fields(rec)
 if ARGV[1] == '1' and not has(flags, 'w') then
-  redis.call('SET', KEYS[1], 'I|' .. token .. '|' .. ttl .. '|' .. with(flags, 'w') .. '|' .. fp, 'KEEPTTL')
+  redis.call('SET', KEYS[1], in_flight(token, ttl, with(flags, 'w'), fp), 'KEEPTTL')
 end
 return {'in_flight', int(redis.call('PTTL', KEYS[1]) - tonumber(ttl))}
 `;
