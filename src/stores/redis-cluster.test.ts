@@ -59,6 +59,40 @@ describe('redis store on a three-master Redis Cluster', () => {
     expect(owners.size).toBe(3);
   });
 
+  it('sends the commands one turn of the event loop issues to a node in one socket write per node', async () => {
+    const client = await connect(cluster);
+    const store = createRedisStore({ client, prefix });
+    try {
+      await Promise.all(client.nodes('master').map((node) => node.ping())); // every node connected, sockets idle
+      let writes = 0;
+      for (const node of client.nodes('all')) {
+        const socket = (node as unknown as { stream: { _write: unknown; _writev: unknown } }).stream;
+        for (const method of ['_write', '_writev'] as const) {
+          const original = socket[method] as (...args: unknown[]) => unknown;
+          socket[method] = function counted(this: unknown, ...args: unknown[]) {
+            writes++;
+            return original.apply(this, args);
+          };
+        }
+      }
+      const claims = (n: number) =>
+        Array.from({ length: n }, () =>
+          store.claim({ key: `batch:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }),
+        );
+      const first = claims(15);
+      const second = await new Promise<ReturnType<typeof claims>>((resolve) =>
+        process.nextTick(() => resolve(claims(15))),
+      );
+      const results = await Promise.all([...first, ...second]);
+      expect(results.map((r) => r.status)).toEqual(Array(30).fill('acquired'));
+      // 30 keys over three masters: uncorked, 30 writes.
+      expect(writes).toBeLessThanOrEqual(3);
+    } finally {
+      await store.close?.();
+      await client.quit();
+    }
+  });
+
   it('wakes a waiter on another node’s completion through plain PUBLISH', async () => {
     // The subscriber listens on one node; PUBLISH in a Cluster reaches every node, so keys on
     // any master wake it. Several keys make it likely that some live elsewhere.

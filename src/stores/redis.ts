@@ -293,11 +293,12 @@ export function createRedisStore({
   client.defineCommand(COMMANDS.saveStep, { numberOfKeys: 2, lua: SAVE_STEP_SCRIPT });
   client.defineCommand(COMMANDS.peek, { numberOfKeys: 1, lua: PEEK_SCRIPT });
   const scripted = client as unknown as ScriptedClient;
+  const cork = socketCorker(client);
 
   function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     const call = scripted[name];
     if (!call) return Promise.reject(new IdempotencyStoreError(`Redis script ${name} is not defined on the client`));
-    corkUntilCheckPhase(client);
+    cork();
     return call.apply(client, args).catch((error: unknown) => {
       throw storeError(operation, error);
     });
@@ -325,7 +326,7 @@ export function createRedisStore({
     if (plainClaims) {
       let existing: unknown;
       try {
-        corkUntilCheckPhase(client);
+        cork();
         existing = await client.setBuffer(record, `I|${token}|${ttl}|0|${input.fingerprint}`, 'PX', keep, 'NX', 'GET');
       } catch (error) {
         if (!isSyntaxError(error)) throw storeError('claim', error);
@@ -534,21 +535,41 @@ export function createRedisStore({
   return { claim, complete, release, renew, saveStep, waitForChange, close };
 }
 
-/**
- * Holds a standalone client's socket writes until the event loop's check phase. ioredis writes
- * each command to the socket at once, one system call and one wake-up of Redis per command.
- * Corked until `setImmediate`, every command issued while the loop handles one batch of ready
- * sockets (many requests' claims and completions) leaves in one write, and their replies tend to
- * come back in one read, as node-redis batches its writes. See bench/results/ANALYSIS.md for the
- * measurements. A Cluster client has no single socket and is left as it is.
- */
-function corkUntilCheckPhase(client: RedisStoreClient): void {
-  const stream = (client as { stream?: Writable }).stream;
-  if (stream === undefined || typeof stream.cork !== 'function' || stream.writableCorked > 0) return;
-  stream.cork();
-  setImmediate(uncork, stream);
+/** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
+interface WithStream {
+  stream?: Writable;
 }
 
-function uncork(stream: Writable): void {
-  stream.uncork();
+/**
+ * Returns a function that holds the client's socket writes until the event loop's check phase.
+ * ioredis writes each command to the socket at once, one system call and one wake-up of Redis
+ * per command. Corked until `setImmediate`, every command issued while the loop handles one
+ * batch of ready sockets (many requests' claims and completions) leaves in one write, and their
+ * replies tend to come back in one read, as node-redis batches its writes. See
+ * bench/results/ANALYSIS.md for the measurements. A Cluster client has a connection per node,
+ * and every node's socket is held alike.
+ */
+function socketCorker(client: RedisStoreClient): () => void {
+  const nodes = (client as { nodes?: (role: 'all') => WithStream[] }).nodes;
+  let corked: Writable[] | undefined;
+
+  function uncork(): void {
+    const streams = corked ?? [];
+    corked = undefined;
+    for (const stream of streams) stream.uncork();
+  }
+
+  function hold(stream: Writable | undefined, into: Writable[]): void {
+    if (stream === undefined || typeof stream.cork !== 'function' || stream.writableCorked > 0) return;
+    stream.cork();
+    into.push(stream);
+  }
+
+  return function cork(): void {
+    if (corked !== undefined) return;
+    corked = [];
+    if (typeof nodes === 'function') for (const node of nodes.call(client, 'all')) hold(node.stream, corked);
+    else hold((client as WithStream).stream, corked);
+    setImmediate(uncork);
+  };
 }
