@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisCluster, startRedisCluster } from '../../test/helpers/redis-cluster.js';
+import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
 import { type IdempotencyStore, storeContractCases } from './contract.js';
 import { createRedisStore } from './redis.js';
 
@@ -64,29 +65,11 @@ describe('redis store on a three-master Redis Cluster', () => {
     const store = createRedisStore({ client, prefix });
     try {
       await Promise.all(client.nodes('master').map((node) => node.ping())); // every node connected, sockets idle
-      let writes = 0;
-      for (const node of client.nodes('all')) {
-        const socket = (node as unknown as { stream: { _write: unknown; _writev: unknown } }).stream;
-        for (const method of ['_write', '_writev'] as const) {
-          const original = socket[method] as (...args: unknown[]) => unknown;
-          socket[method] = function counted(this: unknown, ...args: unknown[]) {
-            writes++;
-            return original.apply(this, args);
-          };
-        }
-      }
-      const claims = (n: number) =>
-        Array.from({ length: n }, () =>
-          store.claim({ key: `batch:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }),
-        );
-      const first = claims(15);
-      const second = await new Promise<ReturnType<typeof claims>>((resolve) =>
-        process.nextTick(() => resolve(claims(15))),
-      );
-      const results = await Promise.all([...first, ...second]);
+      const counted = countSocketWrites(client.nodes('all'));
+      const results = await claimOverTwoTicks(store, 15);
       expect(results.map((r) => r.status)).toEqual(Array(30).fill('acquired'));
       // 30 keys over three masters: uncorked, 30 writes.
-      expect(writes).toBeLessThanOrEqual(3);
+      expect(counted.writes).toBeLessThanOrEqual(3);
     } finally {
       await store.close?.();
       await client.quit();

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedisServer } from '../../test/helpers/redis-cluster.js';
+import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
 import { watchCommands } from '../../test/redis/monitor.js';
 import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
 import { type IdempotencyStore, type StoredResponse, storeContractCases } from './contract.js';
@@ -205,30 +206,12 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     const store = createRedisStore({ client, prefix });
     try {
       await client.ping(); // socket idle
-      const socket = (client as unknown as { stream: { _write: unknown; _writev: unknown } }).stream;
-      let writes = 0;
-      for (const method of ['_write', '_writev'] as const) {
-        const original = socket[method] as (...args: unknown[]) => unknown;
-        socket[method] = function counted(this: unknown, ...args: unknown[]) {
-          writes++;
-          return original.apply(this, args);
-        };
-      }
-      const claims = (n: number) =>
-        Array.from({ length: n }, () =>
-          store.claim({ key: `k:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }),
-        );
-      // Half in this tick, half in a later tick of the same turn, as when the loop handles
-      // several sockets' requests before it polls again.
-      const first = claims(10);
-      const second = await new Promise<ReturnType<typeof claims>>((resolve) =>
-        process.nextTick(() => resolve(claims(10))),
-      );
-      const results = await Promise.all([...first, ...second]);
+      const counted = countSocketWrites([client]);
+      const results = await claimOverTwoTicks(store, 10);
       expect(results.map((r) => r.status)).toEqual(Array(20).fill('acquired'));
       // Uncorked, ioredis writes each of the 20 SETs on its own; corked only until the next
       // tick, in two writes.
-      expect(writes).toBe(1);
+      expect(counted.writes).toBe(1);
     } finally {
       await store.close?.();
       await client.quit();
