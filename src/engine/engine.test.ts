@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { IdempotencyStore } from '../stores/contract.js';
 import { createMemoryStore } from '../stores/memory.js';
+import { createSqliteStore } from '../stores/sqlite.js';
 import { createIdempotency } from './engine.js';
 import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
 
@@ -426,6 +430,31 @@ describe('protocol rows through handle()', () => {
     await idem.handle(post('/pay', { key: 'k', body: '{"a":1}' }), handler);
     const res = await idem.handle(post('/pay', { key: 'k', body: '{"a":2}' }), handler);
     expect(res.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs()).toBe(1);
+  });
+
+  it('replays a custom fingerprint with a lone surrogate on a store that keeps text as UTF-8', async () => {
+    // SQLite reads the fingerprint back with U+FFFD in place of the surrogate; the engine hands
+    // every store the well-formed string, so the retry still matches.
+    const dir = mkdtempSync(join(tmpdir(), 'idempo-fp-'));
+    const store = createSqliteStore({ path: join(dir, 'fp.db') });
+    try {
+      const { idem, handler, runs } = setup({ store, fingerprint: (r) => `${r.url}\ud800` });
+      expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(201);
+      const retry = await idem.handle(post('/pay', { key: 'k' }), handler);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect((await idem.handle(post('/other', { key: 'k' }), handler)).status).toBe(422);
+      expect(runs()).toBe(1);
+    } finally {
+      await store.close?.();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('awaits a custom fingerprint that returns a promise, made well-formed too', async () => {
+    const { idem, handler, runs } = setup({ fingerprint: async (r) => `${r.url}\udc00` });
+    await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).headers.get('idempotent-replayed')).toBe('true');
     expect(runs()).toBe(1);
   });
 

@@ -68,7 +68,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     maxBodyBytes: positiveInteger(options.maxBodyBytes ?? 1_048_576, 'maxBodyBytes'),
     maxResponseBytes: positiveInteger(options.maxResponseBytes ?? 1_048_576, 'maxResponseBytes'),
     storesHeader: storedHeaderFilter(options.replayHeaders?.exclude ?? DEFAULT_EXCLUDED_HEADERS),
-    fingerprint: options.fingerprint ?? defaultFingerprint,
+    fingerprint: options.fingerprint ? wellFormed(options.fingerprint) : defaultFingerprint,
     scope: options.scope,
     formatError: formatterFor(options.errorFormat ?? 'problem'),
     onEvent: options.onEvent,
@@ -117,4 +117,24 @@ function oneOf<T>(value: T, allowed: readonly T[], option: string): T {
     );
   }
   return value;
+}
+
+type Fingerprint = NonNullable<IdempotencyOptions['fingerprint']>;
+
+/**
+ * A custom fingerprint as every store compares it: lone surrogates become U+FFFD, which is what
+ * a store keeping text as UTF-8 (SQLite, PostgreSQL, Redis) reads back, so the same request
+ * matches its own record on every store. The default fingerprint is base64url and needs none.
+ */
+function wellFormed(fingerprint: Fingerprint): Fingerprint {
+  return (request, body) => {
+    const computed = fingerprint(request, body);
+    return typeof computed === 'string' ? toWellFormed(computed) : computed.then(toWellFormed);
+  };
+}
+
+/** `String.prototype.toWellFormed` (ES2024, in Node 20), typed for the ES2023 lib. */
+function toWellFormed(text: string): string {
+  const checked = text as string & { isWellFormed(): boolean; toWellFormed(): string };
+  return checked.isWellFormed() ? text : checked.toWellFormed();
 }

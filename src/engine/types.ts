@@ -181,6 +181,8 @@ export interface IdempotencyOptions {
   replayHeaders?: { exclude?: readonly string[] };
   /**
    * Replaces the request fingerprint. Requests with the same key and a different fingerprint get `mismatch`.
+   * Lone surrogates in the string are replaced with U+FFFD before it reaches the store, as a store
+   * keeping UTF-8 text would read it back, so every store compares it alike.
    * @default SHA-256 of method, path, sorted query, canonical JSON or raw body, and a hash of Authorization
    */
   fingerprint?: (request: IdempotencyRequest, body: Uint8Array | ParsedBody | null) => string | Promise<string>;
