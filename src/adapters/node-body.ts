@@ -191,22 +191,12 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
  */
 function observePushes(req: IncomingMessage): Promise<Buffer | null> {
   const push = req.push;
+  const state = new RawBody();
   return new Promise((resolve) => {
-    let chunks: Buffer[] | undefined;
-    let total = 0;
+    state.resolve = resolve;
     req.push = function observedPush(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
-      if (chunk === null) {
-        req.push = push;
-        markConsumed(req);
-        const body =
-          chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
-        if (body !== null) keepBody(req, body);
-        resolve(body);
-      } else if (chunk instanceof Buffer) {
-        if (chunks === undefined) chunks = [chunk];
-        else chunks.push(chunk);
-        total += chunk.length;
-      }
+      if (chunk === null) req.push = push;
+      see(state, req, chunk);
       return push.call(this, chunk, encoding);
     };
   });
@@ -259,7 +249,7 @@ function watchesThrough(proto: object, req: IncomingMessage): boolean {
   return true;
 }
 
-/** One push into a watched request: a chunk of the body, or `null` at its end. */
+/** One push into a watched request, through its prototype or its own `push`: a chunk of the body, or `null` at its end. */
 function see(state: RawBody, req: IncomingMessage, chunk: unknown): void {
   if (chunk === null) {
     const { chunks, total, resolve } = state;
@@ -268,7 +258,7 @@ function see(state: RawBody, req: IncomingMessage, chunk: unknown): void {
     markConsumed(req);
     const body =
       chunks === undefined ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
-    if (body !== null) state.body = body;
+    if (body !== null) keepBody(req, body);
     (resolve as (body: Buffer | null) => void)(body);
   } else if (chunk instanceof Buffer) {
     if (state.chunks === undefined) state.chunks = [chunk];
