@@ -149,6 +149,31 @@ const VARIANTS = [
     store: 'memory',
     kind: 'idempo',
   },
+  // Two layers of the case above, to show where its CPU per request goes (issue 2's 0.80× target):
+  // the adapter's own mechanics with no engine behind them, and the whole thing with the default
+  // fingerprint (SHA-256 over canonical JSON) replaced by a constant.
+  {
+    id: 'node-adapter-only',
+    group: 'node',
+    label: 'idempo/node adapter alone, no engine (diagnostic)',
+    module: 'node',
+    variant: 'adapter-only',
+    kind: 'idempo',
+    diagnostic: true,
+    workloads: ['fresh'],
+  },
+  {
+    id: 'node-idempo-memory-fixed-fp',
+    group: 'node',
+    label: 'idempo/node · memory, constant fingerprint (diagnostic)',
+    module: 'node',
+    variant: 'idempo',
+    store: 'memory',
+    fixedFingerprint: true,
+    kind: 'idempo',
+    diagnostic: true,
+    workloads: ['fresh'],
+  },
   // Reverse proxies in front of one upstream
   {
     id: 'proxy',
@@ -209,7 +234,7 @@ export const TARGETS = [
 export function allCases() {
   const cases = [];
   for (const variant of VARIANTS) {
-    for (const workload of WORKLOADS) {
+    for (const workload of variant.workloads ?? WORKLOADS) {
       cases.push({
         ...variant,
         variantId: variant.id,

@@ -178,6 +178,7 @@ async function runOnce(c, env) {
       upstreamPort,
       ...(c.logLevel ? { logLevel: c.logLevel } : {}),
       ...(c.autoPipelining ? { autoPipelining: true } : {}),
+      ...(c.fixedFingerprint ? { fixedFingerprint: true } : {}),
       ...(profile ? { profile } : {}),
     });
     children.push(server.child);

@@ -18,7 +18,10 @@ function escapeXml(text) {
 
 export function chartSvg({ cases, byCase, meta }) {
   const variants = [];
-  for (const c of cases) if (!variants.some((v) => v.variantId === c.variantId)) variants.push(c);
+  // Diagnostic layers of a case belong in the tables, not among the variants a user compares.
+  for (const c of cases) {
+    if (!c.diagnostic && !variants.some((v) => v.variantId === c.variantId)) variants.push(c);
+  }
   const groups = Object.keys(GROUPS).filter((g) => variants.some((v) => v.group === g));
   const workloads = ['fresh', 'replay'];
   const top = 70;
