@@ -22,6 +22,15 @@ export async function openIdempoStore(name, runId, { autoPipelining = false } = 
       const store = createMemoryStore();
       return { store, close: () => store.close() };
     }
+    case 'keeps-nothing': {
+      // A diagnostic store: acquires every key at once, synchronously like the memory store, and
+      // keeps nothing, so a run shows what idempo costs without a store that holds records.
+      const acquired = () => ({ status: 'acquired', token: 1, steps: {}, recovered: false });
+      const ok = async () => 'ok';
+      const store = { claim: async () => acquired(), complete: ok, release: ok, renew: ok, saveStep: ok };
+      Object.defineProperty(store, 'sync', { value: { store, claim: acquired, complete: () => 'ok' } });
+      return { store, close: async () => {} };
+    }
     case 'sqlite': {
       const { createSqliteStore } = await import('idempo/sqlite');
       const path = sqlitePath(runId);
