@@ -1,6 +1,6 @@
 /**
- * node:http: the bare listener, the same listener behind idempo's node:http adapter, and two
- * diagnostic layers of the latter (see cases.js).
+ * node:http: the bare listener, the same listener behind idempo's node:http adapter, and the
+ * diagnostic layers of the latter that cases.js lists.
  */
 import { createServer } from 'node:http';
 import { nodeListener } from '../lib/app.js';
@@ -24,8 +24,8 @@ export async function start({ variant, store: storeName, runId, fixedFingerprint
 }
 
 /**
- * The node:http adapter's listener over an engine that does nothing: every request has its body
- * watched and its response captured as for a fresh key, and the "store" keeps nothing.
+ * The node:http adapter's listener over an engine that does nothing else: every request has its
+ * body watched and its response captured as for a fresh key, and no key is claimed or stored.
  */
 async function adapterOnly() {
   const { idempotent } = await import('idempo/node');
@@ -39,7 +39,7 @@ async function adapterOnly() {
   };
   const engine = {
     async begin(request) {
-      execution.body = await request.body(1 << 20);
+      await request.body(1 << 20);
       return execution;
     },
     handle: () => Promise.reject(new Error('not used')),
