@@ -35,9 +35,9 @@
  */
 
 /**
- * Helpers every script starts with: integer formatting, an open record's flags, and its fields
- * (its state is the first byte) read and written. A completed record is parsed by the client,
- * never by a script.
+ * Helpers the scripts start with (all but COMPLETE, which says why): integer formatting, an open
+ * record's flags, and its fields (its state is the first byte) read and written. A completed
+ * record is parsed by the client, never by a script.
  */
 const PRELUDE = `
 local function int(n)
@@ -122,18 +122,28 @@ return reply
  * Atomic because the fencing check (in flight, same token) and the write of the response are one
  * step: a claim that takes the key over cannot slip between them, so a stale owner never
  * overwrites a newer owner's record.
+ *
+ * Every first request runs it, so it does without the {@link PRELUDE}: Lua makes each of its
+ * `local function`s anew, as a closure, on every call. In pipelined loops of 30,000 claims and
+ * completions, Redis spent 5.2–5.3 µs of CPU per pair with them and 4.8–4.9 without.
  */
-export const COMPLETE_SCRIPT = `${PRELUDE}
+export const COMPLETE_SCRIPT = `
 local rec = redis.call('GET', KEYS[1])
 ${OWNED}
-local _, _, flags, fp = open_fields(rec)
+-- After 'I|<token>|': '<ttl>|<flags>|<fingerprint>'.
+local ttl_end = string.find(rec, '|', #ARGV[1] + 4, true)
+local flags_end = string.find(rec, '|', ttl_end + 1, true)
+local flags = string.sub(rec, ttl_end + 1, flags_end - 1)
+local fp = string.sub(rec, flags_end + 1)
 redis.call('SET', KEYS[1], 'C|' .. #fp .. '|' .. fp .. ARGV[2] .. ARGV[3], 'PX', ARGV[4])
-if has(flags, 's') then
-  redis.call('DEL', KEYS[2])
-end
--- Nobody waits on most keys, and a Cluster relays every PUBLISH to every node.
-if ARGV[5] ~= '' and has(flags, 'w') then
-  redis.call('PUBLISH', ARGV[5], 'completed')
+if flags ~= '0' then
+  if string.find(flags, 's', 1, true) then
+    redis.call('DEL', KEYS[2])
+  end
+  -- Nobody waits on most keys, and a Cluster relays every PUBLISH to every node.
+  if ARGV[5] ~= '' and string.find(flags, 'w', 1, true) then
+    redis.call('PUBLISH', ARGV[5], 'completed')
+  end
 end
 return 'ok'
 `;
