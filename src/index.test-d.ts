@@ -49,6 +49,7 @@ test('events and claim results are tagged unions', () => {
     | 'released'
     | 'recovered'
     | 'lease_lost'
+    | 'outcome_unknown'
   >();
   const narrow = (result: ClaimResult) => {
     if (result.status === 'acquired') expectTypeOf(result.token).toBeNumber();

@@ -19,8 +19,11 @@ export {
   IdempotencyKeyMissingError,
   IdempotencyLeaseLostError,
   IdempotencyMismatchError,
+  IdempotencyResponseNotKeptError,
+  IdempotencyResultNotStoredError,
   IdempotencyStoreError,
   IdempotencyUpstreamError,
+  IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
   PROBLEM_BASE,
 } from './engine/errors.js';

@@ -128,8 +128,9 @@ function withBody(raw: Request, body: Uint8Array): Request {
 
 /**
  * Reads the route's response, at most `maxBytes`, reports it to the engine and returns a response
- * with the same status, headers and bytes. Past `maxBytes` it stops buffering: the key is released
- * and the response streams on from where the reading stopped.
+ * with the same status, headers and bytes. Past `maxBytes` it stops buffering: the key is kept
+ * completed without the body (a retry gets `410`) and the response streams on from where the
+ * reading stopped.
  */
 async function stored(response: Response, execution: Execution, maxBytes: number): Promise<Response> {
   const status = response.status;
@@ -148,7 +149,11 @@ async function stored(response: Response, execution: Execution, maxBytes: number
       chunks.push(value);
       size += value.byteLength;
       if (size > maxBytes) {
-        await execution.commit({ status, headers, body: null });
+        const instead = await execution.commit({ status, headers, body: null });
+        if (instead) {
+          await reader.cancel();
+          return toWebResponse(instead);
+        }
         return new Response(resumed(chunks, reader), response);
       }
     }

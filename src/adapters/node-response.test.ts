@@ -24,6 +24,8 @@ function recordingExecution(seen: CapturedResponse[]): Execution {
     commit: async (response) => commitNow(response),
     commitNow,
     abort: async () => {},
+    clientGone: () => {},
+    track: () => {},
   };
 }
 

@@ -42,6 +42,12 @@ class Capture {
    * method can be another capturing one: that one must pass the call on, not capture it again.
    */
   passing = false;
+  /**
+   * Set once the client no longer sees what the handler writes: it hung up, or was answered early
+   * ({@link respondEarly}). The capture goes on, so the result is still stored when the handler
+   * ends it, but nothing more is passed to the socket.
+   */
+  detached = false;
 
   constructor(
     readonly execution: Execution,
@@ -96,7 +102,7 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
     );
     state.onPrototype = true;
     SWAPPED.set(res, state);
-    res.on('close', abortIfUnendedSwapped);
+    res.on('close', goneIfUnendedSwapped);
     return;
   }
   const captured = res as CapturedResponse;
@@ -104,7 +110,7 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
   res.writeHead = capturedWriteHead as ServerResponse['writeHead'];
   res.write = capturedWrite as ServerResponse['write'];
   res.end = capturedEnd as ServerResponse['end'];
-  res.on('close', abortIfUnended);
+  res.on('close', goneIfUnended);
 }
 
 /** Capture state of responses captured through their prototype. */
@@ -171,11 +177,13 @@ function writeHeadThrough(state: Capture, res: ServerResponse, code: number, res
     const last = rest[rest.length - 1];
     state.snapshot(res, typeof last === 'object' && last !== null ? (last as HeaderArg) : undefined);
   }
+  if (state.detached) return res;
   return passOn(state, state.writeHead, res, [code, ...rest]);
 }
 
 function writeThrough(state: Capture, res: ServerResponse, chunk: unknown, rest: unknown[]): unknown {
   state.keep(chunk, rest[0]);
+  if (state.detached) return true;
   return passOn(state, state.write, res, [chunk, ...rest]);
 }
 
@@ -208,16 +216,58 @@ function endThrough(state: Capture, res: ServerResponse, args: unknown[]): Serve
   return res;
 }
 
-/** Ends the response as the handler asked, or sends the engine's answer instead if nothing went out yet. */
+/**
+ * Ends the response as the handler asked, or, when the engine says its result must not reach the
+ * client (not kept, or not stored), sends the engine's answer instead while nothing has gone out,
+ * and otherwise aborts the response: a client must never read a clean end of a success that no
+ * retry would replay.
+ */
 function finish(state: Capture, res: ServerResponse, args: unknown[], instead: IdempotencyResponse | undefined): void {
-  if (instead && !res.headersSent) {
-    // Nothing has gone out yet: send the engine's answer rather than a result that was not kept.
+  if (state.detached) return;
+  if (instead) {
     uncapture(state, res);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
     for (const name of res.getHeaderNames()) res.removeHeader(name);
     writeResponse(res, instead);
     return;
   }
   passOn(state, state.end, res, args);
+}
+
+/**
+ * Answers the client now with `response`, which is not stored, while the handler's work goes on:
+ * what it writes afterwards is still captured and stored when it ends (the client no longer sees
+ * it), so a retry replays the real result. The gateway answers `504` this way when its upstream is
+ * slow but has the request. On a response that is not captured it simply writes `response`.
+ *
+ * @example
+ * ```ts
+ * const timer = setTimeout(() => respondEarly(res, idem.formatError(timeoutError, request)), 30_000);
+ * ```
+ */
+export function respondEarly(res: ServerResponse, response: IdempotencyResponse): void {
+  const state = captureOf(res);
+  if (state === undefined) {
+    writeResponse(res, response);
+    return;
+  }
+  if (state.detached || state.ended || res.headersSent || res.destroyed) {
+    state.detached = true;
+    return;
+  }
+  state.detached = true;
+  const flat: string[] = [];
+  for (const [name, value] of response.headers) flat.push(name, value);
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  passOn(state, state.writeHead, res, [response.status, flat]);
+  passOn(state, state.end, res, [response.body]);
+}
+
+function captureOf(res: ServerResponse): Capture | undefined {
+  return SWAPPED.get(res) ?? (res as Partial<CapturedResponse>)[CAPTURE];
 }
 
 /** Gives `res` back its own methods. */
@@ -231,17 +281,23 @@ function uncapture(state: Capture, res: ServerResponse): void {
   res.end = state.end as ServerResponse['end'];
 }
 
-function abortIfUnended(this: CapturedResponse): void {
-  abortUnended(this[CAPTURE]);
+function goneIfUnended(this: CapturedResponse): void {
+  clientGone(this[CAPTURE]);
 }
 
-function abortIfUnendedSwapped(this: ServerResponse): void {
+function goneIfUnendedSwapped(this: ServerResponse): void {
   const state = SWAPPED.get(this);
-  if (state !== undefined) abortUnended(state);
+  if (state !== undefined) clientGone(state);
 }
 
-function abortUnended(state: Capture): void {
-  if (!state.ended) void state.execution.abort(new Error('The response closed before the handler ended it.'));
+/**
+ * The connection closed before the handler ended the response (the client hung up, or was
+ * answered early). The work is not stopped: what the handler ends with is still stored.
+ */
+function clientGone(state: Capture): void {
+  if (state.ended) return;
+  state.detached = true;
+  state.execution.clientGone();
 }
 
 /**

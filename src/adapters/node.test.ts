@@ -28,19 +28,26 @@ async function serve(listener: NodeListener, options: Partial<IdempotencyOptions
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-const post = (url: string, key: string | undefined, body = '{"a":1}') =>
+const post = (url: string, key: string | undefined, body = '{"a":1}', signal?: AbortSignal) =>
   fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
     body,
+    ...(signal ? { signal } : {}),
   });
 
 /**
  * One request over a raw socket, its body written in `pieces` with a pause between them (so the
- * server gets several packets), or cut off after `stopAfter` bytes and the socket closed.
- * Resolves to the raw response text ('' when cut off).
+ * server gets several packets), or cut off after `stopAfter` bytes and the socket closed, or
+ * sent whole and the socket closed `hangUpAfterMs` later. Resolves to the raw response text ('' when
+ * cut off).
  */
-function rawRequest(url: string, key: string, body: string, how: { pieces?: number; stopAfter?: number }) {
+function rawRequest(
+  url: string,
+  key: string,
+  body: string,
+  how: { pieces?: number; stopAfter?: number; hangUpAfterMs?: number },
+) {
   const { port } = new URL(url);
   return new Promise<string>((resolve, reject) => {
     const socket = connect(Number(port), '127.0.0.1');
@@ -72,6 +79,10 @@ function rawRequest(url: string, key: string, body: string, how: { pieces?: numb
       for (let at = 0; at < body.length; at += size) {
         await new Promise((r) => setTimeout(r, 10));
         socket.write(body.slice(at, at + size));
+      }
+      if (how.hangUpAfterMs !== undefined) {
+        await new Promise((r) => setTimeout(r, how.hangUpAfterMs));
+        socket.destroy();
       }
     });
   });
@@ -209,23 +220,96 @@ describe('idempo/node', () => {
     expect(calls).toBe(3);
   });
 
-  it('releases the key when the response closes before the listener ends it', async () => {
+  it('keeps the key of a response cut before it ended until its lease passes, then lets a retry recover it', async () => {
     let calls = 0;
-    const url = await serve((_req, res) => {
-      calls++;
-      if (calls === 1) {
-        res.writeHead(200);
-        res.write('partial');
-        setTimeout(() => res.destroy(), 10);
-        return;
-      }
-      res.writeHead(201).end('whole');
-    });
+    const url = await serve(
+      (_req, res) => {
+        calls++;
+        if (calls === 1) {
+          res.writeHead(200);
+          res.write('partial');
+          setTimeout(() => res.destroy(), 10);
+          return;
+        }
+        res.writeHead(201).end('whole');
+      },
+      { lease: 300 },
+    );
     await expect(post(url, 'close-1').then((r) => r.text())).rejects.toThrow();
-    await new Promise((r) => setTimeout(r, 30));
+    // Whether the first run did its work is unknown: the key is not released for a retry to run it again.
+    expect((await post(url, 'close-1')).status).toBe(409);
+    expect(calls).toBe(1);
+    // Nothing renews a lease for a listener that has returned: one lease later a retry takes over.
+    await new Promise((r) => setTimeout(r, 400));
     const retry = await post(url, 'close-1');
     expect(await retry.text()).toBe('whole');
     expect(calls).toBe(2);
+  });
+
+  it('finishes the work of a client that hung up and replays its result to the retry', async () => {
+    let calls = 0;
+    const url = await serve(async (_req, res) => {
+      calls++;
+      await new Promise((r) => setTimeout(r, 150));
+      res.writeHead(201, { 'content-type': 'text/plain' }).end(`charge ${calls}`);
+    });
+    // A client that gives up 30 ms in, while the listener still works.
+    await expect(post(url, 'gone-1', '{"a":1}', AbortSignal.timeout(30))).rejects.toThrow();
+    const during = await post(url, 'gone-1');
+    expect(during.status).toBe(409);
+    await new Promise((r) => setTimeout(r, 200));
+    const retry = await post(url, 'gone-1');
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(await retry.text()).toBe('charge 1');
+    expect(calls).toBe(1);
+  });
+
+  it('keeps renewing the lease of a hung-up client while its listener still works', async () => {
+    let calls = 0;
+    const url = await serve(
+      async (_req, res) => {
+        calls++;
+        // Three leases long: without renewal a retry would take the key over and run it again.
+        await new Promise((r) => setTimeout(r, 600));
+        res.writeHead(201).end('slow');
+      },
+      { lease: 200 },
+    );
+    await expect(post(url, 'gone-2', '{"a":1}', AbortSignal.timeout(30))).rejects.toThrow();
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await post(url, 'gone-2')).status).toBe(409);
+    await new Promise((r) => setTimeout(r, 300));
+    const retry = await post(url, 'gone-2');
+    expect(await retry.text()).toBe('slow');
+    expect(calls).toBe(1);
+  });
+
+  it('releases at once a key whose client hung up before the listener started, and runs nothing', async () => {
+    let calls = 0;
+    let claims = 0;
+    const memory = createMemoryStore();
+    const slowClaim: typeof memory.claim = async (input) => {
+      claims++;
+      // The claim is still on its way when the client goes.
+      await new Promise((r) => setTimeout(r, 100));
+      return memory.claim(input);
+    };
+    const url = await serve(
+      (_req, res) => {
+        calls++;
+        res.writeHead(201).end('ran');
+      },
+      { store: { ...memory, claim: slowClaim }, lease: 60_000 },
+    );
+    const cut = await rawRequest(url, 'early-1', '{"a":1}', { hangUpAfterMs: 20 });
+    expect(cut).toBe('');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(calls).toBe(0);
+    // Released, not pinned for the 60 s lease: the retry runs at once.
+    const retry = await post(`${url}/pay`, 'early-1');
+    expect([retry.status, await retry.text()]).toEqual([201, 'ran']);
+    expect([claims, calls]).toEqual([2, 1]);
   });
 
   it('ends the response in the same turn on a synchronous store, and once stored on another', async () => {

@@ -9,9 +9,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { failureOf, HANDLER_FAILED_MESSAGE } from '../engine/errors.js';
 import type { Decision, Execution, Idempotency, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { headerOf, readRestoring } from './node-body.js';
-import { capture, writeResponse } from './node-response.js';
+import { capture, respondEarly, writeResponse } from './node-response.js';
 
-export { capture, writeResponse };
+export { capture, respondEarly, writeResponse };
 
 /** A node:http request listener, sync or async. */
 export type NodeListener = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -71,18 +71,28 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
   if (decision.action === 'respond') return writeResponse(res, decision.response);
   const execution = decision.action === 'execute' ? decision : undefined;
   if (execution) {
+    if (res.destroyed) {
+      // The client hung up while the key was being claimed: nothing has run, so the key is free again.
+      await execution.abort(CLIENT_GONE);
+      return;
+    }
     (req as WithContext)[CONTEXT] = execution.context;
     capture(res, execution, idem.limits.maxResponseBytes);
   }
   try {
     const result = listener(req, res);
-    if (result && typeof result.then === 'function') await result;
+    if (result && typeof result.then === 'function') {
+      // A client that hangs up does not stop the work: the lease is renewed while the listener's promise runs.
+      execution?.track(result);
+      await result;
+    }
   } catch (error) {
     await failInHandler(res, error, execution, idem, request);
   }
 }
 
 const IDEMPO_FAILED = 'idempo could not process the request; it may be retried with the same key.';
+const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 async function failInHandler(
   res: ServerResponse,

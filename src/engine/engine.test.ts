@@ -336,7 +336,39 @@ describe('protocol rows through handle()', () => {
     expect(events[0]).toMatchObject({ type: 'store_error', action: 'fail-closed', reason: 'claim' });
   });
 
-  it('still sends the response when the store fails after the handler ran, and reports it', async () => {
+  it('holds the response while a failed completion is retried, and sends it once it is stored', async () => {
+    const memory = createMemoryStore();
+    const events: IdempotencyEvent[] = [];
+    let failures = 2;
+    const store: IdempotencyStore = {
+      ...memory,
+      claim: memory.claim,
+      complete: async (...args) => {
+        if (failures-- > 0) throw new Error('connection lost mid-request');
+        return memory.complete(...args);
+      },
+    };
+    const idem = createIdempotency({ store, lease: 2_000, onEvent: (e) => events.push(e) });
+    let runs = 0;
+    const handler = async () => {
+      runs++;
+      return new Response('charged', { status: 201 });
+    };
+    const res = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(res.status).toBe(201);
+    expect(await res.text()).toBe('charged');
+    const again = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.text()).toBe('charged');
+    expect(runs).toBe(1);
+    expect(events.map((e) => [e.type, e.reason, e.action])).toEqual([
+      ['store_error', 'complete', 'retrying'],
+      ['executed', undefined, undefined],
+      ['replayed', undefined, undefined],
+    ]);
+  });
+
+  it('never sends a success it could not store: 503 with Retry-After, and the key kept until its lease passes', async () => {
     const memory = createMemoryStore();
     const events: IdempotencyEvent[] = [];
     const store: IdempotencyStore = {
@@ -346,19 +378,28 @@ describe('protocol rows through handle()', () => {
         throw new Error('connection lost mid-request');
       },
     };
-    const idem = createIdempotency({ store, lease: 100, onEvent: (e) => events.push(e) });
+    const idem = createIdempotency({
+      store,
+      lease: 400,
+      completeTimeout: 50,
+      onEvent: (e) => events.push(e),
+    });
     let runs = 0;
     const handler = async () => {
       runs++;
       return new Response('charged', { status: 201 });
     };
     const res = await idem.handle(post('/pay', { key: 'k' }), handler);
-    expect(res.status).toBe(201);
-    expect(await res.text()).toBe('charged');
-    expect(events.map((e) => [e.type, e.reason])).toEqual([['store_error', 'complete']]);
-    // Nothing was stored, so the key stays in flight until its lease passes, then a retry recovers it.
-    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(409);
-    await new Promise((r) => setTimeout(r, 150));
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(await res.json()).toMatchObject({ code: 'IDEMPO_RESULT_NOT_STORED', status: 503 });
+    // The work ran and its result is unknown to the store: a retry meanwhile is held off, not run.
+    const during = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(during.status).toBe(409);
+    expect(runs).toBe(1);
+    // idempo gave up once the lease it last renewed ran out; only then may a retry take the key over.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(events.filter((e) => e.type === 'store_error').map((e) => e.action)).toContain('result_lost');
     await idem.handle(post('/pay', { key: 'k' }), handler);
     expect(runs).toBe(2);
     expect(events.some((e) => e.type === 'recovered')).toBe(true);
@@ -402,19 +443,28 @@ describe('protocol rows through handle()', () => {
     expect((await idem.handle(request, handler)).status).toBe(413);
   });
 
-  it('sends but does not store a response over maxResponseBytes, and releases the key', async () => {
+  it('sends a response over maxResponseBytes whole and keeps its key completed: a retry gets 410 naming the status', async () => {
     const { idem, events } = setup({ maxResponseBytes: 100 });
     let runs = 0;
     const big = async () => {
       runs++;
-      return new Response('y'.repeat(101), { status: 200 });
+      return new Response('y'.repeat(101), { status: 201, headers: { location: '/payments/1' } });
     };
     const first = await idem.handle(post('/pay', { key: 'k' }), big);
+    expect(first.status).toBe(201);
     expect((await first.text()).length).toBe(101);
     const again = await idem.handle(post('/pay', { key: 'k' }), big);
-    expect(again.headers.get('idempotent-replayed')).toBeNull();
-    expect(runs).toBe(2);
-    expect(events.find((e) => e.type === 'released')?.reason).toBe('response_too_large');
+    expect(again.status).toBe(410);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.headers.get('content-type')).toBe('application/problem+json');
+    expect(await again.json()).toMatchObject({
+      code: 'IDEMPO_RESPONSE_NOT_KEPT',
+      status: 410,
+      originalStatus: 201,
+      type: 'https://idempo.dev/problems/response-not-kept',
+    });
+    expect(runs).toBe(1);
+    expect(events.map((e) => e.type)).toEqual(['executed', 'replayed']);
   });
 
   it('keeps keys of different scopes apart', async () => {

@@ -34,6 +34,13 @@ export class IdempotencyError extends Error {
   readonly type: string = `${PROBLEM_BASE}error`;
   /** Short human title for the problem body. */
   readonly title: string = 'Idempotency error';
+  /**
+   * True when the work may have happened and idempo cannot know (an upstream that has the
+   * request timed out or hung up). A handler that throws such an error keeps its key in flight
+   * instead of releasing it: nothing is stored, the lease is no longer renewed, and once it passes
+   * a retry takes the key over as `recovered`. Never twice: an unknown outcome is not a failure.
+   */
+  readonly outcomeUnknown: boolean = false;
 
   constructor(message: string, options: IdempotencyErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -130,12 +137,61 @@ export class IdempotencyUpstreamError extends IdempotencyError {
   override readonly title = 'Upstream unreachable';
 }
 
-/** The upstream accepted the request but did not answer in time; the outcome is unknown. */
+/**
+ * The upstream accepted the request but did not answer in time; the outcome is unknown. The
+ * gateway answers its client with this while it keeps waiting for the upstream, so the key stays
+ * in flight and a late answer is still stored for the retry to replay.
+ */
 export class IdempotencyUpstreamTimeoutError extends IdempotencyError {
   override readonly code = 'IDEMPO_UPSTREAM_TIMEOUT';
   override readonly status = 504;
   override readonly type = `${PROBLEM_BASE}upstream-timeout`;
   override readonly title = 'Upstream timed out';
+  override readonly outcomeUnknown = true;
+}
+
+/**
+ * The upstream connection failed after the request was sent (a reset, a hang-up, a body cut
+ * short): the upstream may have done the work, so the key is kept in flight, not released.
+ */
+export class IdempotencyUpstreamFailedError extends IdempotencyError {
+  override readonly code = 'IDEMPO_UPSTREAM_FAILED';
+  override readonly status = 502;
+  override readonly type = `${PROBLEM_BASE}upstream-failed`;
+  override readonly title = 'Upstream failed after the request was sent';
+  override readonly outcomeUnknown = true;
+}
+
+/**
+ * The handler ran, but its result could not be stored (the store failed at completion and kept
+ * failing while idempo retried). The client does not get the success, since no retry could
+ * replay it; the key stays in flight while idempo keeps trying, so a retry gets `409` and then
+ * the replay, or after the lease a recovery.
+ */
+export class IdempotencyResultNotStoredError extends IdempotencyError {
+  override readonly code = 'IDEMPO_RESULT_NOT_STORED';
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}result-not-stored`;
+  override readonly title = 'The result could not be stored';
+}
+
+/**
+ * What a retry gets when the first request completed with a response larger than
+ * `maxResponseBytes`: the operation ran and is never run again within the ttl, but its body was
+ * not kept. `originalStatus` names the status the first request was answered with.
+ */
+export class IdempotencyResponseNotKeptError extends IdempotencyError {
+  override readonly code = 'IDEMPO_RESPONSE_NOT_KEPT';
+  override readonly status = 410;
+  override readonly type = `${PROBLEM_BASE}response-not-kept`;
+  override readonly title = 'The response to this key was not kept';
+  /** The status the first request was answered with. */
+  readonly originalStatus: number | undefined;
+
+  constructor(message: string, options: IdempotencyErrorOptions & { originalStatus?: number } = {}) {
+    super(message, options);
+    this.originalStatus = options.originalStatus;
+  }
 }
 
 /** An option is invalid (thrown at setup, never per request). */

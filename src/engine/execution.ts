@@ -1,6 +1,11 @@
 import type { ClaimResult, FencedResult, StoredResponse } from '../stores/contract.js';
 import { retryAfterSeconds } from './duration.js';
-import { type IdempotencyError, IdempotencyLeaseLostError } from './errors.js';
+import {
+  IdempotencyError,
+  IdempotencyLeaseLostError,
+  IdempotencyResponseNotKeptError,
+  IdempotencyResultNotStoredError,
+} from './errors.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { ResolvedOptions } from './options.js';
 import type {
@@ -21,6 +26,9 @@ export type Emit = (event: Omit<IdempotencyEvent, 'method' | 'url' | 'durationMs
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
 const nothing = (): undefined => undefined;
+/** First pause before a failed completion or step save is tried again; it doubles up to the cap. */
+const STORE_RETRY_FIRST_MS = 25;
+const STORE_RETRY_MAX_MS = 1_000;
 
 /**
  * The run of a handler under a key this process claimed: renews its lease while it runs, and
@@ -45,6 +53,12 @@ export class ClaimedExecution implements Execution, Renewable {
   #steps: Readonly<Record<string, string>>;
   #ownSteps = false;
   #settled = false;
+  /** The client went away before the response ended; the work goes on. */
+  #clientGone = false;
+  /** Pending work passed to track(): while there is some, the lease is renewed even without a client. */
+  #tracked = 0;
+  /** A step's result could not be stored: whatever the handler does next, the key must not be released. */
+  #mustKeep = false;
 
   constructor(
     config: ResolvedOptions,
@@ -79,7 +93,8 @@ export class ClaimedExecution implements Execution, Renewable {
         this.renewing = false;
         if (result === 'stale') {
           this.#renewer.delete(this);
-          this.#loseLease();
+          // A run that ended is finishing its completion, which reports a lost lease itself.
+          if (!this.#settled) this.#loseLease();
         } else {
           this.renewedAt = startedAt;
         }
@@ -91,37 +106,77 @@ export class ClaimedExecution implements Execution, Renewable {
     );
   }
 
+  clientGone(): void {
+    this.#clientGone = true;
+    // Nothing the adapter can see is still working: renewing on would pin the key for as long as
+    // the process lives. The handler may still end within the lease, and that result is stored.
+    if (this.#tracked === 0 && !this.#settled) this.#renewer.delete(this);
+  }
+
+  track(work: PromiseLike<unknown>): void {
+    this.#tracked++;
+    const done = () => {
+      this.#tracked--;
+      if (this.#clientGone && this.#tracked === 0 && !this.#settled) this.#renewer.delete(this);
+    };
+    work.then(done, done);
+  }
+
   async commit(response: CapturedResponse): Promise<IdempotencyResponse | undefined> {
     return this.commitNow(response);
   }
 
   commitNow(response: CapturedResponse): IdempotencyResponse | undefined | Promise<IdempotencyResponse | undefined> {
-    if (!this.#settle()) return undefined;
+    if (this.#settled) return undefined;
+    this.#settled = true;
     const config = this.#config;
-    if (response.body === null || response.body.length > config.maxResponseBytes) {
-      return this.#release('response_too_large', response.status).then(nothing);
+    if (config.releases(response.status) && !this.#mustKeep) {
+      this.#renewer.delete(this);
+      return this.#release('status', response.status).then(nothing);
     }
-    if (config.releases(response.status)) return this.#release('status', response.status).then(nothing);
-    const stored: StoredResponse = {
-      status: response.status,
-      headers: response.headers.filter(([name]) => config.storesHeader(name)),
-      body: response.body,
-    };
+    const stored = this.#storedFormOf(response);
     const { store, syncStore } = config;
     if (syncStore === undefined) {
-      return store
-        .complete(this.#storeKey, this.#token, stored, config.ttlMs)
-        .then((result) => this.#completed(result, response.status))
-        .catch((error: unknown) => this.#completeFailed(error));
+      return store.complete(this.#storeKey, this.#token, stored, config.ttlMs).then(
+        (result) => this.#completed(result, response.status),
+        (error: unknown) => this.#completeLater(stored, response.status, error),
+      );
     }
     try {
       return this.#completed(syncStore.complete(this.#storeKey, this.#token, stored, config.ttlMs), response.status);
     } catch (error) {
-      return this.#completeFailed(error);
+      return this.#completeLater(stored, response.status, error);
     }
   }
 
+  /**
+   * What the store keeps for `response`. A body past `maxResponseBytes` (or not captured) is not
+   * kept, but the operation ran: the key is completed all the same, with idempo's answer that
+   * names the original status, so a retry never runs it again within the ttl.
+   */
+  #storedFormOf(response: CapturedResponse): StoredResponse {
+    const config = this.#config;
+    if (response.body === null || response.body.length > config.maxResponseBytes) {
+      const notKept = new IdempotencyResponseNotKeptError(
+        `The request with this Idempotency-Key already completed with status ${response.status}, but its response was larger than ${config.maxResponseBytes} bytes and was not kept. It will not run again; fetch the result another way.`,
+        { originalStatus: response.status },
+      );
+      const answer = config.formatError(notKept, this.#request);
+      return {
+        status: answer.status,
+        headers: answer.headers.filter(([name]) => config.storesHeader(name)),
+        body: answer.body,
+      };
+    }
+    return {
+      status: response.status,
+      headers: response.headers.filter(([name]) => config.storesHeader(name)),
+      body: response.body,
+    };
+  }
+
   #completed(result: FencedResult, status: number): IdempotencyResponse | undefined {
+    this.#renewer.delete(this);
     if (result === 'stale') {
       this.#loseLease();
       // Another execution owns the key now and its response is the one kept: answering with
@@ -139,21 +194,89 @@ export class ClaimedExecution implements Execution, Renewable {
     return undefined;
   }
 
-  #completeFailed(error: unknown): undefined {
-    this.#emit({ type: 'store_error', key: this.#key, reason: 'complete', action: 'response_sent', error });
-    return undefined;
+  /**
+   * The store failed to complete: the work ran, so releasing would let a retry run it again, and
+   * answering with the success would give the client a result no retry could replay. The
+   * completion is tried again, fenced, with the lease still renewed and the response held, for up
+   * to `completeTimeout`; past that the client is told the result was not stored (`503`), renewal
+   * stops, and idempo goes on trying in the background while the lease it last renewed still holds
+   * the key.
+   */
+  #completeLater(stored: StoredResponse, status: number, error: unknown): Promise<IdempotencyResponse | undefined> {
+    this.#emit({ type: 'store_error', key: this.#key, reason: 'complete', action: 'retrying', error });
+    const config = this.#config;
+    const attempt = () => config.store.complete(this.#storeKey, this.#token, stored, config.ttlMs);
+    const outcome = this.#retryStore(attempt);
+    const answered = outcome.then(
+      (result) => this.#completed(result, status),
+      (lastError: unknown) => {
+        this.#renewer.delete(this);
+        this.#emit({
+          type: 'store_error',
+          key: this.#key,
+          reason: 'complete',
+          action: 'result_lost',
+          error: lastError,
+        });
+        return undefined;
+      },
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const giveUp = new Promise<IdempotencyResponse>((resolve) => {
+      timer = setTimeout(() => {
+        // From here on the lease is left to run out: idempo keeps trying while it still holds the
+        // key, and past it a retry may recover the key rather than wait for a store that stays down.
+        this.#renewer.delete(this);
+        resolve(
+          errorResponse(
+            config,
+            new IdempotencyResultNotStoredError(
+              'This request ran, but the idempotency store failed while its result was being saved, so it is not returned: no retry could replay it. Retry with the same key after Retry-After: you get 409 while idempo keeps trying to save it, then the stored result.',
+              { cause: error },
+            ),
+            this.#request,
+            CONFLICT_RETRY_MS,
+          ),
+        );
+      }, config.completeTimeoutMs);
+    });
+    return Promise.race([answered, giveUp]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Calls a fenced store write until it answers, pausing between tries, for as long as the lease
+   * this execution last renewed still holds the key: past that a newer owner may take it over, and
+   * a late write would be refused anyway. Rejects with the last error when time runs out.
+   */
+  async #retryStore(attempt: () => Promise<FencedResult>): Promise<FencedResult> {
+    let pauseMs = STORE_RETRY_FIRST_MS;
+    for (;;) {
+      await sleep(pauseMs);
+      try {
+        return await attempt();
+      } catch (error) {
+        if (Date.now() + pauseMs >= this.renewedAt + this.#config.leaseMs) throw error;
+      }
+      pauseMs = Math.min(pauseMs * 2, STORE_RETRY_MAX_MS);
+    }
   }
 
   async abort(error: unknown): Promise<void> {
-    if (this.#settle()) await this.#release('threw', undefined, error);
-  }
-
-  /** Marks the run finished; false when it already was. */
-  #settle(): boolean {
-    if (this.#settled) return false;
+    if (this.#settled) return;
     this.#settled = true;
     this.#renewer.delete(this);
-    return true;
+    if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) {
+      // The work may have happened: keep the key in flight until the lease passes, and let the
+      // next claim recover it, rather than release it for a retry to run it again.
+      this.#emit({
+        type: 'outcome_unknown',
+        key: this.#key,
+        reason: error instanceof IdempotencyError ? error.code : 'step_not_stored',
+        error,
+      });
+      return;
+    }
+    await this.#release('threw', undefined, error);
   }
 
   async #step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
@@ -161,7 +284,7 @@ export class ClaimedExecution implements Execution, Renewable {
     if (saved !== undefined) return JSON.parse(saved) as T;
     const value = await fn();
     const text = JSON.stringify(value) ?? 'null';
-    if ((await this.#config.store.saveStep(this.#storeKey, this.#token, name, text)) === 'stale') {
+    if ((await this.#saveStep(name, text)) === 'stale') {
       this.#loseLease();
       throw new IdempotencyLeaseLostError(
         `Step "${name}" ran, but its result was refused: this execution lost its lease.`,
@@ -173,6 +296,28 @@ export class ClaimedExecution implements Execution, Renewable {
     }
     (this.#steps as Record<string, string>)[name] = text;
     return value;
+  }
+
+  /**
+   * Saves a step's result. `fn` has run, so a store failure here must not end in a release: the
+   * save is tried again like a completion, and if it still fails the key is kept in flight.
+   */
+  async #saveStep(name: string, text: string): Promise<FencedResult> {
+    const attempt = () => this.#config.store.saveStep(this.#storeKey, this.#token, name, text);
+    try {
+      return await attempt();
+    } catch (error) {
+      this.#emit({ type: 'store_error', key: this.#key, reason: 'step', action: 'retrying', error });
+      try {
+        return await this.#retryStore(attempt);
+      } catch (lastError) {
+        this.#mustKeep = true;
+        throw new IdempotencyResultNotStoredError(
+          `Step "${name}" ran, but the idempotency store failed while its result was being saved; the key is kept so that nothing runs twice.`,
+          { cause: lastError },
+        );
+      }
+    }
   }
 
   async #release(reason: string, status: number | undefined, error?: unknown): Promise<void> {
@@ -247,6 +392,10 @@ class ExecutionContext implements IdempotencyContext {
     this.#controller?.abort(reason);
     return true;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** idempo's error response for `error`, with `Retry-After` when a retry should wait. */

@@ -24,6 +24,7 @@ export interface ResolvedOptions {
   mismatchStatus: 400 | 422;
   maxBodyBytes: number;
   maxResponseBytes: number;
+  completeTimeoutMs: number;
   storesHeader: (name: string) => boolean;
   fingerprint: NonNullable<IdempotencyOptions['fingerprint']>;
   scope: IdempotencyOptions['scope'];
@@ -67,6 +68,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     mismatchStatus: oneOf(options.mismatchStatus ?? 422, [400, 422], 'mismatchStatus'),
     maxBodyBytes: positiveInteger(options.maxBodyBytes ?? 1_048_576, 'maxBodyBytes'),
     maxResponseBytes: positiveInteger(options.maxResponseBytes ?? 1_048_576, 'maxResponseBytes'),
+    completeTimeoutMs: parseDuration(options.completeTimeout ?? '5s', 'completeTimeout'),
     storesHeader: storedHeaderFilter(options.replayHeaders?.exclude ?? DEFAULT_EXCLUDED_HEADERS),
     fingerprint: options.fingerprint ? wellFormed(options.fingerprint) : defaultFingerprint,
     scope: options.scope,

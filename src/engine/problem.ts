@@ -1,10 +1,11 @@
-import type { IdempotencyError } from './errors.js';
+import { type IdempotencyError, IdempotencyResponseNotKeptError } from './errors.js';
 import type { ErrorFormatter, IdempotencyRequest, IdempotencyResponse } from './types.js';
 
 const encoder = new TextEncoder();
 
 /**
- * RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`, plus idempo's `code`.
+ * RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`, plus idempo's `code`
+ * (and `originalStatus` for a response that was not kept).
  *
  * @example
  * ```ts
@@ -22,6 +23,7 @@ export const problemFormatter: ErrorFormatter = function problemFormatter(
     detail: error.message,
     instance: request.url,
     code: error.code,
+    ...(error instanceof IdempotencyResponseNotKeptError ? { originalStatus: error.originalStatus } : {}),
   });
   return { status: error.status, headers: [['content-type', 'application/problem+json']], body: encoder.encode(body) };
 };

@@ -76,7 +76,8 @@ export type IdempotencyEventType =
   | 'store_error'
   | 'released'
   | 'recovered'
-  | 'lease_lost';
+  | 'lease_lost'
+  | 'outcome_unknown';
 
 /** One event per outcome, for logs and metrics. */
 export interface IdempotencyEvent {
@@ -92,8 +93,13 @@ export interface IdempotencyEvent {
   status?: number;
   /** Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'response_too_large'`, `'claim'`). */
   reason?: string;
-  /** For `store_error`: what the engine did (`'fail-closed'` or `'fail-open'`); for others unset. */
-  action?: 'fail-closed' | 'fail-open' | 'response_sent';
+  /**
+   * For `store_error`: what the engine did. `'fail-closed'` or `'fail-open'` for a claim;
+   * `'retrying'` when a completion or a step's save failed and is being tried again (the key kept);
+   * `'result_lost'` when it still failed while the lease held the key (a retry after the lease
+   * recovers the key); `'response_sent'` for a release or renewal that failed.
+   */
+  action?: 'fail-closed' | 'fail-open' | 'retrying' | 'result_lost' | 'response_sent';
   /** The error behind a `store_error` or a thrown handler. */
   error?: unknown;
   /** Time from the start of `begin` to the event, in ms. */
@@ -170,10 +176,19 @@ export interface IdempotencyOptions {
    */
   maxBodyBytes?: number;
   /**
-   * Largest response stored, in bytes; a larger one is still sent, not stored, and the key is released.
+   * Largest response body stored, in bytes. A larger one is still sent; its key is kept completed
+   * (never run again within the ttl) and a retry gets `410` (`IDEMPO_RESPONSE_NOT_KEPT`) naming
+   * the original status.
    * @default 1048576 (1 MiB)
    */
   maxResponseBytes?: number;
+  /**
+   * How long a response is held while idempo retries a completion the store failed, before the
+   * client is told its result could not be stored (`503`, `IDEMPO_RESULT_NOT_STORED`). idempo
+   * keeps trying after that for as long as the lease holds the key.
+   * @default '5s'
+   */
+  completeTimeout?: Duration;
   /**
    * Response headers not stored (lower case). Hop-by-hop headers are never stored whatever this says.
    * @default ['set-cookie', 'date']
@@ -224,12 +239,15 @@ export interface Execution {
   readonly context: IdempotencyContext;
   /**
    * Stores the handler's response (or releases the key for `releaseOn` statuses). Pass `body: null`
-   * when the response grew past `maxResponseBytes` and was not captured: the key is released.
-   * Never throws: a store failure is reported as an event, since the response already exists.
+   * when the response grew past `maxResponseBytes` and was not captured: the key is kept
+   * completed with a record that says so (a retry gets `410`, `IDEMPO_RESPONSE_NOT_KEPT`), never
+   * run again. Never throws. A store that fails here is retried, fenced, with the lease kept.
    *
-   * Resolves to a response to send instead, when there is one: if this execution lost its key to
-   * a newer one, its response is not the one kept, and the client gets `409` (lease lost) so that
-   * its retry replays the kept one. An adapter that already sent the headers sends what it has.
+   * Resolves to a response to send instead, when the handler's own must not reach the client:
+   * this execution lost its key to a newer one (`409`, `IDEMPO_LEASE_LOST`, so that the retry
+   * replays the kept one), or its result could not be stored (`503`, `IDEMPO_RESULT_NOT_STORED`).
+   * An adapter that already sent the headers must then abort the response (destroy the socket),
+   * never end it: a client must not take a success that no retry would replay.
    */
   commit(response: CapturedResponse): Promise<IdempotencyResponse | undefined>;
   /**
@@ -238,8 +256,28 @@ export interface Execution {
    * returns. An adapter that holds the end of the response until it is stored ends it at once.
    */
   commitNow(response: CapturedResponse): IdempotencyResponse | undefined | Promise<IdempotencyResponse | undefined>;
-  /** The handler threw or the response could not be produced: releases the key. Never throws. */
+  /**
+   * The handler threw or the response could not be produced: releases the key, since the
+   * application said the work failed. Never throws.
+   *
+   * An {@link IdempotencyError} whose `outcomeUnknown` is true (an upstream that timed out or
+   * hung up after it had the request) is not a failure but an unknown: the key is kept in flight
+   * instead, the lease is no longer renewed, and once it passes a retry takes the key over as
+   * `recovered`.
+   */
   abort(error: unknown): Promise<void>;
+  /**
+   * The client went away before the response ended. The work goes on: whatever the handler ends
+   * its response with is still stored, and the retry replays it. The lease is renewed after this
+   * only while work passed to {@link Execution.track} is pending, so a key is never blocked for
+   * longer than one lease after the work stops.
+   */
+  clientGone(): void;
+  /**
+   * The handler's work, as far as the adapter can see it (the promise a listener returned): while
+   * it is pending the lease is renewed even after the client has gone.
+   */
+  track(work: PromiseLike<unknown>): void;
 }
 
 /** A handler's response as an adapter captured it, for {@link Execution.commit}; `body: null` when it outgrew `maxResponseBytes`. */

@@ -22,7 +22,7 @@ describe('hono middleware', () => {
     expect(await replay.text()).toBe('{"a":1}');
   });
 
-  it('streams a response over maxResponseBytes whole, unstored, and releases the key', async () => {
+  it('streams a response over maxResponseBytes whole, keeps its key completed, and answers a retry 410', async () => {
     const app = new Hono();
     let runs = 0;
     app.use('*', idempotency({ store: createMemoryStore(), maxResponseBytes: 1_000 }));
@@ -42,9 +42,10 @@ describe('hono middleware', () => {
     expect(first.status).toBe(201);
     expect((await first.text()).length).toBe(2_000);
     const again = await app.request('/big', post('k-big', '{}'));
-    expect(again.headers.get('idempotent-replayed')).toBeNull();
-    expect((await again.text()).length).toBe(2_000);
-    expect(runs).toBe(2);
+    expect(again.status).toBe(410);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toMatchObject({ code: 'IDEMPO_RESPONSE_NOT_KEPT', originalStatus: 201 });
+    expect(runs).toBe(1);
   });
 
   it('types the context as c.var.idempotency, unprotected when there is no key', async () => {
