@@ -116,8 +116,8 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
         return;
       }
       if (decision.action === 'execute') {
+        if (!capture(res, decision, maxResponseBytes)) return;
         setContext(req, decision.context);
-        capture(res, decision, maxResponseBytes);
       } else {
         setContext(req, unprotectedContext());
       }

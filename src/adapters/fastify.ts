@@ -213,8 +213,12 @@ function runProtocol(idem: Idempotency): preHandlerHookHandler {
         return;
       }
       if (decision.action === 'execute') {
+        if (!capture(reply.raw, decision, maxResponseBytes)) {
+          // The client is gone and the key released: nothing is left to run or answer.
+          reply.hijack();
+          return;
+        }
         (request as Tracked)[EXECUTION] = decision;
-        capture(reply.raw, decision, maxResponseBytes);
       }
       done();
     }, done);

@@ -72,10 +72,13 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       ctx.state.idempotency = unprotectedContext();
       return next();
     }
+    if (!capture(ctx.res, decision, maxResponseBytes)) return;
     ctx.state.idempotency = decision.context;
-    capture(ctx.res, decision, maxResponseBytes);
     try {
-      await next();
+      const work = next();
+      // A client that hangs up does not stop the work: the lease is renewed while the handlers run.
+      decision.track(work);
+      await work;
     } catch (error) {
       await decision.abort(error);
       throw error;

@@ -24,7 +24,7 @@ import {
   UseInterceptors,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { catchError, defer, from, mergeMap, type Observable, of, throwError } from 'rxjs';
+import { catchError, defer, finalize, from, mergeMap, type Observable, of, throwError } from 'rxjs';
 import { createIdempotency } from '../engine/engine.js';
 import type {
   Idempotency,
@@ -140,13 +140,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
           contexts.set(rawReq, UNPROTECTED);
           return next.handle();
         }
+        if (!capture(rawRes, decision, this.maxResponseBytes)) return of(undefined);
         contexts.set(rawReq, decision.context);
-        capture(rawRes, decision, this.maxResponseBytes);
-        return next
-          .handle()
-          .pipe(
-            catchError((error: unknown) => from(decision.abort(error)).pipe(mergeMap(() => throwError(() => error)))),
-          );
+        // A client that hangs up does not stop the work: the lease is renewed until the handler's stream ends.
+        let ended!: () => void;
+        decision.track(new Promise<void>((resolve) => (ended = resolve)));
+        return next.handle().pipe(
+          catchError((error: unknown) => from(decision.abort(error)).pipe(mergeMap(() => throwError(() => error)))),
+          finalize(() => ended()),
+        );
       }),
     );
   }

@@ -79,6 +79,9 @@ class Capture {
  * back only the final `end()` until the response is stored: a client never sees a response end
  * that a retry could not replay.
  *
+ * Returns `false`, and releases the key, when the client has already gone: nothing has run yet,
+ * so the adapter must not start the handler.
+ *
  * The replacement methods are shared functions that find their state on the response, not
  * closures made per response: with the listener below, a captured request allocates one object.
  *
@@ -89,7 +92,12 @@ class Capture {
  * garbage the hidden classes leave. The methods installed on the prototype call the inherited
  * ones for every response not captured.
  */
-export function capture(res: ServerResponse, execution: Execution, maxBytes: number): void {
+export function capture(res: ServerResponse, execution: Execution, maxBytes: number): boolean {
+  if (res.destroyed) {
+    // The client hung up while the key was being claimed: nothing has run, so the key is free again.
+    void execution.abort(CLIENT_GONE);
+    return false;
+  }
   const proto = Object.getPrototypeOf(res) as ServerResponse | null;
   if (proto !== null && proto !== ServerResponse.prototype && capturesThrough(proto, res)) {
     const inherited = Object.getPrototypeOf(proto) as ServerResponse;
@@ -103,7 +111,7 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
     state.onPrototype = true;
     SWAPPED.set(res, state);
     res.on('close', goneIfUnendedSwapped);
-    return;
+    return true;
   }
   const captured = res as CapturedResponse;
   captured[CAPTURE] = new Capture(execution, maxBytes, res.writeHead as Method, res.write as Method, res.end as Method);
@@ -111,7 +119,10 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
   res.write = capturedWrite as ServerResponse['write'];
   res.end = capturedEnd as ServerResponse['end'];
   res.on('close', goneIfUnended);
+  return true;
 }
+
+const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 /** Capture state of responses captured through their prototype. */
 const SWAPPED = new WeakMap<ServerResponse, Capture>();

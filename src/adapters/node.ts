@@ -71,13 +71,8 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
   if (decision.action === 'respond') return writeResponse(res, decision.response);
   const execution = decision.action === 'execute' ? decision : undefined;
   if (execution) {
-    if (res.destroyed) {
-      // The client hung up while the key was being claimed: nothing has run, so the key is free again.
-      await execution.abort(CLIENT_GONE);
-      return;
-    }
+    if (!capture(res, execution, idem.limits.maxResponseBytes)) return;
     (req as WithContext)[CONTEXT] = execution.context;
-    capture(res, execution, idem.limits.maxResponseBytes);
   }
   try {
     const result = listener(req, res);
@@ -92,7 +87,6 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
 }
 
 const IDEMPO_FAILED = 'idempo could not process the request; it may be retried with the same key.';
-const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 async function failInHandler(
   res: ServerResponse,
