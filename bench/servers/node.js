@@ -36,6 +36,8 @@ async function adapterOnly() {
     commitNow: () => undefined,
     commit: async () => undefined,
     abort: async () => {},
+    clientGone: () => {},
+    track: () => {},
   };
   const engine = {
     async begin(request) {
