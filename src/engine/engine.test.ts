@@ -6,6 +6,7 @@ import type { IdempotencyStore } from '../stores/contract.js';
 import { createMemoryStore } from '../stores/memory.js';
 import { createSqliteStore } from '../stores/sqlite.js';
 import { createIdempotency } from './engine.js';
+import { IdempotencyUpstreamTimeoutError } from './errors.js';
 import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
 
 const URL_BASE = 'http://api.test';
@@ -654,6 +655,74 @@ describe('a lost lease', () => {
     const late = await first;
     expect(late.status).toBe(409);
     expect((await late.json()).code).toBe('IDEMPO_LEASE_LOST');
+  });
+});
+
+describe('unknown outcomes keep the key', () => {
+  it('keeps the key of a handler that throws an outcomeUnknown error until the lease passes, then recovers it', async () => {
+    const { idem, events } = setup({ lease: 200 });
+    let runs = 0;
+    const handler = async (_request: Request, ctx: IdempotencyContext) => {
+      runs++;
+      if (runs === 1) throw new IdempotencyUpstreamTimeoutError('the upstream has the request and is slow');
+      return new Response(`recovered ${ctx.recovered}`, { status: 201 });
+    };
+    const first = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(first.status).toBe(504);
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(409);
+    expect(runs).toBe(1);
+    await new Promise((r) => setTimeout(r, 250));
+    const later = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect([later.status, await later.text()]).toEqual([201, 'recovered true']);
+    expect(events.find((e) => e.type === 'outcome_unknown')?.reason).toBe('IDEMPO_UPSTREAM_TIMEOUT');
+    expect(events.some((e) => e.type === 'released')).toBe(false);
+  });
+
+  it('retries a step whose save the store failed, so the step does not run again', async () => {
+    const memory = createMemoryStore();
+    let failures = 2;
+    const store: IdempotencyStore = {
+      ...memory,
+      saveStep: async (...args) => {
+        if (failures-- > 0) throw new Error('connection reset');
+        return memory.saveStep(...args);
+      },
+    };
+    const idem = createIdempotency({ store, releaseOn: ['5xx'] });
+    let charges = 0;
+    const handler = async (_request: Request, ctx: IdempotencyContext) => {
+      await ctx.step('charge', () => ++charges);
+      return new Response('{}', { status: 500 });
+    };
+    // The 500 releases the key; the step's saved result keeps the retry from charging again.
+    await idem.handle(post('/pay', { key: 'k' }), handler);
+    await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(charges).toBe(1);
+  });
+
+  it('keeps the key, not releases it, when a step ran and its result could not be stored', async () => {
+    const memory = createMemoryStore();
+    const store: IdempotencyStore = {
+      ...memory,
+      saveStep: async () => {
+        throw new Error('connection reset');
+      },
+    };
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store, lease: 1_000, completeTimeout: 100, onEvent: (e) => events.push(e) });
+    let charges = 0;
+    const handler = async (_request: Request, ctx: IdempotencyContext) => {
+      await ctx.step('charge', () => ++charges);
+      return new Response('charged', { status: 201 });
+    };
+    const first = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(first.status).toBe(503);
+    expect(await first.json()).toMatchObject({ code: 'IDEMPO_RESULT_NOT_STORED' });
+    // Released, a retry would charge again at once; kept, it waits for the lease.
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(409);
+    expect(charges).toBe(1);
+    expect(events.find((e) => e.type === 'outcome_unknown')?.reason).toBe('step_not_stored');
+    expect(events.some((e) => e.type === 'released')).toBe(false);
   });
 });
 

@@ -130,8 +130,10 @@ export class ClaimedExecution implements Execution, Renewable {
     if (this.#settled) return undefined;
     this.#settled = true;
     const config = this.#config;
-    if (config.releases(response.status) && !this.#mustKeep) {
+    if (config.releases(response.status)) {
       this.#renewer.delete(this);
+      // A step ran whose result the store refused to keep: releasing would let a retry run it again.
+      if (this.#mustKeep) return this.#keep(undefined);
       return this.#release('status', response.status).then(nothing);
     }
     const stored = this.#storedFormOf(response);
@@ -244,18 +246,20 @@ export class ClaimedExecution implements Execution, Renewable {
   }
 
   /**
-   * Calls a fenced store write until it answers, pausing between tries, for as long as the lease
-   * this execution last renewed still holds the key: past that a newer owner may take it over, and
-   * a late write would be refused anyway. Rejects with the last error when time runs out.
+   * Calls a fenced store write until it answers, pausing between tries, until `until` and for no
+   * longer than the lease this execution last renewed still holds the key: past that a newer owner
+   * may take it over, and a late write would be refused anyway. Rejects with the last error when
+   * time runs out.
    */
-  async #retryStore(attempt: () => Promise<FencedResult>): Promise<FencedResult> {
+  async #retryStore(attempt: () => Promise<FencedResult>, until = Number.POSITIVE_INFINITY): Promise<FencedResult> {
     let pauseMs = STORE_RETRY_FIRST_MS;
     for (;;) {
       await sleep(pauseMs);
       try {
         return await attempt();
       } catch (error) {
-        if (Date.now() + pauseMs >= this.renewedAt + this.#config.leaseMs) throw error;
+        const next = Date.now() + pauseMs;
+        if (next >= until || next >= this.renewedAt + this.#config.leaseMs) throw error;
       }
       pauseMs = Math.min(pauseMs * 2, STORE_RETRY_MAX_MS);
     }
@@ -265,18 +269,22 @@ export class ClaimedExecution implements Execution, Renewable {
     if (this.#settled) return;
     this.#settled = true;
     this.#renewer.delete(this);
-    if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) {
-      // The work may have happened: keep the key in flight until the lease passes, and let the
-      // next claim recover it, rather than release it for a retry to run it again.
-      this.#emit({
-        type: 'outcome_unknown',
-        key: this.#key,
-        reason: error instanceof IdempotencyError ? error.code : 'step_not_stored',
-        error,
-      });
-      return;
-    }
+    if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) return this.#keep(error);
     await this.#release('threw', undefined, error);
+  }
+
+  /**
+   * The work may have happened: the key stays in flight until the lease passes, and the next
+   * claim recovers it, rather than being released for a retry to run the work again.
+   */
+  #keep(error: unknown): undefined {
+    this.#emit({
+      type: 'outcome_unknown',
+      key: this.#key,
+      reason: this.#mustKeep ? 'step_not_stored' : (error as IdempotencyError).code,
+      ...(error === undefined ? {} : { error }),
+    });
+    return undefined;
   }
 
   async #step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
@@ -300,7 +308,7 @@ export class ClaimedExecution implements Execution, Renewable {
 
   /**
    * Saves a step's result. `fn` has run, so a store failure here must not end in a release: the
-   * save is tried again like a completion, and if it still fails the key is kept in flight.
+   * save is tried again for up to `completeTimeout`, and if it still fails the key is kept in flight.
    */
   async #saveStep(name: string, text: string): Promise<FencedResult> {
     const attempt = () => this.#config.store.saveStep(this.#storeKey, this.#token, name, text);
@@ -309,7 +317,7 @@ export class ClaimedExecution implements Execution, Renewable {
     } catch (error) {
       this.#emit({ type: 'store_error', key: this.#key, reason: 'step', action: 'retrying', error });
       try {
-        return await this.#retryStore(attempt);
+        return await this.#retryStore(attempt, Date.now() + this.#config.completeTimeoutMs);
       } catch (lastError) {
         this.#mustKeep = true;
         throw new IdempotencyResultNotStoredError(
