@@ -41,9 +41,26 @@ const server = http.createServer(
     for await (const _chunk of req);
     await pool.query(`INSERT INTO "${runsTable}" (key, server, pid) VALUES ($1, $2, $3)`, [key, name, process.pid]);
     send({ type: 'ran', key });
+    const body = JSON.stringify({ key, server: name, pid: process.pid, nonce: randomUUID() });
+    // How to answer travels in a header too: `status` sets statusCode and only calls end(), so
+    // idempo can still answer instead; `head-first` puts the head on the wire before the delay.
+    const respond = req.headers['x-respond'];
+    if (respond === 'head-first') {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.flushHeaders();
+      if (delay > 0) await sleep(delay);
+      res.end(body);
+      return;
+    }
     if (delay > 0) await sleep(delay);
+    if (respond === 'status') {
+      res.statusCode = 201;
+      res.setHeader('content-type', 'application/json');
+      res.end(body);
+      return;
+    }
     res.writeHead(201, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ key, server: name, pid: process.pid, nonce: randomUUID() }));
+    res.end(body);
   }),
 );
 

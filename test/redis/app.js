@@ -7,6 +7,10 @@
 //                                   calls over `keys` and reports every response;
 //   node test/redis/app.js serve  — an HTTP server (the node:http adapter); with `block`, each
 //                                   handler saves a step, reports `started` and waits for a `go`.
+//                                   `respond` picks how it answers: `write-head` (default:
+//                                   writeHead then end), `status` (statusCode and end only), or
+//                                   `head-first` (writeHead and flushHeaders, reports `head`, then
+//                                   waits for its `go` before end).
 //
 // Its configuration comes as JSON in IDEMPO_TEST_CONFIG.
 import { randomUUID } from 'node:crypto';
@@ -105,9 +109,26 @@ if (mode === 'load') {
         recovered: ctx?.recovered,
         charge,
       });
+      const body = JSON.stringify({ owner: config.name, pid: process.pid, charge, recovered: ctx?.recovered ?? null });
+      if (config.respond === 'head-first') {
+        // The head goes on the wire before the handler waits: its client has a 201 status line.
+        res.writeHead(201, { 'content-type': 'application/json' });
+        res.flushHeaders();
+        send({ type: 'head', key: ctx?.key });
+        if (config.block) await go();
+        res.end(body);
+        return;
+      }
       if (config.block) await go();
+      if (config.respond === 'status') {
+        // Nothing is written before end(): idempo can still answer instead of this response.
+        res.statusCode = 201;
+        res.setHeader('content-type', 'application/json');
+        res.end(body);
+        return;
+      }
       res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ owner: config.name, pid: process.pid, charge, recovered: ctx?.recovered ?? null }));
+      res.end(body);
     }),
   );
   server.listen(0, '127.0.0.1', () => send({ type: 'listening', port: server.address().port }));

@@ -26,6 +26,8 @@ export interface AppConfig {
   handlerMs?: number;
   name?: string;
   block?: boolean;
+  /** How a `serve` handler answers (see app.js); `write-head` by default. */
+  respond?: 'write-head' | 'status' | 'head-first';
 }
 
 export interface AppChild {
