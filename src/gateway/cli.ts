@@ -86,12 +86,23 @@ function buildProgram(): Command {
         .default('reject'),
     )
     .addOption(
-      new Option('--upstream-timeout <duration>', 'wait for upstream response headers')
+      new Option(
+        '--upstream-timeout <duration>',
+        'answer the client 504 if the upstream has not answered by then (a keyed request is still waited for)',
+      )
         .env('IDEMPO_UPSTREAM_TIMEOUT')
         .default('30s'),
     )
     .addOption(
-      new Option('--drain-timeout <duration>', 'on SIGTERM, wait this long for in-flight requests')
+      new Option(
+        '--upstream-deadline <duration>',
+        'keep waiting this long in all for a keyed request; past it the key is kept until its lease passes',
+      )
+        .env('IDEMPO_UPSTREAM_DEADLINE')
+        .default('5m'),
+    )
+    .addOption(
+      new Option('--drain-timeout <duration>', 'on SIGTERM, wait this long for the work under way, then hand it over')
         .env('IDEMPO_DRAIN_TIMEOUT')
         .default('30s'),
     )
@@ -107,6 +118,7 @@ function buildProgram(): Command {
         ttl: flags.ttl as never,
         lease: flags.lease as never,
         upstreamTimeout: flags.upstreamTimeout as never,
+        upstreamDeadline: flags.upstreamDeadline as never,
         drainTimeout: flags.drainTimeout as never,
         idempotency: { concurrent: flags.concurrent as 'reject' | 'wait' },
       });

@@ -1,22 +1,48 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { idempotencyContext, respondEarly, writeResponse } from '../adapters/node.js';
 import { bodyAlreadyRead } from '../adapters/node-body.js';
-import { IdempotencyUpstreamError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
+import {
+  IdempotencyUpstreamError,
+  IdempotencyUpstreamFailedError,
+  IdempotencyUpstreamTimeoutError,
+} from '../engine/errors.js';
 import { HOP_BY_HOP } from '../engine/headers.js';
+import type { IdempotencyResponse } from '../engine/types.js';
+
+/**
+ * The request header the gateway adds when it forwards a request whose earlier owner crashed or
+ * stalled past its lease (a re-drive): its value is the new fencing token. The earlier attempt may
+ * have reached the upstream and done the work, which no proxy can know, so an upstream that must
+ * not act twice looks the `Idempotency-Key` up (a unique constraint) when this header is present.
+ * A client can never send it: the gateway drops it from every incoming request.
+ *
+ * @example
+ * ```ts
+ * import { REDRIVE_HEADER } from 'idempo/gateway';
+ * if (req.headers[REDRIVE_HEADER] && payments.has(req.headers['idempotency-key'])) return existingPayment;
+ * ```
+ */
+export const REDRIVE_HEADER = 'idempo-redrive' as const;
+
+/** The header that carries the key to the upstream, whatever header the client used. */
+const KEY_HEADER = 'idempotency-key';
 
 /** Options of {@link createProxy}. */
 export interface ProxyOptions {
   /** Base URL of the upstream service, e.g. `http://127.0.0.1:3000`. */
   upstream: string;
-  /** How long to wait for the upstream's response headers, in ms. */
+  /** How long the client waits for the upstream's response headers before it is answered 504, in ms. */
   timeoutMs: number;
-  /** Formats an idempo error response for the proxy's own answers (504 and the like). */
-  writeError: (
-    res: ServerResponse,
-    req: IncomingMessage,
-    error: IdempotencyUpstreamTimeoutError | IdempotencyUpstreamError,
-  ) => void;
+  /**
+   * How long a keyed request may take upstream in all, in ms (at least `timeoutMs`). Past the
+   * timeout the client has its 504 but the gateway keeps waiting, to store the late answer; past
+   * this deadline it gives up and leaves the key in flight until its lease passes.
+   */
+  deadlineMs: number;
+  /** The 504 a client gets when the upstream has not answered within `timeoutMs`. */
+  timeoutResponse: (req: IncomingMessage) => IdempotencyResponse;
 }
 
 /** Errors raised before the upstream could have seen the request: nothing happened there. */
@@ -29,111 +55,254 @@ const NOT_REACHED = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/** Why the gateway itself cut an upstream exchange short. */
+type Cut = 'timeout' | 'deadline' | 'client_gone' | 'handover';
+
+/** A proxy made by {@link createProxy}. */
+export interface Proxy {
+  /** The node:http listener; its promise settles once the upstream's answer is written whole (or failed). */
+  listener(req: IncomingMessage, res: ServerResponse): Promise<void>;
+  /** Upstream exchanges still under way, those whose client was already answered included. */
+  readonly pending: number;
+  /**
+   * Gives up every exchange still under way (the drain deadline at shutdown). Keyed ones fail with
+   * an unknown outcome, so their keys stay in flight until their leases pass and another instance
+   * takes them over: the upstream may still be doing the work.
+   */
+  handOver(): void;
+  /** Closes the upstream connections. */
+  close(): Promise<void>;
+}
+
 /**
- * A streaming reverse proxy to one upstream, as a node:http listener. An upstream it cannot reach
- * throws {@link IdempotencyUpstreamError} (the idempotency layer then releases the key: nothing
- * ran); an upstream that took the request and then failed or timed out is answered with a 502 or
- * 504 response, which follows `releaseOn` like any other response.
+ * A streaming reverse proxy to one upstream, as a node:http listener, written for "never twice":
+ *
+ * - An upstream it cannot reach throws {@link IdempotencyUpstreamError}: nothing ran there, so
+ *   the key is released.
+ * - An upstream that has the request but fails (a reset, a hang-up, a body cut short) throws
+ *   {@link IdempotencyUpstreamFailedError}, an unknown outcome: the key is kept in flight.
+ * - An upstream slower than `timeoutMs` gets its client answered 504 early, while the gateway
+ *   keeps waiting up to `deadlineMs` and stores the late answer; the listener's promise stays
+ *   pending meanwhile, which keeps the lease renewed. Past the deadline it throws
+ *   {@link IdempotencyUpstreamTimeoutError}: the key is kept until its lease passes.
+ * - A client that goes away does not stop a keyed exchange: the answer is read whole and written
+ *   into the (captured) response, which stores it for the retry.
+ *
+ * A request without a key (nothing to store) is cut at `timeoutMs`, or when its client leaves.
  */
-export function createProxy(options: ProxyOptions) {
+export function createProxy(options: ProxyOptions): Proxy {
   const base = new URL(options.upstream);
   const origin = base.origin;
   const prefix = base.pathname.replace(/\/$/, '');
   const agent = new Agent({ keepAliveTimeout: 10_000, connections: 128, pipelining: 1 });
+  const exchanges = new Set<Exchange>();
 
   async function proxy(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const context = idempotencyContext(req);
     const headers: Record<string, string | string[]> = {};
     for (const name in req.headers) {
       const value = req.headers[name];
       // undici sets Host from the upstream's origin; the client's goes on as X-Forwarded-Host.
-      if (value !== undefined && !HOP_BY_HOP.has(name) && name !== 'host') headers[name] = value;
+      // A client-sent re-drive marker is dropped: only the gateway may say a request is a re-drive.
+      if (value !== undefined && !HOP_BY_HOP.has(name) && name !== 'host' && name !== REDRIVE_HEADER)
+        headers[name] = value;
     }
     const forwardedFor = req.headers['x-forwarded-for'];
     const remote = req.socket.remoteAddress ?? '';
     headers['x-forwarded-for'] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
     headers['x-forwarded-proto'] ??= 'http';
+    if (context !== undefined) {
+      // The upstream deduplicates on the key idempo used, whatever header the client sent it in.
+      headers[KEY_HEADER] = context.key;
+      if (context.recovered) headers[REDRIVE_HEADER] = String(context.token);
+    }
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod;
     const hasBody =
       method !== 'GET' &&
       method !== 'HEAD' &&
       (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
 
-    let upstream: Dispatcher.ResponseData;
+    const exchange = new Exchange(context !== undefined);
+    exchanges.add(exchange);
+    const answerTimer = setTimeout(() => {
+      if (exchange.keyed) {
+        // The upstream has the request: answer the client, keep the key in flight and keep waiting.
+        respondEarly(res, options.timeoutResponse(req));
+      } else {
+        exchange.cut('timeout');
+      }
+    }, options.timeoutMs);
+    const deadlineTimer = exchange.keyed ? setTimeout(() => exchange.cut('deadline'), options.deadlineMs) : undefined;
+    const onClose = () => {
+      if (!exchange.keyed && !res.writableFinished) exchange.cut('client_gone');
+    };
+    res.once('close', onClose);
     try {
-      upstream = await agent.request({
-        origin,
-        path: prefix + (req.url ?? '/'),
-        method,
-        headers,
-        // The bytes idempo read to fingerprint the request go as they are; only an unread body streams.
-        body: hasBody ? (bodyAlreadyRead(req) ?? req) : null,
-        headersTimeout: options.timeoutMs,
-        bodyTimeout: options.timeoutMs,
-      });
-    } catch (error) {
-      const code = (error as { code?: string }).code ?? '';
-      if (NOT_REACHED.has(code)) {
-        throw new IdempotencyUpstreamError(
-          `The upstream ${origin} could not be reached (${code}); nothing was sent. Retry later.`,
-          {
-            cause: error,
-          },
-        );
+      let upstream: Dispatcher.ResponseData;
+      try {
+        upstream = await agent.request({
+          origin,
+          path: prefix + (req.url ?? '/'),
+          method,
+          headers,
+          // The bytes idempo read to fingerprint the request go as they are; only an unread body streams.
+          body: hasBody ? (bodyAlreadyRead(req) ?? req) : null,
+          // The gateway's own timers decide (answer, deadline); undici's would end the exchange.
+          headersTimeout: 0,
+          bodyTimeout: 0,
+          signal: exchange.signal,
+        });
+      } catch (error) {
+        clearTimeout(answerTimer);
+        if (exchange.reason === undefined) {
+          const code = (error as { code?: string }).code ?? '';
+          if (NOT_REACHED.has(code)) {
+            throw new IdempotencyUpstreamError(
+              `The upstream ${origin} could not be reached (${code}); nothing was sent. Retry later.`,
+              { cause: error },
+            );
+          }
+        }
+        return failed(exchange, error, req, res, options);
       }
-      if (code === 'UND_ERR_HEADERS_TIMEOUT') {
-        options.writeError(
-          res,
-          req,
-          new IdempotencyUpstreamTimeoutError(
-            `The upstream took the request but did not answer within ${options.timeoutMs} ms.`,
-            {
-              cause: error,
-            },
-          ),
-        );
-        return;
+      clearTimeout(answerTimer);
+      const outgoing: string[] = [];
+      for (const name in upstream.headers) {
+        if (HOP_BY_HOP.has(name)) continue;
+        const value = upstream.headers[name];
+        if (Array.isArray(value)) for (const item of value) outgoing.push(name, item);
+        else if (value !== undefined) outgoing.push(name, value);
       }
-      options.writeError(
-        res,
-        req,
-        new IdempotencyUpstreamError(
-          `The upstream connection failed after the request was sent (${code || 'error'}).`,
-          {
-            cause: error,
-          },
-        ),
-      );
-      return;
+      // After an early 504 (or a hang-up) the capture keeps this without sending it: stored, not sent.
+      res.writeHead(upstream.statusCode, outgoing);
+      try {
+        await forward(upstream.body, res, exchange);
+      } catch (error) {
+        return failed(exchange, error, req, res, options);
+      }
+    } finally {
+      clearTimeout(answerTimer);
+      clearTimeout(deadlineTimer);
+      res.off('close', onClose);
+      exchanges.delete(exchange);
     }
-    const outgoing: string[] = [];
-    for (const name in upstream.headers) {
-      if (HOP_BY_HOP.has(name)) continue;
-      const value = upstream.headers[name];
-      if (Array.isArray(value)) for (const item of value) outgoing.push(name, item);
-      else if (value !== undefined) outgoing.push(name, value);
-    }
-    res.writeHead(upstream.statusCode, outgoing);
-    forward(upstream.body, res);
   }
 
   return {
     listener: proxy,
+    get pending() {
+      return exchanges.size;
+    },
+    handOver() {
+      for (const exchange of exchanges) exchange.cut('handover');
+    },
     close: () => agent.close(),
   };
 }
 
+/** One request's trip upstream, and why the gateway cut it short, if it did. */
+class Exchange {
+  readonly keyed: boolean;
+  reason: Cut | undefined;
+  readonly #controller = new AbortController();
+
+  constructor(keyed: boolean) {
+    this.keyed = keyed;
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  cut(reason: Cut): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    this.#controller.abort(new Error(`idempo gateway: upstream exchange cut (${reason})`));
+  }
+}
+
 /**
- * Streams the upstream's body into `res`, which ends it (idempo holds that end until the response
- * is stored). An upstream body that fails destroys `res`, so the response never ends and idempo
- * releases the key; a client that goes away destroys the upstream body, freeing its connection.
- * pipe(), not pipeline(): on Node 20 pipeline() makes an AbortController per call and a
- * DOMException with a stack when it finishes, about a tenth of the gateway's CPU per request.
+ * After the upstream had the request, any failure is an unknown outcome for a keyed request: the
+ * error thrown keeps its key in flight (never released). A request without a key gets its 504, or
+ * nothing at all once its client has gone.
  */
-function forward(body: Readable, res: ServerResponse): void {
-  body.on('error', (error) => res.destroy(error));
-  res.on('close', () => {
-    if (!body.readableEnded) body.destroy();
+function failed(
+  exchange: Exchange,
+  error: unknown,
+  req: IncomingMessage,
+  res: ServerResponse,
+  options: ProxyOptions,
+): void {
+  switch (exchange.reason) {
+    case 'client_gone':
+      return;
+    case 'timeout':
+      writeResponse(res, options.timeoutResponse(req));
+      return;
+    case 'deadline':
+      throw new IdempotencyUpstreamTimeoutError(
+        `The upstream took the request but did not answer within the gateway's deadline of ${options.deadlineMs} ms; it may still have done the work, so the key is kept until its lease passes.`,
+        { cause: error },
+      );
+    case 'handover':
+      throw new IdempotencyUpstreamTimeoutError(
+        'The gateway shut down while the upstream still had the request; it may have done the work, so the key is kept until its lease passes and another instance takes it over.',
+        { cause: error },
+      );
+    default: {
+      const code = (error as { code?: string }).code;
+      throw new IdempotencyUpstreamFailedError(
+        `The upstream connection failed after the request was sent (${code ?? 'error'}); it may have done the work, so the key is kept until its lease passes.`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/**
+ * Streams the upstream's body into `res`, and ends it (idempo holds that end until the response is
+ * stored). For a keyed request the body is read whole even after the client went away: the
+ * capture keeps what is written (up to maxResponseBytes) without sending it, and its end stores
+ * the answer for the retry. Backpressure follows the client while it is there. Without a key, a
+ * client that leaves ends the exchange (see onClose above), which settles this as done.
+ * Events rather than pipe() or pipeline(): pipe() stops at a closed destination, and on Node 20
+ * pipeline() makes an AbortController and a DOMException per call, about a tenth of the CPU.
+ */
+function forward(body: Readable, res: ServerResponse, exchange: Exchange): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let paused = false;
+    const resume = () => {
+      if (!paused) return;
+      paused = false;
+      body.resume();
+    };
+    const settle = () => {
+      res.off('drain', resume);
+      res.off('close', resume);
+    };
+    body.on('data', (chunk: Buffer) => {
+      if (res.write(chunk) === false && !res.destroyed) {
+        paused = true;
+        body.pause();
+      }
+    });
+    res.on('drain', resume);
+    // Once the client is gone the capture takes every write at once: read on.
+    res.on('close', resume);
+    body.once('end', () => {
+      settle();
+      res.end();
+      resolve();
+    });
+    body.once('error', (error) => {
+      settle();
+      reject(error);
+    });
+    body.once('close', () => {
+      settle();
+      // Destroyed without an error: cut by the gateway for a client that left (no key).
+      if (!body.readableEnded && exchange.reason !== undefined) resolve();
+    });
   });
-  body.pipe(res);
 }

@@ -2,15 +2,21 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { idempotent, writeResponse } from '../adapters/node.js';
-import { parseDuration } from '../engine/duration.js';
+import { parseDuration, retryAfterSeconds } from '../engine/duration.js';
 import { createIdempotency } from '../engine/engine.js';
-import { IdempotencyConfigError, type IdempotencyError } from '../engine/errors.js';
+import { IdempotencyConfigError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
 import { pathOf } from '../engine/path.js';
 import type { Duration, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
 import type { IdempotencyStore } from '../stores/contract.js';
+import { IdempotencyGatewayDrainingError } from './errors.js';
+import { createStoreHealth } from './health.js';
 import { compilePathPatterns } from './path-patterns.js';
 import { createProxy } from './proxy.js';
+import { trackStore } from './store-activity.js';
 import { type OpenedStore, openStore } from './store-url.js';
+
+/** What a client that timed out or met a draining gateway is told to wait before its retry. */
+const RETRY_AFTER_MS = 1_000;
 
 /** Options of {@link startGateway}; the CLI's flags map onto these one to one. */
 export interface GatewayOptions {
@@ -51,17 +57,32 @@ export interface GatewayOptions {
   /** @default '60s' */
   lease?: Duration;
   /**
-   * How long to wait for the upstream's response headers before answering 504.
+   * How long a client waits for the upstream's response headers before it is answered
+   * `504` (`IDEMPO_UPSTREAM_TIMEOUT`, with `Retry-After`). For a keyed request this answers the
+   * client only: the upstream has the request, so the gateway keeps waiting (see
+   * `upstreamDeadline`), keeps the key in flight, and stores the late answer for the retry.
    * @default '30s'
    */
   upstreamTimeout?: Duration;
   /**
-   * How long SIGTERM waits for in-flight requests before closing their connections.
+   * How long the gateway waits in all for the upstream's answer to a keyed request, at least
+   * `upstreamTimeout`. Past it the upstream request is aborted and the key is kept in flight until
+   * its lease passes (never released: the upstream may have done the work); then a retry re-drives
+   * it, marked with `Idempo-Redrive`.
+   * @default '5m'
+   */
+  upstreamDeadline?: Duration;
+  /**
+   * How long a shutdown (SIGTERM, {@link Gateway.close}) waits for the work under way, upstream
+   * requests already answered early included. What still runs at the deadline is handed over: its
+   * keys stay in flight until their leases pass, and another instance then takes them over.
    * @default '30s'
    */
   drainTimeout?: Duration;
   /**
-   * Path answered by the gateway itself with its health.
+   * Path answered by the gateway itself with its health: `200 {"status":"ok","store":"ok"}`;
+   * `503 {"status":"unavailable","store":"unreachable"}` while the store does not answer;
+   * `503 {"status":"draining",…}` while shutting down.
    * @default '/healthz'
    */
   healthPath?: string;
@@ -80,7 +101,11 @@ export interface Gateway {
   readonly url: string;
   readonly port: number;
   readonly server: Server;
-  /** Stops accepting, drains in-flight requests (up to `drainTimeout`), then closes the store. */
+  /**
+   * Drains: answers `503` to new requests and to `/healthz`, waits for the work under way (up to
+   * `drainTimeout`), hands over what is still running (keys kept in flight), then stops listening
+   * and closes the store.
+   */
   close(): Promise<void>;
 }
 
@@ -100,6 +125,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const upstream = checkUpstream(options.upstream);
   const logger = options.logger === false ? undefined : (options.logger ?? defaultLogger());
   const upstreamTimeoutMs = parseDuration(options.upstreamTimeout ?? '30s', 'upstreamTimeout');
+  const upstreamDeadlineMs = parseDuration(options.upstreamDeadline ?? '5m', 'upstreamDeadline');
+  if (upstreamDeadlineMs < upstreamTimeoutMs) {
+    throw new IdempotencyConfigError(
+      `--upstream-deadline (${upstreamDeadlineMs} ms) must be at least --upstream-timeout (${upstreamTimeoutMs} ms): the deadline is how long the gateway keeps waiting after answering 504.`,
+    );
+  }
   const drainTimeoutMs = parseDuration(options.drainTimeout ?? '30s', 'drainTimeout');
   const healthPath = options.healthPath ?? '/healthz';
   const requiresKey = compilePathPatterns(options.requireKey ?? []);
@@ -109,10 +140,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     typeof options.store === 'object'
       ? { store: options.store, description: 'custom', close: async () => {} }
       : await openStore(options.store ?? 'sqlite:./idempo.db');
+  const tracked = trackStore(opened.store);
+  const storeReachable = createStoreHealth(opened.store);
 
   const idem = createIdempotency({
     ...options.idempotency,
-    store: opened.store,
+    store: tracked.store,
     ...(options.methods ? { methods: options.methods } : {}),
     ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
     ...(options.lease !== undefined ? { lease: options.lease } : {}),
@@ -124,37 +157,67 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
 
+  const answer = (req: IncomingMessage, error: IdempotencyUpstreamTimeoutError | IdempotencyGatewayDrainingError) => {
+    const response = idem.formatError(error, {
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      header: () => undefined,
+      body: async () => null,
+    });
+    response.headers.push(['retry-after', retryAfterSeconds(RETRY_AFTER_MS)]);
+    return response;
+  };
   const proxy = createProxy({
     upstream,
     timeoutMs: upstreamTimeoutMs,
-    writeError: (res: ServerResponse, req: IncomingMessage, error: IdempotencyError) =>
-      writeResponse(
-        res,
-        idem.formatError(error, {
-          method: req.method ?? 'GET',
-          url: req.url ?? '/',
-          header: () => undefined,
-          body: async () => null,
-        }),
+    deadlineMs: upstreamDeadlineMs,
+    timeoutResponse: (req) =>
+      answer(
+        req,
+        new IdempotencyUpstreamTimeoutError(
+          `The upstream took the request but did not answer within ${upstreamTimeoutMs} ms. It is still being waited for: retry with the same key to get its answer once it is stored.`,
+        ),
       ),
   });
   const protectedProxy = idempotent(idem, proxy.listener);
 
+  /** Requests whose response has not closed yet (a keyed one answered early may still work upstream). */
   let active = 0;
   let draining = false;
   const server = createServer((req, res) => {
     if (req.url === healthPath && (req.method === 'GET' || req.method === 'HEAD')) {
-      res.writeHead(draining ? 503 : 200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(draining ? '{"status":"draining"}' : '{"status":"ok"}');
+      void health(res);
+      return;
+    }
+    if (draining) {
+      // Nothing runs: the client retries elsewhere, on a new connection.
+      writeResponse(
+        res,
+        answer(
+          req,
+          new IdempotencyGatewayDrainingError(
+            'The gateway is shutting down; nothing was run. Retry on another instance.',
+          ),
+        ),
+        true,
+      );
       return;
     }
     active++;
     res.once('close', () => {
       active--;
-      if (draining && active === 0) server.closeAllConnections();
     });
     protectedProxy(req, res);
   });
+
+  async function health(res: ServerResponse): Promise<void> {
+    const reachable = await storeReachable();
+    const status = draining ? 'draining' : reachable ? 'ok' : 'unavailable';
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    if (draining) headers.connection = 'close';
+    res.writeHead(status === 'ok' ? 200 : 503, headers);
+    res.end(JSON.stringify({ status, store: reachable ? 'ok' : 'unreachable' }));
+  }
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -167,6 +230,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger?.info({ url, upstream, store: opened.description }, 'idempo gateway listening');
+  if (!(await storeReachable())) {
+    // Start anyway: keyed requests get 503 until the store is back (its client reconnects by itself).
+    logger?.warn(
+      { store: opened.description },
+      `idempo store ${opened.description} is unreachable: keyed requests get 503 IDEMPO_STORE_UNAVAILABLE and /healthz 503 until it answers`,
+    );
+  }
+
+  /** Work under way: requests not yet answered, upstream exchanges, store writes. */
+  const busy = () => active > 0 || proxy.pending > 0 || tracked.pending() > 0;
 
   let closing: Promise<void> | undefined;
   return {
@@ -176,13 +249,24 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     close() {
       closing ??= (async () => {
         draining = true;
-        logger?.info({ active }, 'idempo gateway draining');
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        logger?.info({ active, upstream: proxy.pending }, 'idempo gateway draining');
+        // Idle keep-alive connections are closed; the listening socket stays open while the drain
+        // runs, so load balancers and new connections get 503 rather than a refused connection.
         server.closeIdleConnections();
-        if (active === 0) server.closeAllConnections();
-        const timer = setTimeout(() => server.closeAllConnections(), drainTimeoutMs);
+        const deadline = Date.now() + drainTimeoutMs;
+        while (busy() && Date.now() < deadline) await sleep(DRAIN_POLL_MS);
+        if (busy()) {
+          logger?.warn(
+            { active, upstream: proxy.pending },
+            'idempo gateway drain timed out: handing over the requests still under way (their keys stay in flight until their leases pass)',
+          );
+          proxy.handOver();
+          const grace = Date.now() + HANDOVER_GRACE_MS;
+          while ((proxy.pending > 0 || tracked.pending() > 0) && Date.now() < grace) await sleep(DRAIN_POLL_MS);
+        }
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
         await closed;
-        clearTimeout(timer);
         await proxy.close();
         await opened.close();
         logger?.info('idempo gateway stopped');
@@ -190,6 +274,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return closing;
     },
   };
+}
+
+/** How often a drain looks whether the work under way has finished. */
+const DRAIN_POLL_MS = 20;
+/** After a hand-over, how long the aborted exchanges get to settle before the store closes. */
+const HANDOVER_GRACE_MS = 1_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function checkUpstream(upstream: string | undefined): string {

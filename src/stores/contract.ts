@@ -113,6 +113,18 @@ export interface IdempotencyStore {
   /** Optional: frees what the store itself opened (timers, its own connections). Never closes a client the user passed in. */
   close?(): Promise<void>;
   /**
+   * Optional: resolves when the backend answers a trivial command (Redis `PING`, PostgreSQL
+   * `SELECT 1`) and rejects when it cannot be reached. Health checks call it (the gateway's
+   * `/healthz`), never the request path. A store without it (memory, SQLite: in-process, nothing
+   * to reach) counts as reachable.
+   *
+   * @example
+   * ```ts
+   * const reachable = await store.ping?.().then(() => true, () => false) ?? true;
+   * ```
+   */
+  ping?(): Promise<void>;
+  /**
    * Optional, for stores that need no I/O (the memory store): the same `claim` and `complete`,
    * answering synchronously. The engine then uses them instead, so a request is claimed and its
    * response stored and sent in one turn of the event loop, without two promise turns, and

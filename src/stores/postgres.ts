@@ -125,6 +125,8 @@ export interface PostgresStore extends IdempotencyStore {
   waitForChange(key: string, timeoutMs: number): Promise<void>;
   /** Stops the sweep timer and releases the `LISTEN` client. Never ends the pool. */
   close(): Promise<void>;
+  /** Runs `SELECT 1` on the pool; rejects when PostgreSQL cannot be reached. */
+  ping(): Promise<void>;
 }
 
 const statementNames = new Map<string, string>();
@@ -583,7 +585,12 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     await sweeping;
   }
 
-  return { claim, complete, release, renew, saveStep, waitForChange, migrate, sweep, close };
+  /** A health check only (`SELECT 1` through the pool): requests never wait on it. */
+  async function ping(): Promise<void> {
+    await pool.query('SELECT 1');
+  }
+
+  return { claim, complete, release, renew, saveStep, waitForChange, migrate, sweep, close, ping };
 }
 
 /** The open LISTEN connection, as far as the store needs to know it. */

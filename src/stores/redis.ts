@@ -58,6 +58,8 @@ export interface RedisStoreClient {
   setBuffer(key: string, value: string, px: 'PX', milliseconds: string, nx: 'NX', get: 'GET'): Promise<Buffer | null>;
   /** Used once, lazily, to open the store's own pub/sub connection for `waitForChange`. */
   duplicate(): RedisStoreSubscriber;
+  /** `PING`, for the store's health check ({@link IdempotencyStore.ping}); without it the check always passes. */
+  ping?(): Promise<unknown>;
 }
 
 /**
@@ -532,7 +534,16 @@ export function createRedisStore({
     subscriber?.disconnect();
   }
 
-  return { claim, complete, release, renew, saveStep, waitForChange, close };
+  /** A health check only: requests never wait on it. */
+  async function ping(): Promise<void> {
+    try {
+      await client.ping?.();
+    } catch (error) {
+      throw storeError('ping', error);
+    }
+  }
+
+  return { claim, complete, release, renew, saveStep, waitForChange, close, ping };
 }
 
 /** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */

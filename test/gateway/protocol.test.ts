@@ -124,14 +124,23 @@ describe('gateway protocol over HTTP', () => {
     expect(replay.headers.get('x-streamed')).toBe('yes');
   });
 
-  it('cuts the response off and releases the key when the upstream body fails mid-stream', async () => {
+  it('cuts the response off and keeps the key when the upstream body fails mid-stream, then re-drives it marked', async () => {
     const first = await postJson(`${gateway.url}/cut-off`, {}, 'cut-off-1');
     await expect(first.text()).rejects.toThrow();
-    await sleep(50);
-    // Nothing was stored: the retry goes upstream again rather than replaying half a body.
+    // The upstream may have done the work: the key stays in flight, nothing is run again.
     const retry = await postJson(`${gateway.url}/cut-off`, {}, 'cut-off-1');
-    await expect(retry.text()).rejects.toThrow();
-    expect(hitsFor('/cut-off')).toBe(2);
+    expect(retry.status).toBe(409);
+    expect((await retry.json()).code).toBe('IDEMPO_CONFLICT');
+    expect(hitsFor('/cut-off')).toBe(1);
+    // Once the lease (2 s) has passed, a retry takes the key over and tells the upstream so.
+    await sleep(2_200);
+    const redriven = await postJson(`${gateway.url}/cut-off`, {}, 'cut-off-1');
+    await expect(redriven.text()).rejects.toThrow();
+    const hits = upstream.hits.filter((h) => h.url === '/cut-off');
+    expect(hits).toHaveLength(2);
+    expect(hits[0]?.headers['idempo-redrive']).toBeUndefined();
+    expect(Number(hits[1]?.headers['idempo-redrive'])).toBeGreaterThan(0);
+    expect(hits[1]?.headers['idempotency-key']).toBe('cut-off-1');
   });
 
   it('forwards a keyed chunked body to the upstream byte for byte, and replays it', async () => {
@@ -185,14 +194,47 @@ describe('gateway protocol over HTTP', () => {
     expect(hitsFor('/flaky')).toBe(2);
   });
 
-  it('answers 504 when the upstream takes the request but answers too late, and releases the key', async () => {
+  it('answers 504 when the upstream answers too late, keeps waiting past the lease, and replays the late answer', async () => {
     const res = await postJson(`${gateway.url}/slow-once`, { a: 1 }, 'timeout-1');
     expect(res.status).toBe(504);
+    expect(res.headers.get('retry-after')).toBe('1');
     expect((await res.json()).code).toBe('IDEMPO_UPSTREAM_TIMEOUT');
+    const meanwhile = await postJson(`${gateway.url}/slow-once`, { a: 1 }, 'timeout-1');
+    expect(meanwhile.status).toBe(409);
+    // The upstream answers after 2.5 s, past the 2 s lease: the gateway renewed it while it waited.
+    await sleep(2_300);
     const retry = await postJson(`${gateway.url}/slow-once`, { a: 1 }, 'timeout-1');
     expect(retry.status).toBe(201);
-    expect(retry.headers.get('idempotent-replayed')).toBeNull();
-    expect(hitsFor('/slow-once')).toBe(2);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(hitsFor('/slow-once')).toBe(1);
+  });
+
+  it('never forwards a client-sent Idempo-Redrive, keyed or not', async () => {
+    await postJson(`${gateway.url}/forged`, { a: 1 }, 'forged-1', { 'idempo-redrive': '999' });
+    await postJson(`${gateway.url}/forged`, { a: 1 }, undefined, { 'idempo-redrive': '999' });
+    const hits = upstream.hits.filter((h) => h.url === '/forged');
+    expect(hits).toHaveLength(2);
+    for (const hit of hits) expect(hit.headers['idempo-redrive']).toBeUndefined();
+    expect(hits[0]?.headers['idempotency-key']).toBe('forged-1');
+  });
+
+  it('forwards Idempotency-Key to the upstream whatever header carries the key', async () => {
+    const gw = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store: 'memory:',
+      logger: false,
+      idempotency: { header: 'x-request-key' },
+    });
+    try {
+      const res = await postJson(`${gw.url}/custom-header`, { a: 1 }, undefined, { 'x-request-key': '"custom-1"' });
+      expect(res.status).toBe(201);
+      const hit = upstream.hits.find((h) => h.url === '/custom-header');
+      expect(hit?.headers['idempotency-key']).toBe('custom-1');
+      expect(hit?.headers['x-request-key']).toBe('"custom-1"');
+    } finally {
+      await gw.close();
+    }
   });
 
   it('keeps tenants apart with --scope-header', async () => {
@@ -220,7 +262,7 @@ describe('gateway protocol over HTTP', () => {
   it('answers /healthz itself', async () => {
     const res = await fetch(`${gateway.url}/healthz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: 'ok' });
+    expect(await res.json()).toEqual({ status: 'ok', store: 'ok' });
     expect(upstream.hits.some((h) => h.url === '/healthz')).toBe(false);
   });
 
@@ -308,11 +350,22 @@ describe('gateway failures', () => {
     expect(storeError.err?.message).toBe('store down');
   });
 
-  it('answers 503 and sends nothing upstream when the store fails', async () => {
+  it('answers 503 and sends nothing upstream when the store fails, and /healthz says the store is unreachable', async () => {
     const fail = async () => {
       throw new Error('store down');
     };
-    const broken: IdempotencyStore = { claim: fail, complete: fail, release: fail, renew: fail, saveStep: fail };
+    let pings = 0;
+    const broken: IdempotencyStore = {
+      claim: fail,
+      complete: fail,
+      release: fail,
+      renew: fail,
+      saveStep: fail,
+      ping: () => {
+        pings++;
+        return fail();
+      },
+    };
     const gw = await startGateway({ upstream: upstream.url, port: 0, store: broken, logger: false });
     try {
       const before = hitsFor('/store-down');
@@ -321,6 +374,14 @@ describe('gateway failures', () => {
       expect(res.headers.get('retry-after')).toBe('1');
       expect((await res.json()).code).toBe('IDEMPO_STORE_UNAVAILABLE');
       expect(hitsFor('/store-down')).toBe(before);
+      const pingsBefore = pings;
+      const checks = await Promise.all(Array.from({ length: 20 }, () => fetch(`${gw.url}/healthz`)));
+      for (const check of checks) {
+        expect(check.status).toBe(503);
+        expect(await check.json()).toEqual({ status: 'unavailable', store: 'unreachable' });
+      }
+      // A flood of health checks costs the store at most one ping per cache period.
+      expect(pings - pingsBefore).toBeLessThanOrEqual(1);
     } finally {
       await gw.close();
     }
