@@ -1,0 +1,92 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+// The short version of `npm run chaos`: the harness runs as its own process (it owns and ends
+// every process it starts, also when this test times out), small counts, and the figures are
+// judged here. The one kind of duplicate allowed is the one no gateway can prevent alone: an
+// instance SIGKILLed while its upstream worked (or before it could store the answer), re-driven
+// after the lease, and then it must carry the `Idempo-Redrive` marker.
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const RUN = join(ROOT, 'test/chaos/run.js');
+const ALLOWED = [
+  'instance killed mid-upstream (marked)',
+  'instance killed after upstream answered, before storing (marked)',
+];
+const dir = mkdtempSync(join(tmpdir(), 'idempo-chaos-test-'));
+
+interface ScenarioResult {
+  name: string;
+  error?: string;
+  operations: number;
+  executions: number;
+  duplicates: number;
+  markedDuplicates: number;
+  unexplainedDuplicates: number;
+  causes: Record<string, number>;
+  wrongSuccesses: number;
+  unexecutedSuccesses: number;
+  stuckKeys: number;
+  neverExecuted: number;
+  chaos: { kills: number; storeOutages: number; balancer: { droppedResponses: number } };
+  evidence: unknown;
+}
+
+function runChaos(scenario: string, args: string[]): Promise<ScenarioResult> {
+  const json = join(dir, `${scenario}.json`);
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [RUN, '--quick', '--scenario', scenario, '--json', json, ...args],
+      { cwd: ROOT, timeout: 55_000, killSignal: 'SIGINT', maxBuffer: 10_000_000 },
+      (error, stdout, stderr) => {
+        // Exit code 1 means the figures are bad; they are judged below, with the evidence.
+        if (error && error.code !== 1) {
+          reject(new Error(`chaos run failed (${error.code ?? error.signal}): ${stderr}\n${stdout}`));
+          return;
+        }
+        const [result] = (JSON.parse(readFileSync(json, 'utf8')) as { scenarios: ScenarioResult[] }).scenarios;
+        if (!result) reject(new Error(`no result in ${json}: ${stdout}`));
+        else resolve(result);
+      },
+    );
+  });
+}
+
+function expectNeverTwice(result: ScenarioResult): void {
+  expect(result.error).toBeUndefined();
+  // Not vacuous: operations ran and the faults happened.
+  expect(result.operations).toBeGreaterThan(0);
+  expect(result.executions).toBeGreaterThanOrEqual(result.operations - result.neverExecuted);
+  expect(result.chaos.balancer.droppedResponses).toBeGreaterThan(0);
+  expect(result.chaos.kills).toBeGreaterThan(0);
+  const evidence = JSON.stringify(result.evidence);
+  expect(
+    Object.keys(result.causes).filter((cause) => !ALLOWED.includes(cause)),
+    evidence,
+  ).toEqual([]);
+  expect(result.unexplainedDuplicates, evidence).toBe(0);
+  expect(result.markedDuplicates, 'every allowed duplicate carries Idempo-Redrive').toBe(result.duplicates);
+  expect(result.wrongSuccesses, evidence).toBe(0);
+  expect(result.unexecutedSuccesses, evidence).toBe(0);
+  expect(result.stuckKeys, evidence).toBe(0);
+}
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('chaos (short): 3 instances, 40% of answers dropped, kills, abandoning clients, slow upstream', () => {
+  it("gateway on a private Redis stopped hard mid-run: nothing runs twice but a killed instance's marked re-drive", async () => {
+    const result = await runChaos('gateway-redis', ['--ops', '50', '--duration', '6s']);
+    expect(result.chaos.storeOutages).toBeGreaterThan(0);
+    expectNeverTwice(result);
+  }, 60_000);
+
+  it("library mode (idempotent() + ctx.step) on SQLite: nothing runs twice but a killed instance's marked re-run", async () => {
+    const result = await runChaos('library-sqlite', ['--ops', '50', '--duration', '6s']);
+    expectNeverTwice(result);
+  }, 60_000);
+});

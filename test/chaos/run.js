@@ -1,0 +1,171 @@
+// `npm run chaos`: the ledger chaos harness. Runs every scenario (or those named), prints a table
+// per scenario and a summary, and exits 1 when any scenario shows an unexplained duplicate, an
+// allowed-kind duplicate without the re-drive marker, a wrong or unexecuted success, or a stuck key.
+//
+//   npm run chaos                                  all scenarios, full size (a few minutes)
+//   npm run chaos -- --quick                       all scenarios, small (about a minute)
+//   npm run chaos -- --scenario gateway-redis --ops 200 --duration 20s
+//   npm run chaos -- --json /tmp/chaos.json        also write every figure and the evidence
+//
+// Flags: --scenario <name[,name]> (repeatable), --ops <n>, --duration <30s|30000>, --quick,
+// --instances <n>, --seed <n>, --json <path>, --list. Build first (`npm run build`): it runs dist/.
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ALLOWED_CAUSES } from './analysis.js';
+import { runScenario } from './harness.js';
+import { cleanupSync, installCleanupHandlers, ROOT } from './procs.js';
+import { resolveScenario, SCENARIOS } from './scenarios.js';
+
+const { values } = parseArgs({
+  options: {
+    scenario: { type: 'string', multiple: true },
+    ops: { type: 'string' },
+    duration: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    instances: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'string' },
+    list: { type: 'boolean', default: false },
+  },
+});
+
+if (values.list) {
+  for (const [name, scenario] of Object.entries(SCENARIOS)) console.log(`${name.padEnd(18)} ${scenario.about}`);
+  process.exit(0);
+}
+if (!existsSync(join(ROOT, 'dist/gateway/cli.js'))) {
+  console.error('chaos: dist/ is missing; run `npm run build` first.');
+  process.exit(2);
+}
+
+function parseDuration(text) {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  if (!match) throw new Error(`--duration: expected e.g. 30s, 2m or 30000, got ${text}`);
+  return Number(match[1]) * { ms: 1, s: 1_000, m: 60_000 }[match[2] ?? 'ms'];
+}
+
+const names = (values.scenario ?? Object.keys(SCENARIOS)).flatMap((s) => s.split(',')).filter(Boolean);
+const overrides = {
+  ...(values.ops ? { ops: Number(values.ops) } : {}),
+  ...(values.duration ? { durationMs: parseDuration(values.duration) } : {}),
+  ...(values.instances ? { instances: Number(values.instances) } : {}),
+  ...(values.seed ? { seed: Number(values.seed) } : {}),
+};
+const scenarios = names.map((name) => resolveScenario(name, { quick: values.quick, overrides }));
+
+installCleanupHandlers();
+// Bounded whatever happens: each scenario's load, its final retries and set-up, plus slack.
+const budgetMs = scenarios.reduce((sum, s) => sum + s.durationMs + s.opBudgetMs + s.finalWindowMs + 60_000, 0);
+const watchdog = setTimeout(() => {
+  console.error(`chaos: still running after ${Math.round(budgetMs / 1_000)} s, giving up`);
+  cleanupSync();
+  process.exit(2);
+}, budgetMs);
+watchdog.unref();
+
+const table = (rows) => {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => String(row[c]).length)));
+  const line = (row) =>
+    `| ${row.map((cell, c) => (c === 0 ? String(cell).padEnd(widths[c]) : String(cell).padStart(widths[c]))).join(' | ')} |`;
+  return [
+    line(rows[0]),
+    `|${widths.map((w, c) => (c === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`,
+    ...rows.slice(1).map(line),
+  ].join('\n');
+};
+
+/** Problems that fail the run. Allowed-kind duplicates are marked by definition (see analysis.js). */
+function failures(result) {
+  const out = [];
+  if (result.unexplainedDuplicates > 0) out.push(`${result.unexplainedDuplicates} unexplained duplicates`);
+  if (result.wrongSuccesses > 0) out.push(`${result.wrongSuccesses} wrong successes`);
+  if (result.unexecutedSuccesses > 0) out.push(`${result.unexecutedSuccesses} unexecuted successes`);
+  if (result.stuckKeys > 0) out.push(`${result.stuckKeys} stuck keys`);
+  return out;
+}
+
+function printScenario(config, result) {
+  const rows = [
+    ['figure', 'value'],
+    ['operations', result.operations],
+    ['executions (ledger)', result.executions],
+    ['duplicates', result.duplicates],
+    ...ALLOWED_CAUSES.map((cause) => [`  ${cause}`, result.causes[cause] ?? 0]),
+    ...Object.entries(result.causes)
+      .filter(([cause]) => !ALLOWED_CAUSES.includes(cause))
+      .map(([cause, n]) => [`  ${cause}`, n]),
+    ['wrong successes', result.wrongSuccesses],
+    ['unexecuted successes', result.unexecutedSuccesses],
+    ['keys stuck after a final retry', result.stuckKeys],
+    ['final retry failed otherwise (5xx/network)', result.finalFailed],
+    ['successes not verifiable (no final replay)', result.unverifiedSuccesses],
+    ['operations the client gave up on', result.clientGaveUp],
+    ['attempts (abandoned)', `${result.attempts} (${result.abandonedAttempts})`],
+    ['answers dropped by the balancer', result.chaos.balancer.droppedResponses],
+    ['slow upstream executions', result.slowExecutions],
+    ['instance kills (restart failures)', `${result.chaos.kills} (${result.chaos.instanceStartFailures})`],
+    ['store outages', result.chaos.storeOutages],
+  ];
+  console.log(
+    `\n## ${config.name}: ${config.about}\n   ${config.ops} ops over ${config.durationMs / 1_000} s, seed ${config.seed}, ` +
+      `drop ${config.dropRate * 100}%, abandon ${config.abandonRate * 100}%, slow ${config.slowRate * 100}% ` +
+      `(${config.slowMs} ms vs --upstream-timeout ${config.upstreamTimeout}), lease ${config.lease}; ${result.seconds} s\n`,
+  );
+  console.log(table(rows));
+  const events = Object.entries(result.instanceEvents)
+    .filter(([name]) => !/^(executed|replayed|conflict)$/.test(name))
+    .map(([name, n]) => `${name} ${n}`)
+    .join(', ');
+  if (events) console.log(`   instance events: ${events}`);
+  for (const [cause, examples] of Object.entries(result.evidence.duplicates)) {
+    if (ALLOWED_CAUSES.includes(cause)) continue;
+    console.log(`   e.g. ${cause}: ${JSON.stringify(examples[0])}`);
+  }
+  if (result.evidence.stuck[0]) console.log(`   e.g. stuck: ${JSON.stringify(result.evidence.stuck[0])}`);
+  if (result.evidence.wrong[0]) console.log(`   e.g. wrong success: ${JSON.stringify(result.evidence.wrong[0])}`);
+  if (result.chaos.restartFailures.length > 0)
+    console.log(`   instances that never came back: ${result.chaos.restartFailures.join('; ')}`);
+}
+
+const started = Date.now();
+const results = [];
+let failed = false;
+for (const config of scenarios) {
+  console.log(`\nchaos: ${config.name} …`);
+  try {
+    const result = await runScenario(config, (line) => console.log(line));
+    results.push(result);
+    printScenario(config, result);
+    if (failures(result).length > 0) failed = true;
+  } catch (error) {
+    failed = true;
+    results.push({ name: config.name, error: String(error?.stack ?? error) });
+    console.error(`chaos: ${config.name} could not run: ${error?.stack ?? error}`);
+  }
+}
+
+console.log('\n## summary\n');
+console.log(
+  table([
+    ['scenario', 'ops', 'executions', 'duplicates', 'allowed (marked)', 'unexplained', 'wrong', 'unexecuted', 'stuck'],
+    ...results.map((r) =>
+      r.error
+        ? [r.name, 'error', '', '', '', '', '', '', '']
+        : [
+            r.name,
+            r.operations,
+            r.executions,
+            r.duplicates,
+            r.duplicates - r.unexplainedDuplicates,
+            r.unexplainedDuplicates,
+            r.wrongSuccesses,
+            r.unexecutedSuccesses,
+            r.stuckKeys,
+          ],
+    ),
+  ]),
+);
+console.log(`\nDone in ${Math.round((Date.now() - started) / 1_000)} s.${failed ? ' Never twice: NOT kept.' : ''}`);
+if (values.json) writeFileSync(values.json, `${JSON.stringify({ scenarios: results }, null, 2)}\n`);
+process.exitCode = failed ? 1 : 0;

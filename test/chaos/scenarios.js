@@ -1,0 +1,60 @@
+// The scenarios of `npm run chaos`. Every one runs the same faults unless it says otherwise:
+// 3 instances on one store behind a balancer that drops 40% of answers after the work was done,
+// 5% of attempts abandoned by their client 5–40 ms in, 8% of upstream executions slower (1.5 s)
+// than the gateway's --upstream-timeout (1 s), an instance SIGKILLed every ~4 s and restarted
+// 0.5 s later, and, on Redis and PostgreSQL, the private store server stopped hard every ~8 s for
+// 1.5 s. Leases are 2 s, so keys of killed instances are re-driven within the run.
+
+/** Defaults of a full run; `--quick` shrinks the counts and durations. */
+export const DEFAULTS = {
+  instances: 3,
+  ops: 400,
+  durationMs: 40_000,
+  seed: 7,
+  dropRate: 0.4,
+  abandonRate: 0.05,
+  slowRate: 0.08,
+  slowMs: 1_500,
+  upstreamTimeout: '1s',
+  lease: '2s',
+  killEveryMs: 4_000,
+  restartAfterMs: 500,
+  storeOutageEveryMs: 8_000,
+  storeDownMs: 1_500,
+  maxAttempts: 20,
+  opBudgetMs: 30_000,
+  attemptTimeoutMs: 10_000,
+  maxRetryAfterMs: 1_000,
+  finalWindowMs: 10_000,
+};
+
+export const QUICK = {
+  ops: 60,
+  durationMs: 8_000,
+  killEveryMs: 2_500,
+  storeOutageEveryMs: 4_000,
+  storeDownMs: 1_000,
+  opBudgetMs: 20_000,
+  finalWindowMs: 8_000,
+};
+
+/** name → what differs from DEFAULTS. */
+export const SCENARIOS = {
+  'gateway-sqlite': { mode: 'gateway', store: 'sqlite', about: '3 gateways on one SQLite file' },
+  'gateway-redis': { mode: 'gateway', store: 'redis', about: '3 gateways on a private Redis, stopped hard' },
+  'gateway-postgres': { mode: 'gateway', store: 'postgres', about: '3 gateways on a private PostgreSQL, crashed' },
+  'library-sqlite': { mode: 'library', store: 'sqlite', about: 'node:http + idempotent() + ctx.step on SQLite' },
+  'library-redis': { mode: 'library', store: 'redis', about: 'node:http + idempotent() + ctx.step on Redis' },
+  'library-postgres': {
+    mode: 'library',
+    store: 'postgres',
+    about: 'node:http + idempotent() + ctx.step on PostgreSQL',
+  },
+};
+
+/** The scenario `name` with sizes resolved; `overrides` win over quick and defaults. */
+export function resolveScenario(name, { quick = false, overrides = {} } = {}) {
+  const scenario = SCENARIOS[name];
+  if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+  return { name, ...DEFAULTS, ...(quick ? QUICK : {}), ...scenario, ...overrides };
+}
