@@ -219,6 +219,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     res.end(JSON.stringify({ status, store: reachable ? 'ok' : 'unreachable' }));
   }
 
+  if (!(await storeReachable())) {
+    // Start anyway: keyed requests get 503 until the store is back (its client reconnects by itself).
+    logger?.warn(
+      { store: opened.description },
+      `idempo store ${opened.description} is unreachable: keyed requests get 503 IDEMPO_STORE_UNAVAILABLE and /healthz 503 until it answers`,
+    );
+  }
+
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => {
@@ -230,14 +238,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   logger?.info({ url, upstream, store: opened.description }, 'idempo gateway listening');
-  if (!(await storeReachable())) {
-    // Start anyway: keyed requests get 503 until the store is back (its client reconnects by itself).
-    logger?.warn(
-      { store: opened.description },
-      `idempo store ${opened.description} is unreachable: keyed requests get 503 IDEMPO_STORE_UNAVAILABLE and /healthz 503 until it answers`,
-    );
-  }
-
   /** Work under way: requests not yet answered, upstream exchanges, store writes. */
   const busy = () => active > 0 || proxy.pending > 0 || tracked.pending() > 0;
 

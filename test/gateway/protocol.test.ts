@@ -1,15 +1,21 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Gateway, startGateway } from '../../src/gateway/index.js';
 import type { IdempotencyStore } from '../../src/stores/contract.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
-import { freePort, postJson, sleep, startUpstream } from '../helpers/servers.js';
+import { freePort, postJson, sleep, spawnGateway, startUpstream } from '../helpers/servers.js';
 
 // Every row of the protocol table, over HTTP, through the gateway in front of a real upstream.
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
 let gateway: Gateway;
 let failNext = 0;
+/** The lease-lost row: the upstream tells the test it has sent its head, then waits for the test. */
+let stallAnswered: () => void = () => {};
+let stallGate: Promise<void> = Promise.resolve();
 
 beforeAll(async () => {
   upstream = await startUpstream(async (req, res, body) => {
@@ -19,6 +25,18 @@ beforeAll(async () => {
     if (url.pathname === '/flaky' && failNext > 0) {
       failNext--;
       res.writeHead(503, { 'content-type': 'text/plain' }).end('try again');
+      return;
+    }
+    if (url.pathname === '/stall') {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      if (hitsFor('/stall') > 1) {
+        res.end(JSON.stringify({ owner: 'second', redrive: req.headers['idempo-redrive'] ?? null }));
+        return;
+      }
+      res.write('{"owner":');
+      stallAnswered();
+      await stallGate;
+      res.end('"first"}');
       return;
     }
     if (url.pathname === '/cut-off') {
@@ -419,5 +437,71 @@ describe('gateway failures', () => {
     await expect(
       startGateway({ upstream: 'http://127.0.0.1:1', port: 0, store: 'mongo://x', logger: false }),
     ).rejects.toThrow(/unsupported store URL/);
+  });
+});
+
+describe('gateway protocol with gateway processes', () => {
+  it('an owner stalled past its lease after the upstream answered: its client gets a broken response or 409, never a clean 201', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'idempo-lease-lost-'));
+    const args = [
+      '--upstream',
+      upstream.url,
+      '--port',
+      '0',
+      '--store',
+      `sqlite:${join(dir, 'shared.db')}`,
+      '--lease',
+      '1s',
+    ];
+    const first = await spawnGateway(args);
+    const second = await spawnGateway(args);
+    let openGate: () => void = () => {};
+    stallGate = new Promise((resolve) => {
+      openGate = resolve;
+    });
+    const answered = new Promise<void>((resolve) => {
+      stallAnswered = resolve;
+    });
+    try {
+      const stalled = postJson(`${first.url}/stall`, { a: 1 }, 'stall-1').then(
+        async (res) => {
+          const text = await res.text().then(
+            (body) => body,
+            () => undefined,
+          );
+          if (text === undefined) return 'broken';
+          return `${res.status}:${res.status === 201 ? 'clean' : JSON.parse(text).code}`;
+        },
+        () => 'broken',
+      );
+      await answered;
+      first.child.kill('SIGSTOP');
+      let taken: string;
+      try {
+        await sleep(1_600);
+        const takeover = await postJson(`${second.url}/stall`, { a: 1 }, 'stall-1');
+        expect(takeover.status).toBe(201);
+        taken = await takeover.text();
+        expect(JSON.parse(taken).owner).toBe('second');
+        expect(JSON.parse(taken).redrive).toMatch(/^\d+$/);
+      } finally {
+        openGate();
+        first.child.kill('SIGCONT');
+      }
+      expect(['broken', '409:IDEMPO_LEASE_LOST']).toContain(await stalled);
+      // One key, one answer: both gateways replay the newer owner's.
+      for (const gateway of [first, second]) {
+        const replay = await postJson(`${gateway.url}/stall`, { a: 1 }, 'stall-1');
+        expect(replay.headers.get('idempotent-replayed')).toBe('true');
+        expect(await replay.text()).toBe(taken);
+      }
+      expect(hitsFor('/stall')).toBe(2);
+    } finally {
+      first.child.kill('SIGCONT');
+      first.child.kill('SIGTERM');
+      second.child.kill('SIGTERM');
+      await Promise.all([first.exited, second.exited]);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
