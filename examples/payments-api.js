@@ -2,6 +2,12 @@
 // naive: POST /payments charges every time it is called, so only idempo stands between a retry
 // and a double charge. POST /signups shows the other technique: an operation made naturally
 // idempotent by a unique constraint (here, on the e-mail address).
+//
+// One case no proxy can settle alone: the gateway re-drives a request whose earlier owner crashed
+// or stalled past its lease, and that earlier attempt may have reached this API and charged. The
+// gateway marks such a request with `Idempo-Redrive` (and always forwards `Idempotency-Key`), so
+// the API keeps a unique index of keys to payments and, on a re-drive of a key it knows, answers
+// the payment it already made.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 
@@ -12,6 +18,8 @@ import http from 'node:http';
  */
 export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs = 0 } = {}) {
   const payments = new Map();
+  // The unique index Idempotency-Key → payment (in a database: a UNIQUE column on payments).
+  const paymentsByKey = new Map();
   const signupsByEmail = new Map();
   let amountCents = 0;
 
@@ -34,6 +42,15 @@ export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs =
         if (!Number.isInteger(body?.amount) || body.amount <= 0) {
           return send(400, { error: { message: 'amount must be a positive integer number of cents' } });
         }
+        const key = req.headers['idempotency-key'];
+        // Only a re-drive needs the lookup: every other retry of a key is answered by idempo from
+        // its store and never reaches this API. A re-drive is the one repeat idempo cannot rule
+        // out, since it cannot know whether the earlier attempt got here before its owner died.
+        // (The gateway drops any Idempo-Redrive a client sends, so clients cannot force this path.)
+        if (key !== undefined && req.headers['idempo-redrive'] !== undefined) {
+          const existing = paymentsByKey.get(key);
+          if (existing) return send(201, existing, { location: `/payments/${existing.id}` });
+        }
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
         const payment = {
           id: `pay_${randomUUID()}`,
@@ -42,6 +59,7 @@ export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs =
           status: 'succeeded',
         };
         payments.set(payment.id, payment);
+        if (key !== undefined) paymentsByKey.set(key, payment);
         amountCents += payment.amount;
         return send(201, payment, { location: `/payments/${payment.id}` });
       }

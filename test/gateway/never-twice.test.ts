@@ -9,6 +9,16 @@ import { postJson, sleep, spawnGateway, startUpstream } from '../helpers/servers
 // "Never twice" through `idempo serve` as users run it: a gateway process, real sockets, an
 // upstream that really is slow, really resets, and a client that really hangs up.
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
+interface PaymentsApi {
+  url: string;
+  close(): Promise<void>;
+  stats(): { payments: number; amountCents: number; signups: number };
+}
+// The example is plain JavaScript without types: loaded by URL, typed here for what the test uses.
+const paymentsApiModule = new URL('../../examples/payments-api.js', import.meta.url).href;
+const { startPaymentsApi } = (await import(paymentsApiModule)) as {
+  startPaymentsApi(options: { delayMs: number }): Promise<PaymentsApi>;
+};
 const dir = mkdtempSync(join(tmpdir(), 'idempo-never-twice-'));
 
 beforeAll(async () => {
@@ -183,6 +193,38 @@ describe('never twice through idempo serve', () => {
       expect(hits[1]?.headers['idempo-redrive']).toMatch(/^\d+$/);
     } finally {
       await stop(next);
+    }
+  });
+
+  it('the example API answers a re-drive of a payment it already made instead of charging again', async () => {
+    const api = await startPaymentsApi({ delayMs: 600 });
+    const store = `sqlite:${join(dir, 'redrive.db')}`;
+    const args = ['--upstream', api.url, '--port', '0', '--store', store, '--lease', '1s'];
+    const first = await spawnGateway(args);
+    try {
+      const lost = postJson(`${first.url}/payments`, { amount: 700 }, 'redrive-pay').catch((error: unknown) => error);
+      await sleep(200);
+      // The gateway dies while the API charges: no proxy can know whether the charge happened.
+      first.child.kill('SIGKILL');
+      expect(await lost).toBeInstanceOf(Error);
+      await sleep(600);
+      expect(api.stats().payments).toBe(1);
+
+      const second = await spawnGateway(args);
+      try {
+        await sleep(600);
+        const redriven = await postJson(`${second.url}/payments`, { amount: 700 }, 'redrive-pay');
+        expect(redriven.status).toBe(201);
+        const payment = await redriven.json();
+        expect(api.stats()).toMatchObject({ payments: 1, amountCents: 700 });
+        const replay = await postJson(`${second.url}/payments`, { amount: 700 }, 'redrive-pay');
+        expect(replay.headers.get('idempotent-replayed')).toBe('true');
+        expect((await replay.json()).id).toBe(payment.id);
+      } finally {
+        await stop(second);
+      }
+    } finally {
+      await api.close();
     }
   });
 });
