@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -13,6 +14,7 @@ import { freePort, postJson, sleep, spawnGateway, startUpstream } from '../helpe
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
 let gateway: Gateway;
 let failNext = 0;
+let largeFinished = false;
 /** The lease-lost row: the upstream tells the test it has sent its head, then waits for the test. */
 let stallAnswered: () => void = () => {};
 let stallGate: Promise<void> = Promise.resolve();
@@ -37,6 +39,18 @@ beforeAll(async () => {
       stallAnswered();
       await stallGate;
       res.end('"first"}');
+      return;
+    }
+    if (url.pathname === '/large-slow') {
+      // 4 MiB in 64 KiB chunks, slowly: the client is gone long before the end.
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      for (let i = 0; i < 64; i++) {
+        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+        if (i % 8 === 0) await sleep(25);
+      }
+      res.end();
+      largeFinished = true;
       return;
     }
     if (url.pathname === '/cut-off') {
@@ -225,6 +239,43 @@ describe('gateway protocol over HTTP', () => {
     expect(retry.status).toBe(201);
     expect(retry.headers.get('idempotent-replayed')).toBe('true');
     expect(hitsFor('/slow-once')).toBe(1);
+  });
+
+  it('reads a large answer whole after its client left, keeps no body past maxResponseBytes, and keeps the key completed', async () => {
+    const gw = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store: 'memory:',
+      logger: false,
+      idempotency: { maxResponseBytes: 256 * 1024 },
+    });
+    try {
+      // A client that reads the first bytes of the answer, then really hangs up.
+      const { hostname, port } = new URL(gw.url);
+      const head = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), hostname, () => {
+          socket.write(
+            `POST /large-slow HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nidempotency-key: large-1\r\ncontent-length: 7\r\n\r\n{"a":1}`,
+          );
+        });
+        socket.once('data', (data: Buffer) => {
+          socket.destroy();
+          resolve(data.toString('latin1', 0, 12));
+        });
+        socket.once('error', reject);
+      });
+      expect(head).toBe('HTTP/1.1 200');
+      expect(largeFinished).toBe(false);
+      for (let i = 0; i < 100 && !largeFinished; i++) await sleep(20);
+      expect(largeFinished).toBe(true);
+      await sleep(50);
+      const retry = await postJson(`${gw.url}/large-slow`, { a: 1 }, 'large-1');
+      expect(retry.status).toBe(410);
+      expect(await retry.json()).toMatchObject({ code: 'IDEMPO_RESPONSE_NOT_KEPT', originalStatus: 200 });
+      expect(hitsFor('/large-slow')).toBe(1);
+    } finally {
+      await gw.close();
+    }
   });
 
   it('never forwards a client-sent Idempo-Redrive, keyed or not', async () => {
