@@ -250,9 +250,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       closing ??= (async () => {
         draining = true;
         logger?.info({ active, upstream: proxy.pending }, 'idempo gateway draining');
-        // Idle keep-alive connections are closed; the listening socket stays open while the drain
-        // runs, so load balancers and new connections get 503 rather than a refused connection.
-        server.closeIdleConnections();
+        // The listening socket and kept-alive connections stay open while the drain runs: a load
+        // balancer's check gets 503 rather than a refused or reset connection, and every answer
+        // from now on closes its connection, so clients move on to another instance.
         const deadline = Date.now() + drainTimeoutMs;
         while (busy() && Date.now() < deadline) await sleep(DRAIN_POLL_MS);
         if (busy()) {

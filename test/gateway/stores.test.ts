@@ -59,4 +59,30 @@ describe('gateway store URLs', () => {
       await Promise.all([a.exited, b.exited]);
     }
   });
+
+  it('reports the store on /healthz: 200 when PostgreSQL answers, 503 unreachable when it does not', async () => {
+    const up = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', POSTGRES_URL]);
+    const down = await spawnGateway([
+      '--upstream',
+      upstream.url,
+      '--port',
+      '0',
+      '--store',
+      'postgres://postgres:pw@127.0.0.1:1/test',
+    ]);
+    try {
+      const ok = await fetch(`${up.url}/healthz`);
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ status: 'ok', store: 'ok' });
+      const unreachable = await fetch(`${down.url}/healthz`);
+      expect(unreachable.status).toBe(503);
+      expect(await unreachable.json()).toEqual({ status: 'unavailable', store: 'unreachable' });
+      expect(down.logs.join('\n')).toContain('postgres://postgres:***@127.0.0.1:1/test');
+      expect(down.logs.join('\n')).not.toContain(':pw@');
+    } finally {
+      up.child.kill('SIGTERM');
+      down.child.kill('SIGTERM');
+      await Promise.all([up.exited, down.exited]);
+    }
+  });
 });
