@@ -10,12 +10,15 @@
 //   can deduplicate, and the marker tells it to.
 // - "instance killed after upstream answered, before storing (marked)": same, but the kill came
 //   after the upstream's answer and before the instance had stored it (the key was re-driven, so
-//   it had not).
+//   it had not): within STORE_GRACE_MS of the answer, or while the store was down.
 // Anything else is unexplained, with what the previous execution went through as a hint.
 export const ALLOWED_CAUSES = [
   'instance killed mid-upstream (marked)',
   'instance killed after upstream answered, before storing (marked)',
 ];
+
+/** How long after the upstream's answer a kill still counts as "before storing" (store up). */
+const STORE_GRACE_MS = 1_000;
 
 const is2xx = (status) => status !== null && status >= 200 && status < 300;
 
@@ -23,7 +26,13 @@ const is2xx = (status) => status !== null && status >= 200 && status < 300;
  * @param {{ config: object, ops: object[], executions: object[], kills: {instance: string, t: number}[],
  *   outages: {start: number, end: number|null}[], startedAt: number, upstreamTimeoutMs: number }} input
  */
-export function analyse({ config, ops, executions, kills, outages, startedAt, upstreamTimeoutMs }) {
+export function analyse({ config, ops, executions, kills, outages, startedAt, upstreamTimeoutMs, keyEvents = [] }) {
+  const eventsByKey = new Map();
+  for (const event of keyEvents) {
+    const list = eventsByKey.get(event.key) ?? [];
+    list.push(event);
+    eventsByKey.set(event.key, list);
+  }
   const byKey = new Map();
   for (const execution of executions) {
     const list = byKey.get(execution.key) ?? [];
@@ -91,13 +100,24 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
 
   function classify(execution, previous, op) {
     const marked = execution.redrive !== null;
-    const kill = kills.find((k) => k.instance === previous.instance && k.t >= previous.start);
+    const kill = kills.find((k) => k.instance === previous.instance && k.t >= previous.start && k.t <= execution.start);
     if (kill) {
       if (!marked) return 'unexplained: re-run after an instance kill, not marked';
       if (previous.answered === null || kill.t < previous.answered) return ALLOWED_CAUSES[0];
-      return ALLOWED_CAUSES[1];
+      // Storing an answer takes a store round trip, or longer while the store is down and the
+      // completion is retried; a kill long after the answer with the store up is not that.
+      const storing =
+        kill.t - previous.answered <= STORE_GRACE_MS ||
+        outages.some((o) => o.start <= kill.t && (o.end ?? Number.POSITIVE_INFINITY) >= previous.answered);
+      if (storing) return ALLOWED_CAUSES[1];
+      return 'unexplained: marked re-drive, instance killed long after its upstream answered';
     }
-    if (marked) return 'unexplained: marked re-drive, no instance killed (lease lost while working?)';
+    if (marked) {
+      const end = previous.answered ?? previous.hungUp ?? execution.start;
+      if (outages.some((o) => o.start <= end && (o.end ?? Number.POSITIVE_INFINITY) >= previous.start))
+        return 'unexplained: marked re-drive, owner alive; its lease ran out around a store outage';
+      return 'unexplained: marked re-drive, owner alive (lease lost while working?)';
+    }
     if (config.mode === 'gateway' && previous.workMs > upstreamTimeoutMs)
       return 'unexplained: after an upstream timeout (the previous execution was slow)';
     const end = (previous.answered ?? previous.hungUp ?? previous.start) + 2_000;
@@ -137,6 +157,7 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
         ...(op.final.code ? { code: op.final.code } : {}),
         ...(op.final.error ? { error: op.final.error } : {}),
       },
+      events: (eventsByKey.get(op.key) ?? []).map((e) => ({ ...e, key: undefined, t: rel(e.t) })),
       kills: kills
         .filter((k) => execs.some((e) => Math.abs(k.t - e.start) < 5_000))
         .map((k) => ({ instance: k.instance, t: rel(k.t) })),

@@ -78,6 +78,16 @@ function expectNeverTwice(result: ScenarioResult): void {
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+describe('chaos harness self-check', () => {
+  it('sees duplicates and wrong successes when the gateway does not protect the POSTs', async () => {
+    const result = await runChaos('control-unprotected', ['--ops', '20', '--duration', '3s']);
+    expect(result.error).toBeUndefined();
+    expect(result.chaos.balancer.droppedResponses).toBeGreaterThan(0);
+    expect(result.unexplainedDuplicates).toBeGreaterThan(0);
+    expect(result.wrongSuccesses).toBeGreaterThan(0);
+  }, 60_000);
+});
+
 describe('chaos (short): 3 instances, 40% of answers dropped, kills, abandoning clients, slow upstream', () => {
   it("gateway on a private Redis stopped hard mid-run: nothing runs twice but a killed instance's marked re-drive", async () => {
     const result = await runChaos('gateway-redis', ['--ops', '50', '--duration', '6s']);

@@ -28,6 +28,7 @@ import {
 const CLI = join(ROOT, 'dist/gateway/cli.js');
 const APP = fileURLToPath(new URL('./app.js', import.meta.url));
 const runFile = promisify(execFile);
+const ROUTINE_EVENTS = new Set(['executed', 'replayed', 'conflict']);
 
 function ms(duration) {
   const match = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(String(duration));
@@ -58,7 +59,8 @@ function makeSlot(index, port) {
     up: false,
     child: undefined,
     events: {},
-    recovered: [],
+    /** Non-routine idempotency events per key, as the instance logged them: evidence for the judge. */
+    keyEvents: [],
     startFailures: 0,
     lastStderr: '',
   };
@@ -85,6 +87,7 @@ async function startSlot(slot, config, storeUrl, ledgerUrl) {
             config.upstreamTimeout,
             '--drain-timeout',
             '2s',
+            ...(config.gatewayArgs ?? []),
           ],
           { LOG_LEVEL: 'info' },
           'idempo gateway listening',
@@ -134,7 +137,14 @@ async function startSlot(slot, config, storeUrl, ledgerUrl) {
             ? `${entry.type}/${entry.reason}`
             : entry.type;
         slot.events[name] = (slot.events[name] ?? 0) + 1;
-        if (entry.type === 'recovered') slot.recovered.push({ key: entry.key, instance: instanceId, t: Date.now() });
+        if (entry.key && !ROUTINE_EVENTS.has(entry.type))
+          slot.keyEvents.push({
+            key: entry.key,
+            instance: instanceId,
+            t: Date.now(),
+            event: name,
+            status: entry.status,
+          });
       }
     });
     child.once('exit', (code, signal) => {
@@ -305,7 +315,8 @@ export async function runScenario(config, log = () => {}) {
     log(`  up: ${config.instances} ${config.mode} instances on ${store.url}, ledger ${ledger.url}`);
 
     // Load: operations started at an even pace over the duration, each retried to a final answer.
-    const runId = startedAt.toString(36);
+    const loadStartedAt = Date.now();
+    const runId = loadStartedAt.toString(36);
     const ops = Array.from({ length: config.ops }, (_, index) => ({
       index,
       key: `chaos-${config.name}-${runId}-${index}`,
@@ -314,14 +325,14 @@ export async function runScenario(config, log = () => {}) {
       outcome: 'not started',
       final: null,
     }));
-    const stopAt = startedAt + config.durationMs + config.opBudgetMs;
+    const stopAt = loadStartedAt + config.durationMs + config.opBudgetMs;
     let loadDone = false;
     const pace = config.durationMs / config.ops;
     const load = Promise.all(
       ops.map(async (op) => {
         await sleep(op.index * pace);
         // Timers slip on a busy machine; past the duration (and some slack) no operation starts.
-        if (Date.now() > startedAt + config.durationMs + 5_000) return;
+        if (Date.now() > loadStartedAt + config.durationMs + 5_000) return;
         await runOperation(op, balancer.url, config, seededRandom(config.seed * 7919 + op.index), stopAt);
       }),
     ).then(() => {
@@ -365,7 +376,7 @@ export async function runScenario(config, log = () => {}) {
     await Promise.all([killLoop, storeLoop]);
     const loadEndedAt = Date.now();
     log(
-      `  load done in ${((loadEndedAt - startedAt) / 1_000).toFixed(1)} s; ${kills.length} kills, ${outages.length} store outages`,
+      `  load done in ${((loadEndedAt - loadStartedAt) / 1_000).toFixed(1)} s; ${kills.length} kills, ${outages.length} store outages`,
     );
 
     // Everything back up, then the final retries, long after the lease.
@@ -395,7 +406,8 @@ export async function runScenario(config, log = () => {}) {
       executions,
       kills,
       outages,
-      startedAt,
+      startedAt: loadStartedAt,
+      keyEvents: slots.flatMap((slot) => slot.keyEvents),
       upstreamTimeoutMs: ms(config.upstreamTimeout),
     });
     return {
@@ -412,7 +424,6 @@ export async function runScenario(config, log = () => {}) {
         balancer: balancer.stats(),
       },
       instanceEvents: mergeEvents(slots),
-      recoveredKeys: slots.flatMap((slot) => slot.recovered),
     };
   } finally {
     await balancer?.close();

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { ALLOWED_CAUSES } from './analysis.js';
 import { runScenario } from './harness.js';
 import { cleanupSync, installCleanupHandlers, ROOT } from './procs.js';
-import { resolveScenario, SCENARIOS } from './scenarios.js';
+import { CONTROLS, resolveScenario, SCENARIOS } from './scenarios.js';
 
 const { values } = parseArgs({
   options: {
@@ -31,7 +31,8 @@ const { values } = parseArgs({
 });
 
 if (values.list) {
-  for (const [name, scenario] of Object.entries(SCENARIOS)) console.log(`${name.padEnd(18)} ${scenario.about}`);
+  for (const [name, scenario] of Object.entries({ ...SCENARIOS, ...CONTROLS }))
+    console.log(`${name.padEnd(20)} ${scenario.about}`);
   process.exit(0);
 }
 if (!existsSync(join(ROOT, 'dist/gateway/cli.js'))) {

@@ -52,9 +52,26 @@ export const SCENARIOS = {
   },
 };
 
+/**
+ * Not in a default run: the harness's own check. The gateway is told to protect PUT only, so the
+ * clients' POSTs pass through untouched and every retry that reaches the ledger runs again: the
+ * run must show unexplained duplicates, or the harness cannot see any.
+ */
+export const CONTROLS = {
+  'control-unprotected': {
+    mode: 'gateway',
+    store: 'sqlite',
+    about: 'harness self-check: POST not protected, duplicates must show',
+    gatewayArgs: ['--methods', 'PUT'],
+  },
+};
+
 /** The scenario `name` with sizes resolved; `overrides` win over quick and defaults. */
 export function resolveScenario(name, { quick = false, overrides = {} } = {}) {
-  const scenario = SCENARIOS[name];
-  if (!scenario) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+  const scenario = SCENARIOS[name] ?? CONTROLS[name];
+  if (!scenario)
+    throw new Error(
+      `unknown scenario ${name}; known: ${[...Object.keys(SCENARIOS), ...Object.keys(CONTROLS)].join(', ')}`,
+    );
   return { name, ...DEFAULTS, ...(quick ? QUICK : {}), ...scenario, ...overrides };
 }
