@@ -23,6 +23,7 @@ beforeAll(async () => {
   upstream = await startUpstream(async (req, res, body) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/slow') await sleep(Number(url.searchParams.get('ms') ?? 300));
+    if (url.pathname === '/deadline') await sleep(Number(req.headers['x-delay-ms'] ?? 0));
     if (url.pathname === '/slow-once' && hitsFor('/slow-once') === 1) await sleep(2_500);
     if (url.pathname === '/flaky' && failNext > 0) {
       failNext--;
@@ -276,6 +277,48 @@ describe('gateway protocol over HTTP', () => {
     } finally {
       await gw.close();
     }
+  });
+
+  it('gives up at --upstream-deadline without releasing: the key waits out its lease, then is re-driven', async () => {
+    const gw = await startGateway({
+      upstream: upstream.url,
+      port: 0,
+      store: 'memory:',
+      logger: false,
+      lease: '1s',
+      upstreamTimeout: '200ms',
+      upstreamDeadline: '600ms',
+    });
+    try {
+      const first = await postJson(`${gw.url}/deadline`, { a: 1 }, 'deadline-1', { 'x-delay-ms': '5000' });
+      expect(first.status).toBe(504);
+      await sleep(700);
+      // Past the deadline the gateway stopped waiting, but the upstream may still do the work.
+      const kept = await postJson(`${gw.url}/deadline`, { a: 1 }, 'deadline-1');
+      expect(kept.status).toBe(409);
+      expect(hitsFor('/deadline')).toBe(1);
+      await sleep(1_100);
+      const redriven = await postJson(`${gw.url}/deadline`, { a: 1 }, 'deadline-1');
+      expect(redriven.status).toBe(201);
+      const hits = upstream.hits.filter((h) => h.url === '/deadline');
+      expect(hits).toHaveLength(2);
+      expect(hits[1]?.headers['idempo-redrive']).toMatch(/^\d+$/);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('refuses an --upstream-deadline shorter than --upstream-timeout', async () => {
+    await expect(
+      startGateway({
+        upstream: upstream.url,
+        port: 0,
+        store: 'memory:',
+        logger: false,
+        upstreamTimeout: '2s',
+        upstreamDeadline: '1s',
+      }),
+    ).rejects.toMatchObject({ code: 'IDEMPO_CONFIG_INVALID', message: expect.stringMatching(/upstream-deadline/) });
   });
 
   it('never forwards a client-sent Idempo-Redrive, keyed or not', async () => {
