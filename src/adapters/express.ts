@@ -26,9 +26,11 @@ declare global {
       /**
        * The idempotency context of this request, set by `idempotency()`: the real one when idempo
        * protects the request, otherwise one whose `step()` simply runs (method not covered, no key,
-       * fail-open), so handlers can call `req.idempotency.step()` either way.
+       * fail-open), so handlers can call `req.idempotency.step()` either way. Declared present, as
+       * express-session declares `req.session`, so routes behind the middleware need no `!`; on a
+       * route the middleware does not cover it is `undefined` at run time.
        */
-      idempotency?: IdempotencyContext;
+      idempotency: IdempotencyContext;
     }
   }
 }
@@ -95,7 +97,7 @@ function hasContextAccessor(proto: object, req: Request): boolean {
  * app.use(express.json());
  * app.use(idempotency({ store: createMemoryStore() }));
  * app.post('/payments', async (req, res) => {
- *   const charge = await req.idempotency!.step('charge', () => charge(req.body));
+ *   const charge = await req.idempotency.step('charge', () => charge(req.body));
  *   res.status(201).json(charge);
  * });
  * ```
