@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { publint } from 'publint';
@@ -11,7 +11,15 @@ import { ROOT } from '../helpers/servers.js';
 const bare = mkdtempSync(join(tmpdir(), 'idempo-pkg-'));
 cpSync(join(ROOT, 'dist'), join(bare, 'dist'), { recursive: true });
 cpSync(join(ROOT, 'package.json'), join(bare, 'package.json'));
-afterAll(() => rmSync(bare, { recursive: true, force: true }));
+// The same with better-sqlite3 installed beside it, as `npm install idempo` leaves it.
+const withSqlite = mkdtempSync(join(tmpdir(), 'idempo-pkg-sqlite-'));
+cpSync(bare, withSqlite, { recursive: true });
+mkdirSync(join(withSqlite, 'node_modules'));
+symlinkSync(join(ROOT, 'node_modules', 'better-sqlite3'), join(withSqlite, 'node_modules', 'better-sqlite3'), 'dir');
+afterAll(() => {
+  rmSync(bare, { recursive: true, force: true });
+  rmSync(withSqlite, { recursive: true, force: true });
+});
 
 function runIn(dir: string, source: string): string {
   return execFileSync(process.execPath, ['--input-type=module', '-e', source], { cwd: dir, encoding: 'utf8' }).trim();
@@ -30,7 +38,9 @@ describe('the published package', () => {
     expect(out).toBe('function function');
   });
 
-  it('loads better-sqlite3 only when a SQLite store is made, and says how to install it', () => {
+  // better-sqlite3 is an optional dependency: `npm install idempo` brings it, but an install
+  // with --omit=optional, or one whose native build failed, goes on without it.
+  it('says how to install better-sqlite3 when a SQLite store is made without it', () => {
     const out = runIn(
       bare,
       `const { createSqliteStore } = await import('idempo/sqlite');
@@ -38,6 +48,22 @@ describe('the published package', () => {
        catch (error) { console.log(error.code + ' ' + error.message); }`,
     );
     expect(out).toMatch(/^IDEMPO_DEPENDENCY_MISSING .*npm install better-sqlite3/);
+  });
+
+  it('loads better-sqlite3 only when a SQLite store is made, where it is installed', () => {
+    const out = runIn(
+      withSqlite,
+      `import { createRequire } from 'node:module';
+       const loaded = () => Object.keys(createRequire(import.meta.url).cache).some((p) => p.includes('better-sqlite3'));
+       await import('idempo');
+       const { createSqliteStore } = await import('idempo/sqlite');
+       const before = loaded();
+       const store = createSqliteStore({ path: ':memory:' });
+       const after = loaded();
+       await store.close();
+       console.log(before + ' ' + after);`,
+    );
+    expect(out).toBe('false true');
   });
 
   it('requires the core from CommonJS on Node ≥ 20.19 (no top-level await)', () => {
