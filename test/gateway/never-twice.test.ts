@@ -52,8 +52,8 @@ async function stop(gateway: Awaited<ReturnType<typeof spawnGateway>>) {
   await gateway.exited;
 }
 
-/** Sends a keyed POST over a raw socket and closes the socket `afterMs` later, without reading. */
-function postAndHangUp(url: string, path: string, key: string, afterMs: number): Promise<void> {
+/** Sends a keyed POST over a raw socket and closes it, without reading, once `reached()` holds. */
+function postAndHangUp(url: string, path: string, key: string, reached: () => boolean): Promise<void> {
   const { hostname, port } = new URL(url);
   const body = '{"amount":1}';
   return new Promise((resolve, reject) => {
@@ -61,10 +61,12 @@ function postAndHangUp(url: string, path: string, key: string, afterMs: number):
       socket.write(
         `POST ${path} HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: application/json\r\nidempotency-key: ${key}\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
       );
-      setTimeout(() => {
+      const poll = setInterval(() => {
+        if (!reached()) return;
+        clearInterval(poll);
         socket.destroy();
         resolve();
-      }, afterMs);
+      }, 10);
     });
     socket.on('data', () => reject(new Error('the gateway answered before the client hung up')));
     socket.on('error', reject);
@@ -100,13 +102,16 @@ describe('never twice through idempo serve', () => {
   it('a client that hangs up mid-request: the upstream runs once and the retry replays its answer', async () => {
     const gateway = await gatewayOn('memory:');
     try {
-      await postAndHangUp(gateway.url, '/hang-up?ms=600', 'hang-up-1', 150);
-      expect(hitsFor('/hang-up')).toHaveLength(1);
+      // The client hangs up once the upstream has its request, 600 ms before the answer.
+      await postAndHangUp(gateway.url, '/hang-up?ms=600', 'hang-up-1', () => hitsFor('/hang-up').length > 0);
       // While the upstream still works, the key is in flight, not released.
       const meanwhile = await postJson(`${gateway.url}/hang-up?ms=600`, { amount: 1 }, 'hang-up-1');
       expect(meanwhile.status).toBe(409);
-      await sleep(700);
-      const retry = await postJson(`${gateway.url}/hang-up?ms=600`, { amount: 1 }, 'hang-up-1');
+      let retry = meanwhile;
+      for (let i = 0; i < 40 && retry.status === 409; i++) {
+        await sleep(100);
+        retry = await postJson(`${gateway.url}/hang-up?ms=600`, { amount: 1 }, 'hang-up-1');
+      }
       expect(retry.status).toBe(201);
       expect(retry.headers.get('idempotent-replayed')).toBe('true');
       expect(hitsFor('/hang-up')).toHaveLength(1);
@@ -168,26 +173,29 @@ describe('never twice through idempo serve', () => {
 
   it('a drain that runs past --drain-timeout hands its key over in flight, never released', async () => {
     const store = `sqlite:${join(dir, 'handover.db')}`;
-    const gateway = await gatewayOn(store, '--drain-timeout', '300ms', '--lease', '2s');
-    const pending = postJson(`${gateway.url}/handover`, { amount: 1 }, 'handover-1', { 'x-delay-ms': '4000' }).catch(
+    const gateway = await gatewayOn(store, '--drain-timeout', '300ms', '--lease', '4s');
+    const pending = postJson(`${gateway.url}/handover`, { amount: 1 }, 'handover-1', { 'x-delay-ms': '8000' }).catch(
       (error: unknown) => error,
     );
-    await sleep(200);
+    for (let i = 0; i < 100 && hitsFor('/handover').length === 0; i++) await sleep(20);
+    expect(hitsFor('/handover')).toHaveLength(1);
     gateway.child.kill('SIGTERM');
     expect(await gateway.exited).toEqual({ code: 0, signal: null });
     await pending;
-    const handedOver = gateway.logs.some((line) => line.includes('drain timed out'));
-    expect(handedOver).toBe(true);
+    expect(gateway.logs.some((line) => line.includes('drain timed out'))).toBe(true);
 
-    const next = await gatewayOn(store, '--lease', '2s');
+    const next = await gatewayOn(store, '--lease', '4s');
     try {
       // Released, this would run again at once: kept, it is in flight until the lease passes.
-      const retry = await postJson(`${next.url}/handover`, { amount: 1 }, 'handover-1');
-      expect(retry.status).toBe(409);
-      expect(hitsFor('/handover')).toHaveLength(1);
-      await sleep(2_000);
-      const redrive = await postJson(`${next.url}/handover`, { amount: 1 }, 'handover-1');
-      expect(redrive.status).toBe(201);
+      const statuses: number[] = [];
+      let res = await postJson(`${next.url}/handover`, { amount: 1 }, 'handover-1');
+      for (let i = 0; i < 40 && res.status === 409; i++) {
+        statuses.push(res.status);
+        await sleep(250);
+        res = await postJson(`${next.url}/handover`, { amount: 1 }, 'handover-1');
+      }
+      expect(statuses[0]).toBe(409);
+      expect(res.status).toBe(201);
       const hits = hitsFor('/handover');
       expect(hits).toHaveLength(2);
       expect(hits[1]?.headers['idempo-redrive']).toMatch(/^\d+$/);
