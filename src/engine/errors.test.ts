@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as client from '../client/index.js';
+import * as gateway from '../gateway/index.js';
 import * as core from '../index.js';
 import * as postgres from '../stores/postgres.js';
 import { IdempotencyError } from './errors.js';
@@ -24,10 +25,11 @@ const PINNED = [
   ['IdempotencyDependencyError', 'IDEMPO_DEPENDENCY_MISSING', 500, 'dependency-missing'],
   ['IdempotencyStoreNotMigratedError', 'IDEMPO_STORE_NOT_MIGRATED', 503, 'store-not-migrated'],
   ['IdempotencyRetriesExhaustedError', 'IDEMPO_RETRIES_EXHAUSTED', 503, 'retries-exhausted'],
+  ['IdempotencyGatewayDrainingError', 'IDEMPO_GATEWAY_DRAINING', 503, 'gateway-draining'],
 ] as const;
 
 // Errors that belong to one store or to the client are exported from that subpath, not the core.
-const exportsOf = { ...core, ...postgres, ...client } as unknown as Record<string, unknown>;
+const exportsOf = { ...core, ...postgres, ...client, ...gateway } as unknown as Record<string, unknown>;
 
 describe('error classes', () => {
   it.each(PINNED)('%s has code %s, status %i and type …/%s', (name, code, status, slug) => {
