@@ -100,7 +100,9 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
 
   function classify(execution, previous, op) {
     const marked = execution.redrive !== null;
-    const kill = kills.find((k) => k.instance === previous.instance && k.t >= previous.start && k.t <= execution.start);
+    // An instance tag names one process (index:generation), so a kill of it is a kill of the process
+    // that sent `previous`, even when the request reached the ledger a few ms after the signal.
+    const kill = kills.find((k) => k.instance === previous.instance && k.t <= execution.start);
     if (kill) {
       if (!marked) return 'unexplained: re-run after an instance kill, not marked';
       if (previous.answered === null || kill.t < previous.answered) return ALLOWED_CAUSES[0];
@@ -145,6 +147,7 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
       attempts: op.attempts.map((a) => ({
         n: a.n,
         t: rel(a.t),
+        ...(a.done ? { done: rel(a.done) } : {}),
         ...(a.abandoned ? { abandoned: true } : {}),
         ...(a.status !== null ? { status: a.status } : { error: a.error }),
         ...(a.code ? { code: a.code } : {}),

@@ -204,6 +204,7 @@ async function runOperation(op, target, config, random, stopAt) {
         signal: controller.signal,
       });
       const text = await response.text();
+      attempt.done = Date.now();
       attempt.status = response.status;
       attempt.replayed = response.headers.get('idempotent-replayed') === 'true';
       if (response.status >= 200 && response.status < 300) {
