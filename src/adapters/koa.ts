@@ -79,11 +79,33 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       // A client that hangs up does not stop the work: the lease is renewed while the handlers run.
       decision.track(work);
       await work;
+      // Koa ends a response whose client left with no body (its respond() checks ctx.writable):
+      // end it here with the body the handlers set, so the result stored for the retry is whole.
+      if (!ctx.writable && !ctx.res.writableEnded && ctx.respond !== false) await endForStore(ctx);
     } catch (error) {
       await decision.abort(error);
       throw error;
     }
   };
+}
+
+/**
+ * Ends a captured response the way Koa's respond() would have, for a client that is gone: what is
+ * written goes to the capture only, to be stored for the retry.
+ */
+async function endForStore(ctx: ParameterizedContext): Promise<void> {
+  const res = ctx.res;
+  const body: unknown = ctx.body;
+  if (body === null || body === undefined || Buffer.isBuffer(body) || typeof body === 'string') {
+    res.end(body ?? undefined);
+    return;
+  }
+  if (typeof (body as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function') {
+    for await (const chunk of body as AsyncIterable<Uint8Array | string>) res.write(chunk);
+    res.end();
+    return;
+  }
+  res.end(JSON.stringify(body));
 }
 
 /** The idempotency context of a request, or `undefined` when `idempotency()` did not see it. */
