@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdempotencyOptions } from '../../src/engine/types.js';
 import type { IdempotencyStore } from '../../src/stores/contract.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
+import { type ControlledStore, controlledStore } from '../helpers/controlled-store.js';
 import {
   createTestApp,
   type RunningServer,
@@ -25,29 +26,109 @@ import { koaFactory } from './servers/koa.js';
 import { nestFactory } from './servers/nestjs.js';
 import { startNode } from './servers/node.js';
 
+/**
+ * Who answers a keyed request whose JSON body is broken. idempo never parses a body to refuse it:
+ * it fingerprints the bytes as they came (src/engine/fingerprint.ts), so the answer is the app's,
+ * and what idempo does with it follows the protocol table:
+ * - `stored`: idempo runs first and the route answers 400 itself; a 4xx is a result like any
+ *   other, so it is stored and a retry gets it replayed, marked;
+ * - `released`: idempo runs first and the route's parser throws (a 400 error); a handler that
+ *   throws releases its key, so the retry runs again, and the key stays bound to those bytes;
+ * - `before-idempo`: the framework's parser runs before idempo and answers; idempo never sees the
+ *   request, so the key is not claimed and a valid request under it runs.
+ */
+type InvalidJson = 'stored' | 'released' | 'before-idempo';
+
+/**
+ * What the caller of a run that lost its lease gets: `409` (`IDEMPO_LEASE_LOST`) where the
+ * framework's response is still unwritten when idempo refuses it, `broken` (the connection is
+ * cut) where the framework called `writeHead()` before `end()`: from then on node:http cannot take
+ * the head back, so the response is destroyed rather than ended with a success no retry replays.
+ */
+type LeaseLost = 409 | 'broken';
+
+/**
+ * What a client that hangs up while its key is being claimed leaves: `released` (the adapter sees
+ * the closed connection, runs nothing and frees the key at once) or, on Hono over
+ * @hono/node-server, `ran`: the route runs for the departed client and its result is stored, so
+ * the retry replays it. Never twice either way; Hono's middleware does not look at the request's
+ * abort signal before it calls the route.
+ */
+type ClaimHangUp = 'released' | 'ran';
+
 interface AdapterCase {
   name: string;
   start: ServerFactory;
+  invalidJson: InvalidJson;
+  leaseLost: LeaseLost;
+  claimHangUp: ClaimHangUp;
 }
 
 const adapters: AdapterCase[] = [
-  { name: 'node:http', start: startNode },
-  { name: 'express, idempo before express.json()', start: expressFactory({ parserFirst: false }) },
-  { name: 'express, idempo after express.json()', start: expressFactory({ parserFirst: true }) },
-  { name: 'fastify', start: startFastify },
-  { name: 'hono on @hono/node-server', start: honoFactory({ validatorFirst: false }) },
-  { name: 'hono, idempo after a JSON validator', start: honoFactory({ validatorFirst: true }) },
-  { name: 'koa, handlers read the stream', start: koaFactory({ parserFirst: false }) },
-  { name: 'koa, idempo after a body parser', start: koaFactory({ parserFirst: true }) },
+  { name: 'node:http', start: startNode, invalidJson: 'stored', leaseLost: 'broken', claimHangUp: 'released' },
+  {
+    name: 'express, idempo before express.json()',
+    start: expressFactory({ parserFirst: false }),
+    invalidJson: 'stored',
+    leaseLost: 409,
+    claimHangUp: 'released',
+  },
+  {
+    name: 'express, idempo after express.json()',
+    start: expressFactory({ parserFirst: true }),
+    invalidJson: 'before-idempo',
+    leaseLost: 409,
+    claimHangUp: 'released',
+  },
+  { name: 'fastify', start: startFastify, invalidJson: 'before-idempo', leaseLost: 'broken', claimHangUp: 'released' },
+  {
+    name: 'hono on @hono/node-server',
+    start: honoFactory({ validatorFirst: false }),
+    invalidJson: 'stored',
+    leaseLost: 409,
+    claimHangUp: 'ran',
+  },
+  {
+    name: 'hono, idempo after a JSON validator',
+    start: honoFactory({ validatorFirst: true }),
+    invalidJson: 'before-idempo',
+    leaseLost: 409,
+    claimHangUp: 'ran',
+  },
+  {
+    name: 'koa, handlers read the stream',
+    start: koaFactory({ parserFirst: false }),
+    invalidJson: 'released',
+    leaseLost: 409,
+    claimHangUp: 'released',
+  },
+  {
+    name: 'koa, idempo after a body parser',
+    start: koaFactory({ parserFirst: true }),
+    invalidJson: 'before-idempo',
+    leaseLost: 409,
+    claimHangUp: 'released',
+  },
   {
     name: 'nestjs on express, @Idempotent() controller',
     start: nestFactory({ platform: 'express', routes: 'decorator' }),
+    invalidJson: 'before-idempo',
+    leaseLost: 409,
+    claimHangUp: 'released',
   },
-  { name: 'nestjs on fastify, global interceptor', start: nestFactory({ platform: 'fastify', routes: 'global' }) },
+  {
+    name: 'nestjs on fastify, global interceptor',
+    start: nestFactory({ platform: 'fastify', routes: 'global' }),
+    invalidJson: 'before-idempo',
+    leaseLost: 'broken',
+    claimHangUp: 'released',
+  },
 ];
 
 /** Small enough that the oversized-body case needs no megabytes, larger than every body parser's default limit below it. */
 const MAX_BODY = 64 * 1024;
+/** The lease of the server whose store the lease and hang-up rows stall: short, so a lost lease takes no time. */
+const LEASE_MS = 400;
 
 const brokenStore: IdempotencyStore = {
   claim: () => Promise.reject(new Error('store unreachable')),
@@ -132,6 +213,20 @@ function expectProblem(reply: Reply, status: number, code: string): void {
   expect(reply.headers['idempotent-replayed']).toBeUndefined();
 }
 
+/** Like {@link send}, but a response the server breaks (a reset, a body cut short) resolves as `{ broken }`. */
+function sendOrBroken(base: string, path: string, options: Send = {}): Promise<Reply | { broken: unknown }> {
+  return send(base, path, options).catch((error: unknown) => ({ broken: error }));
+}
+
+/** Sends, then sends again while the answer is 409 (the first run still finishing), for up to 3 s. */
+async function sendUntilSettled(base: string, path: string, options: Send): Promise<Reply> {
+  for (let waited = 0; ; waited += 20) {
+    const reply = await send(base, path, options);
+    if (reply.status !== 409 || waited > 3_000) return reply;
+    await sleep(20);
+  }
+}
+
 async function until(condition: () => boolean, what: string): Promise<void> {
   for (let waited = 0; !condition(); waited += 5) {
     if (waited > 5_000) throw new Error(`timed out waiting until ${what}`);
@@ -141,12 +236,15 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 
 const key = () => `key-${randomUUID()}`;
 
-describe.each(adapters)('$name', ({ start }) => {
+describe.each(adapters)('$name', ({ start, invalidJson, leaseLost, claimHangUp }) => {
   const app: TestApp = createTestApp();
   const waitApp: TestApp = createTestApp();
+  const leaseApp: TestApp = createTestApp();
+  const stalled: ControlledStore = controlledStore(createMemoryStore());
   let plain: RunningServer;
   let strict: RunningServer;
   let broken: RunningServer;
+  let leased: RunningServer;
   let base: string;
   const started: RunningServer[] = [];
 
@@ -155,7 +253,8 @@ describe.each(adapters)('$name', ({ start }) => {
     plain = await start(app, { store: createMemoryStore(), ...common });
     strict = await start(waitApp, { store: createMemoryStore(), required: true, concurrent: 'wait', ...common });
     broken = await start(createTestApp(), { store: brokenStore, ...common });
-    started.push(plain, strict, broken);
+    leased = await start(leaseApp, { store: stalled, lease: LEASE_MS, ...common });
+    started.push(plain, strict, broken, leased);
     base = plain.url;
   });
 
@@ -384,22 +483,149 @@ describe.each(adapters)('$name', ({ start }) => {
   });
 
   describe('bad input', () => {
-    it('answers an invalid JSON body with a 400 and stays healthy', async () => {
+    it(`answers an invalid JSON body with a 400 (${invalidJson}) and stays healthy`, async () => {
       const k = key();
       const first = await send(base, '/orders', { key: k, raw: '{"amount": 10' });
       expect(first.status).toBe(400);
+      // The 400 is the app's or its framework's, never one of idempo's problems.
+      expect(first.headers['idempotent-replayed']).toBeUndefined();
+      expect(first.text).not.toMatch(/IDEMPO_/);
       const again = await send(base, '/orders', { key: k, raw: '{"amount": 10' });
       expect(again.status).toBe(400);
-      expect(app.calls('orders', k)).toBe(0);
+      const valid = await send(base, '/orders', { key: k, body: { amount: 10 } });
+      if (invalidJson === 'stored') {
+        expectReplayOf(again, first);
+      } else {
+        expect(again.headers['idempotent-replayed']).toBeUndefined();
+      }
+      if (invalidJson === 'before-idempo') {
+        // idempo never saw the broken request: the key is free, and a valid request under it runs.
+        expect(valid.status).toBe(201);
+        expect(valid.json()).toMatchObject({ n: 1, key: k });
+        expect(app.calls('orders', k)).toBe(1);
+      } else {
+        // idempo claimed the key for the broken bytes: it stays bound to them.
+        expectProblem(valid, 422, 'IDEMPO_MISMATCH');
+        expect(app.calls('orders', k)).toBe(0);
+      }
       expect((await send(base, '/orders', { key: key(), body: { ok: true } })).status).toBe(201);
     });
 
-    it('answers 413 to a keyed body over maxBodyBytes, running nothing', async () => {
+    it('answers 413 IDEMPO_BODY_TOO_LARGE to a keyed body over maxBodyBytes, running nothing', async () => {
       const k = key();
       const reply = await send(base, '/orders', { key: k, raw: JSON.stringify({ pad: 'x'.repeat(MAX_BODY + 1_000) }) });
-      expect(reply.status).toBe(413);
+      expectProblem(reply, 413, 'IDEMPO_BODY_TOO_LARGE');
       expect(app.calls('orders', k)).toBe(0);
       expect((await send(base, '/orders', { key: key(), body: { ok: true } })).status).toBe(201);
+    });
+  });
+
+  describe('a lost lease', () => {
+    it(`answers the late caller ${leaseLost === 409 ? '409 IDEMPO_LEASE_LOST' : 'with a broken response'} once a retry took its key over; the retry’s response is replayed`, async () => {
+      const k = key();
+      leaseApp.closeGate();
+      const late = sendOrBroken(leased.url, '/first-held', { key: k, body: { a: 1 } });
+      try {
+        await until(() => leaseApp.calls('first-held', k) === 1, 'the first request runs');
+        // The owner is cut off from the store: its renewals fail and its lease runs out while its handler works.
+        stalled.renewalsFail = true;
+        await sleep(LEASE_MS + 150);
+        const retry = await send(leased.url, '/first-held', { key: k, body: { a: 1 } });
+        expect(retry.status).toBe(201);
+        expect(retry.json()).toEqual({ n: 2 });
+        expect(retry.headers['idempotent-replayed']).toBeUndefined();
+        stalled.renewalsFail = false;
+        leaseApp.openGate();
+
+        const answer = await late;
+        if (leaseLost === 409) {
+          if ('broken' in answer)
+            throw new Error(`expected idempo's 409, got a broken response: ${String(answer.broken)}`);
+          expectProblem(answer, 409, 'IDEMPO_LEASE_LOST');
+          expect(Number(answer.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        } else {
+          // Never the late run's own clean 201.
+          expect(answer).toHaveProperty('broken');
+        }
+        for (let i = 0; i < 2; i++) {
+          expectReplayOf(await send(leased.url, '/first-held', { key: k, body: { a: 1 } }), retry);
+        }
+        expect(leaseApp.calls('first-held', k)).toBe(2);
+      } finally {
+        stalled.renewalsFail = false;
+        leaseApp.openGate();
+        await late;
+      }
+    });
+  });
+
+  describe('a client that hangs up', () => {
+    it('does not stop the handler: it runs once, and the retry replays its result', async () => {
+      const k = key();
+      leaseApp.closeGate();
+      const controller = new AbortController();
+      const gone = request(`${leased.url}/first-held`, {
+        method: 'POST',
+        headers: { 'idempotency-key': k, 'content-type': 'application/json' },
+        body: JSON.stringify({ a: 1 }),
+        signal: controller.signal,
+      }).then(
+        () => 'answered',
+        () => 'aborted',
+      );
+      try {
+        await until(() => leaseApp.calls('first-held', k) === 1, 'the first request runs');
+        controller.abort();
+        expect(await gone).toBe('aborted');
+        await sleep(50); // the server sees the connection close while the handler still waits
+        leaseApp.openGate();
+        const retry = await sendUntilSettled(leased.url, '/first-held', { key: k, body: { a: 1 } });
+        expect(retry.status).toBe(201);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        expect(retry.json()).toEqual({ n: 1 });
+        expect(leaseApp.calls('first-held', k)).toBe(1);
+      } finally {
+        leaseApp.openGate();
+      }
+    });
+
+    it(`while the key is being claimed: ${claimHangUp === 'released' ? 'the key is released at once, nothing ran, and the retry runs' : 'the route runs once for the departed client and the retry replays it'}`, async () => {
+      const k = key();
+      const claimsBefore = stalled.claims;
+      stalled.claimDelayMs = 150;
+      const controller = new AbortController();
+      const gone = request(`${leased.url}/orders`, {
+        method: 'POST',
+        headers: { 'idempotency-key': k, 'content-type': 'application/json' },
+        body: JSON.stringify({ a: 1 }),
+        signal: controller.signal,
+      }).then(
+        () => 'answered',
+        () => 'aborted',
+      );
+      try {
+        await sleep(50); // the claim is under way
+        controller.abort();
+        expect(await gone).toBe('aborted');
+        await until(() => stalled.claims > claimsBefore, 'the claim reaches the store');
+        stalled.claimDelayMs = 0;
+        await sleep(30);
+        if (claimHangUp === 'released') {
+          // Well within the lease: a key still held would answer 409.
+          const retry = await send(leased.url, '/orders', { key: k, body: { a: 1 } });
+          expect(retry.status).toBe(201);
+          expect(retry.headers['idempotent-replayed']).toBeUndefined();
+          expect(retry.json()).toMatchObject({ n: 1, key: k });
+        } else {
+          const retry = await sendUntilSettled(leased.url, '/orders', { key: k, body: { a: 1 } });
+          expect(retry.status).toBe(201);
+          expect(retry.headers['idempotent-replayed']).toBe('true');
+          expect(retry.json()).toMatchObject({ n: 1, key: k });
+        }
+        expect(leaseApp.calls('orders', k)).toBe(1);
+      } finally {
+        stalled.claimDelayMs = 0;
+      }
     });
   });
 });

@@ -7,6 +7,8 @@
  *   POST /flaky        throws on odd calls, 201 on even ones
  *   POST /unavailable  503 on odd calls, 201 on even ones
  *   POST /stream       200 text/plain written in three chunks
+ *   POST /first-held   the first call per key waits until the test opens the gate, later ones
+ *                      answer at once: 201 with the call's number
  *
  * Handler calls are counted per route and Idempotency-Key, so tests sharing a server never see
  * each other's counts.

@@ -30,6 +30,11 @@ export function expressFactory({ parserFirst }: { parserFirst: boolean }): Serve
       await app.gate();
       res.status(201).json({ n });
     });
+    server.post('/first-held', async (req, res) => {
+      const n = app.count('first-held', key(req));
+      if (n === 1) await app.gate();
+      res.status(201).json({ n });
+    });
     server.post('/flaky', async (req, res) => {
       const n = app.count('flaky', key(req));
       if (n % 2 === 1) throw new Error('flaky handler failed');

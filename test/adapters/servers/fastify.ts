@@ -5,7 +5,9 @@ import { type ServerFactory, STREAM_CHUNKS, sleep } from './app.js';
 
 /** Fastify 5 with the plugin registered globally and its own JSON parser and bodyLimit. */
 export const startFastify: ServerFactory = async (app, options) => {
-  const server = Fastify();
+  // Closing drops every connection: a test that aborts requests can leave the client's pool with a
+  // socket that never sent one, which Fastify's default close (idle connections only) waits for.
+  const server = Fastify({ forceCloseConnections: true });
   await server.register(idempotency, options);
   const key = (request: FastifyRequest) => request.headers['idempotency-key'] as string | undefined;
 
@@ -24,6 +26,11 @@ export const startFastify: ServerFactory = async (app, options) => {
   server.post('/slow', async (request, reply) => {
     const n = app.count('slow', key(request));
     await app.gate();
+    return reply.code(201).send({ n });
+  });
+  server.post('/first-held', async (request, reply) => {
+    const n = app.count('first-held', key(request));
+    if (n === 1) await app.gate();
     return reply.code(201).send({ n });
   });
   server.post('/flaky', async (request, reply) => {

@@ -45,6 +45,11 @@ export function honoFactory({ validatorFirst }: { validatorFirst: boolean }): Se
       await app.gate();
       return c.json({ n }, 201);
     });
+    server.post('/first-held', async (c) => {
+      const n = app.count('first-held', key(c));
+      if (n === 1) await app.gate();
+      return c.json({ n }, 201);
+    });
     server.post('/flaky', (c) => {
       const n = app.count('flaky', key(c));
       if (n % 2 === 1) throw new Error('flaky handler failed');

@@ -55,6 +55,11 @@ export function koaFactory({ parserFirst }: { parserFirst: boolean }): ServerFac
         await app.gate();
         ctx.status = 201;
         ctx.body = { n };
+      } else if (route === 'first-held') {
+        const n = app.count('first-held', key);
+        if (n === 1) await app.gate();
+        ctx.status = 201;
+        ctx.body = { n };
       } else if (route === 'flaky') {
         const n = app.count('flaky', key);
         if (n % 2 === 1) throw new Error('flaky handler failed');

@@ -57,6 +57,13 @@ function controllerFor(routes: 'decorator' | 'global') {
       return { n };
     }
 
+    @Post('first-held')
+    async firstHeld(@Headers('idempotency-key') key: string | undefined) {
+      const n = this.app.count('first-held', key);
+      if (n === 1) await this.app.gate();
+      return { n };
+    }
+
     @Post('flaky')
     flaky(@Headers('idempotency-key') key: string | undefined) {
       const n = this.app.count('flaky', key);
@@ -113,7 +120,8 @@ export function nestFactory({
     })
     class AppModule {}
 
-    const adapter = platform === 'express' ? new ExpressAdapter() : new FastifyAdapter();
+    // Fastify: closing drops every connection, as in ./fastify.ts.
+    const adapter = platform === 'express' ? new ExpressAdapter() : new FastifyAdapter({ forceCloseConnections: true });
     const nest = await NestFactory.create(AppModule, adapter, { logger: false });
     await nest.listen(0, '127.0.0.1');
     const address = nest.getHttpServer().address() as { port: number };

@@ -42,6 +42,11 @@ export const startNode: ServerFactory = (app, options) => {
         await app.gate();
         return json(res, 201, { n });
       }
+      if (route === 'first-held') {
+        const n = app.count('first-held', key);
+        if (n === 1) await app.gate();
+        return json(res, 201, { n });
+      }
       if (route === 'flaky') {
         const n = app.count('flaky', key);
         if (n % 2 === 1) throw new Error('flaky handler failed');

@@ -1,0 +1,45 @@
+/**
+ * A store that wraps a real one and lets a test stall it on purpose: claims that take a while
+ * (a slow network to the store), renewals that fail (an owner cut off from the store, so its
+ * lease runs out while its handler still works), completions that fail. Everything else goes
+ * straight to the wrapped store, so what is stored is real.
+ */
+import type { IdempotencyStore } from '../../src/stores/contract.js';
+
+export interface ControlledStore extends IdempotencyStore {
+  /** Milliseconds every claim waits before it reaches the wrapped store. */
+  claimDelayMs: number;
+  /** While true, every renewal rejects, as a store the owner cannot reach would. */
+  renewalsFail: boolean;
+  /** While true, every completion rejects. */
+  completionsFail: boolean;
+  /** Claims that reached the wrapped store. */
+  claims: number;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function controlledStore(inner: IdempotencyStore): ControlledStore {
+  const store: ControlledStore = {
+    claimDelayMs: 0,
+    renewalsFail: false,
+    completionsFail: false,
+    claims: 0,
+    async claim(input) {
+      if (store.claimDelayMs > 0) await sleep(store.claimDelayMs);
+      store.claims++;
+      return inner.claim(input);
+    },
+    complete(key, token, response, ttlMs) {
+      if (store.completionsFail) return Promise.reject(new Error('store unreachable at completion'));
+      return inner.complete(key, token, response, ttlMs);
+    },
+    release: (key, token, ttlMs) => inner.release(key, token, ttlMs),
+    renew(key, token, leaseMs) {
+      if (store.renewalsFail) return Promise.reject(new Error('store unreachable for renewal'));
+      return inner.renew(key, token, leaseMs);
+    },
+    saveStep: (key, token, name, value) => inner.saveStep(key, token, name, value),
+  };
+  return store;
+}
