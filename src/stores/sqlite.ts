@@ -97,6 +97,21 @@ function loadDriver(): DatabaseConstructor {
   }
 }
 
+/** Opens the file; a driver installed without its native build (`--ignore-scripts`) says how to build it. */
+function openDatabase(Driver: DatabaseConstructor, path: string): Database {
+  try {
+    return new Driver(path);
+  } catch (error) {
+    if (/bindings file|better_sqlite3\.node|NODE_MODULE_VERSION/.test(String((error as Error)?.message))) {
+      throw new IdempotencyDependencyError(
+        'better-sqlite3 is installed but its native module is not built for this Node.js: run `npm rebuild better-sqlite3`.',
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
 /**
  * Creates a SQLite store on a database file, creating its table if needed.
  *
@@ -114,8 +129,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   }
   const sweepMs = parseDuration(options.sweepInterval ?? '60s', 'sweepInterval');
   const pollMs = parseDuration(options.pollInterval ?? 50, 'pollInterval');
-  const Driver = loadDriver();
-  const db = new Driver(path);
+  const db = openDatabase(loadDriver(), path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
