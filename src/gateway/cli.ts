@@ -7,8 +7,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { IdempotencyError } from '../engine/errors.js';
+import { parseDuration } from '../engine/duration.js';
+import { IdempotencyConfigError, IdempotencyError } from '../engine/errors.js';
+import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
 import { startGateway } from './server.js';
+import { stopOnSignals } from './shutdown.js';
 import { openStore, redact } from './store-url.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -17,7 +20,7 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65_535)
+  if (value.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65_535)
     throw new InvalidArgumentError('expected a port number from 0 to 65535.');
   return n;
 }
@@ -29,18 +32,155 @@ function list(value: string): string[] {
     .filter(Boolean);
 }
 
+function methodList(value: string): string[] {
+  const methods = list(value).map((m) => m.toUpperCase());
+  const bad = methods.find((m) => !/^[A-Z]+$/.test(m));
+  if (methods.length === 0 || bad !== undefined)
+    throw new InvalidArgumentError(
+      `expected HTTP methods separated by commas, e.g. POST,PATCH${bad ? `; got ${JSON.stringify(bad)}` : ''}.`,
+    );
+  return methods;
+}
+
+/** A duration flag: `30s`, `500ms`, `24h`; a bare number is refused, since its unit would be a guess. */
+function duration(value: string): string {
+  const trimmed = value.trim();
+  if (/^\d+(\.\d+)?$/.test(trimmed))
+    throw new InvalidArgumentError(
+      `"${trimmed}" has no unit: write e.g. ${trimmed}s or ${trimmed}ms (units: ms, s, m, h, d).`,
+    );
+  try {
+    parseDuration(trimmed, 'duration');
+  } catch {
+    throw new InvalidArgumentError('expected a duration such as 500ms, 30s, 5m or 24h.');
+  }
+  return trimmed;
+}
+
+/** A duration that `0` turns off. */
+function durationOrOff(value: string): string | 0 {
+  return value.trim() === '0' ? 0 : duration(value);
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1_024, kib: 1_024, mb: 1_048_576, mib: 1_048_576 };
+
+/** A byte count: `1048576`, `64kb`, `10mb` (binary units). */
+function bytes(value: string): number {
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = SIZE_UNITS[match?.[2]?.toLowerCase() ?? 'x'];
+  const n = match && unit !== undefined ? Number(match[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError('expected a positive number of bytes, e.g. 1048576, 512kb or 10mb.');
+  return n;
+}
+
+/** `--release-on 5xx,429`, or `none` for Stripe's rule (every answer kept). */
+function releaseOn(value: string): (number | `${1 | 2 | 3 | 4 | 5}xx`)[] {
+  const items = list(value);
+  if (items.length === 1 && items[0]?.toLowerCase() === 'none') return [];
+  if (items.length === 0) throw new InvalidArgumentError('expected statuses or classes like 5xx,429, or none.');
+  return items.map((item) => {
+    if (/^[1-5]xx$/i.test(item)) return item.toLowerCase() as `${1 | 2 | 3 | 4 | 5}xx`;
+    const n = Number(item);
+    if (Number.isInteger(n) && n >= 100 && n <= 599) return n;
+    throw new InvalidArgumentError(`expected statuses or classes like 5xx,429, or none; got ${JSON.stringify(item)}.`);
+  });
+}
+
+function mismatchStatus(value: string): 400 | 422 {
+  if (value.trim() === '400') return 400;
+  if (value.trim() === '422') return 422;
+  throw new InvalidArgumentError('expected 422 (the IETF draft) or 400 (Stripe).');
+}
+
+function logLevel(value: string): string {
+  try {
+    return checkLevel(value);
+  } catch {
+    throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(', ')}.`);
+  }
+}
+
+/** Flags whose values a config file may give, by option name (camelCase, as startGateway takes them). */
+const CONFIG_KEYS = new Set([
+  'upstream',
+  'port',
+  'host',
+  'store',
+  'methods',
+  'requireKey',
+  'scopeHeader',
+  'ttl',
+  'lease',
+  'concurrent',
+  'upstreamTimeout',
+  'upstreamDeadline',
+  'drainTimeout',
+  'headersTimeout',
+  'requestTimeout',
+  'keepAliveTimeout',
+  'releaseOn',
+  'maxBodyBytes',
+  'maxResponseBytes',
+  'mismatchStatus',
+  'errorFormat',
+  'completeTimeout',
+  'migrate',
+  'logFormat',
+  'logLevel',
+  'healthPath',
+  'idempotency',
+]);
+
+/** Reads `--config FILE`: a JSON object of the options above; anything else is refused by name. */
+function readConfig(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new IdempotencyConfigError(
+      `--config: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? error}).`,
+    );
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch (error) {
+    throw new IdempotencyConfigError(`--config: ${path} is not valid JSON (${(error as Error).message}).`);
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config))
+    throw new IdempotencyConfigError(`--config: ${path} must hold a JSON object of options.`);
+  for (const key of Object.keys(config)) {
+    if (!CONFIG_KEYS.has(key))
+      throw new IdempotencyConfigError(
+        `--config: unknown option ${JSON.stringify(key)} in ${path}; expected some of ${[...CONFIG_KEYS].join(', ')}.`,
+      );
+  }
+  return config as Record<string, unknown>;
+}
+
+/** Flag and environment values win over the config file; the file wins over defaults. */
+function mergeConfig(command: Command, flags: Record<string, unknown>): Record<string, unknown> {
+  const path = flags.config as string | undefined;
+  if (!path) return flags;
+  const config = readConfig(path);
+  const merged: Record<string, unknown> = { ...flags };
+  for (const [key, value] of Object.entries(config)) {
+    const source = command.getOptionValueSource(key);
+    if (source === undefined || source === 'default') merged[key] = value;
+  }
+  return merged;
+}
+
 function buildProgram(): Command {
   const program = new Command('idempo')
     .description('Idempotency keys for any HTTP API: replay the first response to every retry.')
-    .version(version)
-    .showHelpAfterError();
+    .version(version);
 
   program
     .command('serve')
     .description('Run the idempotency gateway in front of an upstream HTTP service.')
-    .addOption(
-      new Option('--upstream <url>', 'base URL of the service to protect').env('IDEMPO_UPSTREAM').makeOptionMandatory(),
-    )
+    .addOption(new Option('--upstream <url>', 'base URL of the service to protect (required)').env('IDEMPO_UPSTREAM'))
     .addOption(new Option('--port <port>', 'port to listen on').env('IDEMPO_PORT').default(8080).argParser(port))
     .addOption(
       new Option('--host <host>', 'interface to listen on (0.0.0.0 in a container)')
@@ -53,10 +193,16 @@ function buildProgram(): Command {
         .default('sqlite:./idempo.db'),
     )
     .addOption(
+      new Option(
+        '--migrate',
+        'PostgreSQL: create or upgrade the schema at start (else an unmigrated database stops the start)',
+      ).env('IDEMPO_MIGRATE'),
+    )
+    .addOption(
       new Option('--methods <list>', 'comma-separated methods that take part')
         .env('IDEMPO_METHODS')
         .default(['POST', 'PATCH'], 'POST,PATCH')
-        .argParser(list),
+        .argParser(methodList),
     )
     .addOption(
       new Option(
@@ -72,12 +218,16 @@ function buildProgram(): Command {
       ),
     )
     .addOption(
-      new Option('--ttl <duration>', 'how long responses are kept (e.g. 24h)').env('IDEMPO_TTL').default('24h'),
+      new Option('--ttl <duration>', 'how long responses are kept (e.g. 24h)')
+        .env('IDEMPO_TTL')
+        .default('24h')
+        .argParser(duration),
     )
     .addOption(
       new Option('--lease <duration>', 'how long a crashed request blocks its key (e.g. 60s)')
         .env('IDEMPO_LEASE')
-        .default('60s'),
+        .default('60s')
+        .argParser(duration),
     )
     .addOption(
       new Option('--concurrent <mode>', 'duplicates while the first runs: reject (409) or wait')
@@ -87,11 +237,54 @@ function buildProgram(): Command {
     )
     .addOption(
       new Option(
+        '--release-on <statuses>',
+        'upstream statuses that release the key so a retry runs again (none: keep all)',
+      )
+        .env('IDEMPO_RELEASE_ON')
+        .default(['5xx'], '5xx')
+        .argParser(releaseOn),
+    )
+    .addOption(
+      new Option('--max-body-bytes <bytes>', 'largest keyed request body read to fingerprint it (larger: 413)')
+        .env('IDEMPO_MAX_BODY_BYTES')
+        .default(1_048_576, '1mb')
+        .argParser(bytes),
+    )
+    .addOption(
+      new Option('--max-response-bytes <bytes>', 'largest response stored for replay (larger: sent, key kept as 410)')
+        .env('IDEMPO_MAX_RESPONSE_BYTES')
+        .default(1_048_576, '1mb')
+        .argParser(bytes),
+    )
+    .addOption(
+      new Option('--mismatch-status <status>', 'status for a key reused with another request: 422 or 400 (Stripe)')
+        .env('IDEMPO_MISMATCH_STATUS')
+        .default(422)
+        .argParser(mismatchStatus),
+    )
+    .addOption(
+      new Option('--error-format <format>', "the gateway's own error bodies: problem (RFC 9457) or stripe")
+        .env('IDEMPO_ERROR_FORMAT')
+        .choices(['problem', 'stripe'])
+        .default('problem'),
+    )
+    .addOption(
+      new Option(
+        '--complete-timeout <duration>',
+        'how long storing a result may be retried before the client gets a 5xx',
+      )
+        .env('IDEMPO_COMPLETE_TIMEOUT')
+        .default('5s')
+        .argParser(duration),
+    )
+    .addOption(
+      new Option(
         '--upstream-timeout <duration>',
         'answer the client 504 if the upstream has not answered by then (a keyed request is still waited for)',
       )
         .env('IDEMPO_UPSTREAM_TIMEOUT')
-        .default('30s'),
+        .default('30s')
+        .argParser(duration),
     )
     .addOption(
       new Option(
@@ -99,19 +292,56 @@ function buildProgram(): Command {
         'keep waiting this long in all for a keyed request; past it the key is kept until its lease passes',
       )
         .env('IDEMPO_UPSTREAM_DEADLINE')
-        .default('5m'),
+        .default('5m')
+        .argParser(duration),
     )
     .addOption(
       new Option('--drain-timeout <duration>', 'on SIGTERM, wait this long for the work under way, then hand it over')
         .env('IDEMPO_DRAIN_TIMEOUT')
-        .default('30s'),
+        .default('30s')
+        .argParser(duration),
     )
-    .action(async (flags: Record<string, unknown>) => {
+    .addOption(
+      new Option('--headers-timeout <duration>', 'a client must send its request headers within this (else 408)')
+        .env('IDEMPO_HEADERS_TIMEOUT')
+        .default('20s')
+        .argParser(duration),
+    )
+    .addOption(
+      new Option('--request-timeout <duration>', 'a client must send its whole request within this (else 408; 0: off)')
+        .env('IDEMPO_REQUEST_TIMEOUT')
+        .default('5m')
+        .argParser(durationOrOff),
+    )
+    .addOption(
+      new Option('--keep-alive-timeout <duration>', 'how long an idle client connection stays open')
+        .env('IDEMPO_KEEP_ALIVE_TIMEOUT')
+        .default('65s')
+        .argParser(duration),
+    )
+    .addOption(
+      new Option('--log-format <format>', 'json (one object a line) or pretty (for people)')
+        .env('IDEMPO_LOG_FORMAT')
+        .choices(['json', 'pretty'])
+        .default('json'),
+    )
+    .addOption(
+      new Option('--log-level <level>', LOG_LEVELS.join(', ')).env('LOG_LEVEL').default('info').argParser(logLevel),
+    )
+    .addOption(
+      new Option('--config <file>', 'a JSON file of these options (camelCase); flags and env win over it').env(
+        'IDEMPO_CONFIG',
+      ),
+    )
+    .action(async (rawFlags: Record<string, unknown>, command: Command) => {
+      const flags = mergeConfig(command, rawFlags);
+      const extra = (flags.idempotency ?? {}) as Record<string, unknown>;
       const gateway = await startGateway({
         upstream: flags.upstream as string,
         port: flags.port as number,
         host: flags.host as string,
         store: flags.store as string,
+        migrate: flags.migrate === true || flags.migrate === 'true',
         methods: flags.methods as string[],
         ...(flags.requireKey ? { requireKey: flags.requireKey as string[] } : {}),
         ...(flags.scopeHeader ? { scopeHeader: flags.scopeHeader as string } : {}),
@@ -120,16 +350,23 @@ function buildProgram(): Command {
         upstreamTimeout: flags.upstreamTimeout as never,
         upstreamDeadline: flags.upstreamDeadline as never,
         drainTimeout: flags.drainTimeout as never,
-        idempotency: { concurrent: flags.concurrent as 'reject' | 'wait' },
+        headersTimeout: flags.headersTimeout as never,
+        requestTimeout: flags.requestTimeout as never,
+        keepAliveTimeout: flags.keepAliveTimeout as never,
+        ...(flags.healthPath ? { healthPath: flags.healthPath as string } : {}),
+        logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
+        idempotency: {
+          ...extra,
+          concurrent: flags.concurrent as 'reject' | 'wait',
+          releaseOn: flags.releaseOn as never,
+          maxBodyBytes: flags.maxBodyBytes as number,
+          maxResponseBytes: flags.maxResponseBytes as number,
+          mismatchStatus: flags.mismatchStatus as 400 | 422,
+          errorFormat: flags.errorFormat as 'problem' | 'stripe',
+          completeTimeout: flags.completeTimeout as never,
+        },
       });
-      const stop = () => {
-        gateway.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+      stopOnSignals(() => gateway.close());
     });
 
   program
@@ -162,10 +399,15 @@ function buildProgram(): Command {
 buildProgram()
   .parseAsync()
   .catch((error: unknown) => {
-    const message =
-      error instanceof IdempotencyError
-        ? `${error.code}: ${error.message}`
-        : String((error as Error)?.message ?? error);
-    console.error(`idempo: ${message}`);
+    console.error(`idempo: ${describe(error)}`);
     process.exit(1);
   });
+
+/** One line for a failure at start: the coded message, or a system error named for what it hit. */
+function describe(error: unknown): string {
+  if (error instanceof IdempotencyError) return `${error.code}: ${error.message}`;
+  const { code, message, address, port } = (error ?? {}) as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (code !== undefined && address !== undefined)
+    return `${code}: ${address}${port === undefined ? '' : `:${port}`}: ${message}`;
+  return String(message ?? error).split('\n')[0] ?? 'unknown error';
+}

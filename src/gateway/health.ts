@@ -40,6 +40,52 @@ export function createStoreHealth(
   };
 }
 
+/** What `/healthz` says of the store. */
+export type StoreStatus = 'ok' | 'unreachable' | 'not_migrated';
+
+/**
+ * The store's status for `/healthz`: `check` (e.g. a PostgreSQL schema check) when given, else
+ * {@link createStoreHealth}'s ping, cached for `cacheMs` like it.
+ *
+ * @example
+ * ```ts
+ * const status = createStoreStatus(store, () => schemaStatus(pool));
+ * if ((await status()) !== 'ok') res.writeHead(503);
+ * ```
+ */
+export function createStoreStatus(
+  store: IdempotencyStore,
+  check?: () => Promise<StoreStatus>,
+  { cacheMs = 1_000, timeoutMs = 2_000 }: StoreHealthOptions = {},
+): () => Promise<StoreStatus> {
+  if (check === undefined) {
+    const reachable = createStoreHealth(store, { cacheMs, timeoutMs });
+    return async function storeStatus() {
+      return (await reachable()) ? 'ok' : 'unreachable';
+    };
+  }
+  let answer: Promise<StoreStatus> | undefined;
+  let answeredAt = 0;
+  return function storeStatus(): Promise<StoreStatus> {
+    if (answer !== undefined && Date.now() - answeredAt < cacheMs) return answer;
+    answeredAt = Date.now();
+    answer = new Promise<StoreStatus>((resolve) => {
+      const timer = setTimeout(() => resolve('unreachable'), timeoutMs);
+      check().then(
+        (status) => {
+          clearTimeout(timer);
+          resolve(status);
+        },
+        () => {
+          clearTimeout(timer);
+          resolve('unreachable');
+        },
+      );
+    });
+    return answer;
+  };
+}
+
 function pingWithin(store: IdempotencyStore, timeoutMs: number): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), timeoutMs);

@@ -55,6 +55,36 @@ const NOT_REACHED = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/** undici's refusals of a request before it sends anything (a header or body it will not send). */
+const NOT_SENT = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+
+/**
+ * Request headers never forwarded besides the hop-by-hop ones: Host (undici sets the upstream's),
+ * the re-drive marker (only the gateway may set it), Expect (answered per hop by the gateway),
+ * and the ones the gateway writes itself.
+ */
+const DROPPED = new Set(['host', REDRIVE_HEADER, 'expect', 'forwarded', 'via', 'x-forwarded-for', 'x-forwarded-host']);
+
+/** Header names a Connection header lists (RFC 9110 §7.6.1): they describe this hop, not the message. */
+function connectionOptions(connection: string | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined;
+  const names = new Set<string>();
+  for (const item of connection.split(',')) {
+    const name = item.trim().toLowerCase();
+    if (name !== '' && name !== 'close' && name !== 'keep-alive') names.add(name);
+  }
+  return names.size === 0 ? undefined : names;
+}
+
+/** One RFC 7239 `Forwarded` element for this hop; values that are not tokens are quoted (IPv6, host:port). */
+function forwardedElement(remote: string, host: string | undefined): string {
+  const quote = (value: string) => (/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value) ? value : JSON.stringify(value));
+  const node = remote.includes(':') ? `[${remote}]` : remote || 'unknown';
+  let element = `for=${quote(node)}`;
+  if (host) element += `;host=${quote(host)}`;
+  return `${element};proto=http`;
+}
+
 /** Why the gateway itself cut an upstream exchange short. */
 type Cut = 'timeout' | 'deadline' | 'client_gone' | 'handover';
 
@@ -100,18 +130,34 @@ export function createProxy(options: ProxyOptions): Proxy {
   async function proxy(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const context = idempotencyContext(req);
     const headers: Record<string, string | string[]> = {};
+    const perHop = connectionOptions(req.headers.connection);
     for (const name in req.headers) {
       const value = req.headers[name];
       // undici sets Host from the upstream's origin; the client's goes on as X-Forwarded-Host.
       // A client-sent re-drive marker is dropped: only the gateway may say a request is a re-drive.
-      if (value !== undefined && !HOP_BY_HOP.has(name) && name !== 'host' && name !== REDRIVE_HEADER)
+      // Expect is per hop: the gateway answered the client's 100-continue itself (see server.ts).
+      if (
+        value !== undefined &&
+        !HOP_BY_HOP.has(name) &&
+        !DROPPED.has(name) &&
+        (perHop === undefined || !perHop.has(name))
+      )
         headers[name] = value;
     }
-    const forwardedFor = req.headers['x-forwarded-for'];
     const remote = req.socket.remoteAddress ?? '';
+    const forwardedFor = req.headers['x-forwarded-for'];
     headers['x-forwarded-for'] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
     headers['x-forwarded-proto'] ??= 'http';
+    // RFC 7239: this hop appended to what earlier proxies said (the upstream should trust only the
+    // entries its own proxies added, from the right).
+    const hop = forwardedElement(remote, req.headers.host);
+    const forwarded = req.headers.forwarded;
+    headers.forwarded = forwarded ? `${forwarded}, ${hop}` : hop;
+    // RFC 9110 §7.6.3: a gateway MUST add Via to the requests it forwards (a pseudonym, no host).
+    const via = req.headers.via;
+    const ours = `${req.httpVersion} idempo`;
+    headers.via = via ? `${via}, ${ours}` : ours;
     if (context !== undefined) {
       // The upstream deduplicates on the key idempo used, whatever header the client sent it in.
       headers[KEY_HEADER] = context.key;
@@ -160,6 +206,12 @@ export function createProxy(options: ProxyOptions): Proxy {
           if (NOT_REACHED.has(code)) {
             throw new IdempotencyUpstreamError(
               `The upstream ${origin} could not be reached (${code}); nothing was sent. Retry later.`,
+              { cause: error },
+            );
+          }
+          if (NOT_SENT.has(code)) {
+            throw new IdempotencyUpstreamError(
+              `The gateway could not forward the request (${code}: ${(error as Error).message}); nothing was sent.`,
               { cause: error },
             );
           }

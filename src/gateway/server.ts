@@ -1,15 +1,25 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import pino, { type Logger } from 'pino';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Logger } from 'pino';
 import { idempotent, writeResponse } from '../adapters/node.js';
 import { parseDuration, retryAfterSeconds } from '../engine/duration.js';
 import { createIdempotency } from '../engine/engine.js';
-import { IdempotencyConfigError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
+import { IdempotencyConfigError, type IdempotencyError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
 import { pathOf } from '../engine/path.js';
-import type { Duration, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
+import { problemFormatter, stripeFormatter } from '../engine/problem.js';
+import type {
+  Duration,
+  ErrorFormatter,
+  IdempotencyEvent,
+  IdempotencyOptions,
+  IdempotencyRequest,
+} from '../engine/types.js';
 import type { IdempotencyStore } from '../stores/contract.js';
+import { lingerBeforeClose, readingRequest } from './connections.js';
 import { IdempotencyGatewayDrainingError } from './errors.js';
-import { createStoreHealth } from './health.js';
+import { createStoreStatus } from './health.js';
+import { createGatewayLogger, roundMs } from './log.js';
 import { compilePathPatterns } from './path-patterns.js';
 import { createProxy } from './proxy.js';
 import { trackStore } from './store-activity.js';
@@ -80,18 +90,53 @@ export interface GatewayOptions {
    */
   drainTimeout?: Duration;
   /**
+   * How long a client may take to send a request's headers; past it the gateway answers `408`
+   * and closes the connection (slowloris).
+   * @default '20s'
+   */
+  headersTimeout?: Duration;
+  /**
+   * How long a client may take to send a whole request, body included; past it `408` and the
+   * connection is closed. Large uploads on slow links need more; `0` turns it off.
+   * @default '5m'
+   */
+  requestTimeout?: Duration | 0;
+  /**
+   * How long an idle kept-alive client connection stays open. Behind a load balancer, make it
+   * longer than the balancer's own idle timeout (AWS ALB: 60 s), so the gateway never closes a
+   * connection the balancer is about to reuse.
+   * @default '65s'
+   */
+  keepAliveTimeout?: Duration;
+  /**
+   * PostgreSQL: run the schema migration at start. Without it a database without idempo's schema
+   * stops the start with `IDEMPO_STORE_NOT_MIGRATED` and the command to run.
+   * @default false
+   */
+  migrate?: boolean;
+  /**
    * Path answered by the gateway itself with its health: `200 {"status":"ok","store":"ok"}`;
-   * `503 {"status":"unavailable","store":"unreachable"}` while the store does not answer;
-   * `503 {"status":"draining",…}` while shutting down.
+   * `503 {"status":"unavailable","store":"unreachable"|"not_migrated"}` while the store does not
+   * answer or lacks its schema; `503 {"status":"draining",…}` while shutting down.
    * @default '/healthz'
    */
   healthPath?: string;
   /**
    * A pino logger, or `false` for none.
-   * @default pino at level `LOG_LEVEL` or `info`, to stdout (asynchronous writes, flushed at exit)
+   * @default pino at level `LOG_LEVEL` or `info`, to stdout (asynchronous writes, flushed at exit), in `logFormat`
    */
   logger?: Logger | false;
-  /** Any other engine option (`concurrent`, `releaseOn`, `maxBodyBytes`, `errorFormat`, …). */
+  /**
+   * The default logger's format: `json` (one object a line) or `pretty` (one readable line).
+   * @default `IDEMPO_LOG_FORMAT` or `'json'`
+   */
+  logFormat?: 'json' | 'pretty';
+  /**
+   * Any other engine option: `concurrent`, `releaseOn`, `maxBodyBytes`, `maxResponseBytes`,
+   * `mismatchStatus`, `errorFormat`, `completeTimeout`, `waitTimeout`, `header`, … (see
+   * `IdempotencyOptions`). The gateway's own `methods`, `ttl`, `lease` and `requireKey` win
+   * over the same options given here.
+   */
   idempotency?: Omit<Partial<IdempotencyOptions>, 'store'>;
 }
 
@@ -123,7 +168,14 @@ export interface Gateway {
  */
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const upstream = checkUpstream(options.upstream);
-  const logger = options.logger === false ? undefined : (options.logger ?? defaultLogger());
+  const logger =
+    options.logger === false
+      ? undefined
+      : (options.logger ?? createGatewayLogger(options.logFormat ? { format: options.logFormat } : {}));
+  const headersTimeoutMs = parseDuration(options.headersTimeout ?? '20s', 'headersTimeout');
+  const requestTimeoutMs =
+    options.requestTimeout === 0 ? 0 : parseDuration(options.requestTimeout ?? '5m', 'requestTimeout');
+  const keepAliveTimeoutMs = parseDuration(options.keepAliveTimeout ?? '65s', 'keepAliveTimeout');
   const upstreamTimeoutMs = parseDuration(options.upstreamTimeout ?? '30s', 'upstreamTimeout');
   const upstreamDeadlineMs = parseDuration(options.upstreamDeadline ?? '5m', 'upstreamDeadline');
   if (upstreamDeadlineMs < upstreamTimeoutMs) {
@@ -136,15 +188,22 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const requiresKey = compilePathPatterns(options.requireKey ?? []);
   const scopeHeader = options.scopeHeader?.toLowerCase();
 
+  const methods = new Set(
+    (options.methods ?? options.idempotency?.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()),
+  );
+  const keyHeader = (options.idempotency?.header ?? 'idempotency-key').toLowerCase();
+  const formatter = gatewayFormatter(options.idempotency?.errorFormat ?? 'problem', logger, keyHeader);
+
   const opened: OpenedStore =
     typeof options.store === 'object'
       ? { store: options.store, description: 'custom', close: async () => {} }
-      : await openStore(options.store ?? 'sqlite:./idempo.db');
+      : await openStore(options.store ?? 'sqlite:./idempo.db', { migrate: options.migrate === true });
   const tracked = trackStore(opened.store);
-  const storeReachable = createStoreHealth(opened.store);
+  const storeStatus = createStoreStatus(opened.store, opened.check?.bind(opened));
 
   const idem = createIdempotency({
     ...options.idempotency,
+    errorFormat: formatter,
     store: tracked.store,
     ...(options.methods ? { methods: options.methods } : {}),
     ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
@@ -184,7 +243,27 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   /** Requests whose response has not closed yet (a keyed one answered early may still work upstream). */
   let active = 0;
   let draining = false;
-  const server = createServer((req, res) => {
+  const server = createServer(
+    {
+      headersTimeout: headersTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      keepAliveTimeout: keepAliveTimeoutMs,
+      // node:http looks for timed-out requests only this often (30 s by default).
+      connectionsCheckingInterval: Math.min(
+        1_000,
+        Math.max(50, Math.floor(Math.min(headersTimeoutMs, requestTimeoutMs || headersTimeoutMs) / 4)),
+      ),
+    },
+    handle,
+  );
+  // node:http never makes headersTimeout longer than requestTimeout by itself; with requestTimeout off it must be set.
+  server.headersTimeout = headersTimeoutMs;
+  lingerBeforeClose(server);
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    readingRequest(req);
+    const target = req.url ?? '/';
+    if (target[0] !== '/' && !originForm(req, res, target)) return;
     if (req.url === healthPath && (req.method === 'GET' || req.method === 'HEAD')) {
       void health(res);
       return;
@@ -208,18 +287,86 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       active--;
     });
     protectedProxy(req, res);
+  }
+
+  /**
+   * `Expect: 100-continue` (curl sends it on its own for bodies over 1 MiB). The gateway answers
+   * it itself, hop by hop: `100 Continue` at once, unless it will refuse the request for its body
+   * alone (a keyed request whose Content-Length is over maxBodyBytes), which gets its `413`
+   * without the body ever being sent.
+   */
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const length = Number(req.headers['content-length']);
+    const refused =
+      methods.has(req.method ?? '') && req.headers[keyHeader] !== undefined && length > idem.limits.maxBodyBytes;
+    if (!refused && !draining) res.writeContinue();
+    handle(req, res);
   });
 
+  /** Requests node:http itself refuses (malformed, headers too large, too slow): answered, closed and logged. */
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    const code = error.code ?? 'ERR';
+    const inProgress = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable || inProgress?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const [status, title, detail] =
+      code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [
+            408,
+            'Request Timeout',
+            'The request did not arrive in time (headers within --headers-timeout, all of it within --request-timeout); nothing was forwarded.',
+          ]
+        : code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', 'The request headers are too large; nothing was forwarded.']
+          : [400, 'Bad Request', `The request is not valid HTTP/1.1 (${code}); nothing was forwarded.`];
+    logger?.warn({ status, code, remote: socket.remoteAddress }, `idempo gateway answered ${status}: ${detail}`);
+    const body = JSON.stringify({ type: 'about:blank', title, status, detail });
+    socket.end(
+      `HTTP/1.1 ${status} ${title}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+
+  /**
+   * An absolute-form target (`POST http://host/path`, RFC 9112 §3.2.2) goes upstream in
+   * origin-form, with the target's host as Host; `OPTIONS *` is answered here (an upstream has
+   * no path for it); anything else is refused. Returns whether the request goes on.
+   */
+  function originForm(req: IncomingMessage, res: ServerResponse, target: string): boolean {
+    if (target === '*' && req.method === 'OPTIONS') {
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' }).end();
+      return false;
+    }
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(target);
+    } catch {}
+    if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+      const detail = `The request target ${JSON.stringify(target.slice(0, 200))} is neither a path nor an http(s) URL; nothing was forwarded.`;
+      logger?.warn(
+        { status: 400, method: req.method, url: target.slice(0, 200) },
+        `idempo gateway answered 400: ${detail}`,
+      );
+      const body = JSON.stringify({ type: 'about:blank', title: 'Bad Request', status: 400, detail });
+      res.writeHead(400, { 'content-type': 'application/problem+json', connection: 'close' }).end(body);
+      return false;
+    }
+    req.url = parsed.pathname + parsed.search;
+    req.headers.host = parsed.host;
+    return true;
+  }
+
   async function health(res: ServerResponse): Promise<void> {
-    const reachable = await storeReachable();
-    const status = draining ? 'draining' : reachable ? 'ok' : 'unavailable';
+    const store = await storeStatus();
+    const status = draining ? 'draining' : store === 'ok' ? 'ok' : 'unavailable';
     const headers: Record<string, string> = { 'content-type': 'application/json', 'cache-control': 'no-store' };
     if (draining) headers.connection = 'close';
     res.writeHead(status === 'ok' ? 200 : 503, headers);
-    res.end(JSON.stringify({ status, store: reachable ? 'ok' : 'unreachable' }));
+    res.end(JSON.stringify({ status, store }));
   }
 
-  if (!(await storeReachable())) {
+  if ((await storeStatus()) !== 'ok') {
     // Start anyway: keyed requests get 503 until the store is back (its client reconnects by itself).
     logger?.warn(
       { store: opened.description },
@@ -227,17 +374,37 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
+  const port = options.port ?? 8080;
+  const listenHost = options.host ?? '127.0.0.1';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, listenHost, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (error) {
+    await proxy.close().catch(() => {});
+    await opened.close().catch(() => {});
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'EADDRINUSE'
+        ? 'is already in use (another gateway, or another server?); pick another with --port'
+        : code === 'EACCES'
+          ? 'needs privileges (ports below 1024); pick one above 1023 with --port'
+          : code === 'EADDRNOTAVAIL'
+            ? `cannot be bound: ${listenHost} is not an address of this machine (--host)`
+            : `cannot be listened on (${code ?? String(error)})`;
+    throw new IdempotencyConfigError(`--port: ${listenHost}:${port} ${why}.`, { cause: error });
+  }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  logger?.info({ url, upstream, store: opened.description }, 'idempo gateway listening');
+  logger?.info(
+    { url, port: address.port, upstream, store: opened.description, version: VERSION },
+    'idempo gateway listening',
+  );
   /** Work under way: requests not yet answered, upstream exchanges, store writes. */
   const busy = () => active > 0 || proxy.pending > 0 || tracked.pending() > 0;
 
@@ -304,13 +471,62 @@ function checkUpstream(upstream: string | undefined): string {
   return upstream;
 }
 
+/** idempo's version, for the start-up line. */
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
 /**
- * pino at `LOG_LEVEL` (default `info`) to stdout, written asynchronously: a synchronous write
- * per line cost the gateway tens of µs per request at info level. Lines written while a write is
- * under way go out together; pino flushes what is left when the process exits.
+ * The error formatter the engine and the adapter answer with, wrapped: every failure the gateway
+ * answers itself is logged here, keyed or not (one line with status, code and message), and a
+ * store error whose cause is a missing schema answers with that cause's own code
+ * (`IDEMPO_STORE_NOT_MIGRATED`) rather than a plain `IDEMPO_STORE_UNAVAILABLE`.
  */
-function defaultLogger(): Logger {
-  return pino({ level: process.env.LOG_LEVEL ?? 'info' }, pino.destination({ dest: 1, sync: false }));
+function gatewayFormatter(
+  format: 'problem' | 'stripe' | ErrorFormatter,
+  logger: Logger | undefined,
+  keyHeader: string,
+): ErrorFormatter {
+  const base =
+    typeof format === 'function'
+      ? format
+      : format === 'stripe'
+        ? stripeFormatter
+        : format === 'problem'
+          ? problemFormatter
+          : undefined;
+  if (base === undefined) {
+    throw new IdempotencyConfigError(
+      `errorFormat: expected 'problem', 'stripe' or a function, got ${JSON.stringify(format)}`,
+    );
+  }
+  return function gatewayError(error: IdempotencyError, request: IdempotencyRequest) {
+    const cause = (error as { cause?: unknown }).cause;
+    const shown =
+      error.code === 'IDEMPO_STORE_UNAVAILABLE' &&
+      (cause as IdempotencyError | undefined)?.code === 'IDEMPO_STORE_NOT_MIGRATED'
+        ? (cause as IdempotencyError)
+        : error;
+    if (logger) {
+      const level = shown.status >= 500 ? 'warn' : 'info';
+      if (logger.isLevelEnabled(level)) {
+        const key = request.header(keyHeader);
+        const innermost = shown === error ? cause : (shown as { cause?: unknown }).cause;
+        logger[level](
+          {
+            status: shown.status,
+            code: shown.code,
+            method: request.method,
+            url: request.url,
+            ...(key === undefined ? {} : { key }),
+            ...(innermost === undefined ? {} : { err: innermost }),
+          },
+          `idempo gateway answered ${shown.status} ${shown.code}: ${shown.message}`,
+        );
+      }
+    }
+    return base(shown, request);
+  };
 }
 
 function logEvent(logger: Logger, event: IdempotencyEvent): void {
@@ -323,5 +539,6 @@ function logEvent(logger: Logger, event: IdempotencyEvent): void {
   // Most events are info lines: below that level there is nothing to build.
   if (!logger.isLevelEnabled(level)) return;
   const { error, ...fields } = event;
+  fields.durationMs = roundMs(fields.durationMs);
   logger[level](error === undefined ? fields : { ...fields, err: error }, `idempotency ${event.type}`);
 }

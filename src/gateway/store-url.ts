@@ -7,6 +7,17 @@ export interface OpenedStore {
   /** Human description for logs, without credentials. */
   description: string;
   close(): Promise<void>;
+  /** A finer health check than the store's ping (PostgreSQL: reachable and migrated). */
+  check?(): Promise<'ok' | 'unreachable' | 'not_migrated'>;
+}
+
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /**
+   * PostgreSQL: create or upgrade the schema at start instead of refusing to start without it.
+   * @default false
+   */
+  migrate?: boolean;
 }
 
 /**
@@ -19,7 +30,7 @@ export interface OpenedStore {
  * const { store, close } = await openStore('sqlite:./idempo.db');
  * ```
  */
-export async function openStore(url: string): Promise<OpenedStore> {
+export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<OpenedStore> {
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   switch (scheme) {
     case 'memory:': {
@@ -38,7 +49,7 @@ export async function openStore(url: string): Promise<OpenedStore> {
       return (await import('./store-redis.js')).openRedisStore(url);
     case 'postgres:':
     case 'postgresql:':
-      return (await import('./store-postgres.js')).openPostgresStore(url);
+      return (await import('./store-postgres.js')).openPostgresStore(url, options);
     default:
       throw new IdempotencyConfigError(
         `--store: unsupported store URL ${JSON.stringify(redact(url))}; use memory:, sqlite:PATH, redis://HOST:PORT or postgres://USER@HOST/DB`,

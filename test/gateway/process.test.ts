@@ -123,6 +123,8 @@ describe('idempo serve as a process', () => {
       },
     );
     expect(badTtl.status).toBe(1);
-    expect(badTtl.stderr).toMatch(/ttl: expected milliseconds or a string like/);
+    expect(badTtl.stderr).toMatch(
+      /--ttl <duration>' argument 'forever' is invalid\. expected a duration such as 500ms, 30s/,
+    );
   });
 });
