@@ -48,6 +48,16 @@ class Capture {
    * ends it, but nothing more is passed to the socket.
    */
   detached = false;
+  /** The `Content-Length` the response declares, read at its first write; -1 when it declares none. */
+  declared: number | undefined = undefined;
+  /** Body bytes passed on to the socket so far. */
+  sent = 0;
+  /**
+   * The last byte of a body whose `Content-Length` the writes have reached. A client reads such a
+   * response as complete from its length, whatever happens to `end()`, so this byte waits with the
+   * end until the response is stored.
+   */
+  tail: Buffer | undefined = undefined;
 
   constructor(
     readonly execution: Execution,
@@ -62,16 +72,32 @@ class Capture {
     this.headers = headerPairs(res.getHeaders(), extra);
   }
 
-  keep(chunk: unknown, encoding: unknown): void {
-    if (this.chunks === null || chunk === undefined || chunk === null || typeof chunk === 'function') return;
-    const buffer =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from((chunk as Uint8Array).buffer, (chunk as Uint8Array).byteOffset, (chunk as Uint8Array).byteLength);
+  keep(buffer: Buffer): void {
+    if (this.chunks === null) return;
     this.size += buffer.length;
     if (this.size > this.maxBytes) this.chunks = null;
     else this.chunks.push(buffer);
   }
+}
+
+/** A chunk given to `write`/`end` as bytes; `undefined` for no chunk. */
+function bytesOf(chunk: unknown, encoding: unknown): Buffer | undefined {
+  if (chunk === undefined || chunk === null || typeof chunk === 'function') return undefined;
+  if (typeof chunk === 'string') {
+    return Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+  }
+  const view = chunk as Uint8Array;
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}
+
+/** The `Content-Length` a response declares, from the headers captured or set so far; -1 for none. */
+function declaredLength(state: Capture, res: ServerResponse): number {
+  const header =
+    state.headers === undefined
+      ? res.getHeader('content-length')
+      : state.headers.find(([name]) => name === 'content-length')?.[1];
+  const length = Number(header);
+  return header !== undefined && Number.isSafeInteger(length) && length > 0 ? length : -1;
 }
 
 /**
@@ -193,9 +219,26 @@ function writeHeadThrough(state: Capture, res: ServerResponse, code: number, res
 }
 
 function writeThrough(state: Capture, res: ServerResponse, chunk: unknown, rest: unknown[]): unknown {
-  state.keep(chunk, rest[0]);
+  // A write the wrapped end() makes itself (light-my-request's end calls this.write) is part of
+  // what the capture already took: pass it on untouched.
+  if (state.passing) return state.write.call(res, chunk, ...rest);
+  const bytes = bytesOf(chunk, rest[0]);
+  if (bytes === undefined) return passOn(state, state.write, res, [chunk, ...rest]);
+  state.keep(bytes);
   if (state.detached) return true;
-  return passOn(state, state.write, res, [chunk, ...rest]);
+  state.declared ??= declaredLength(state, res);
+  state.sent += bytes.length;
+  if (state.declared < 0 || state.sent < state.declared)
+    return passOn(state, state.write, res, [bytes, ...callbackOf(rest)]);
+  // This write completes the declared length: all but its last byte goes now, that byte with the end.
+  state.tail = bytes.subarray(bytes.length - 1);
+  return passOn(state, state.write, res, [bytes.subarray(0, bytes.length - 1), ...callbackOf(rest)]);
+}
+
+/** The callback among `write`'s arguments after the chunk, as the only argument left. */
+function callbackOf(rest: unknown[]): unknown[] {
+  const last = rest[rest.length - 1];
+  return typeof last === 'function' ? [last] : [];
 }
 
 /** Calls a method the capture wraps, with `passing` set for the call. */
@@ -212,7 +255,8 @@ function endThrough(state: Capture, res: ServerResponse, args: unknown[]): Serve
   if (state.ended) return res;
   state.ended = true;
   const [chunk, encoding] = args;
-  if (typeof chunk !== 'function') state.keep(chunk, encoding);
+  const bytes = bytesOf(chunk, encoding);
+  if (bytes !== undefined) state.keep(bytes);
   if (state.headers === undefined) state.snapshot(res);
   const { chunks, size } = state;
   const body = chunks === null ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
@@ -245,6 +289,7 @@ function finish(state: Capture, res: ServerResponse, args: unknown[], instead: I
     writeResponse(res, instead);
     return;
   }
+  if (state.tail !== undefined) passOn(state, state.write, res, [state.tail]);
   passOn(state, state.end, res, args);
 }
 

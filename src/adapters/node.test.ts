@@ -312,6 +312,38 @@ describe('idempo/node', () => {
     expect([claims, calls]).toEqual([2, 1]);
   });
 
+  it('holds back the last byte of a Content-Length body until it is stored: an unstored result never reads as whole', async () => {
+    const memory = createMemoryStore();
+    let stored = true;
+    const url = await serve(
+      (_req, res) => {
+        const body = '{"id":"pay_1","status":"succeeded"}';
+        res.writeHead(201, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        // The whole body goes out in writes before end(), as a proxy streams it.
+        res.write(body.slice(0, 10));
+        res.write(body.slice(10));
+        setTimeout(() => res.end(), 20);
+      },
+      {
+        store: {
+          ...memory,
+          complete: async (...args) => {
+            if (!stored) throw new Error('store down');
+            return memory.complete(...args);
+          },
+        },
+        completeTimeout: 100,
+      },
+    );
+    const ok = await post(url, 'tail-1');
+    expect([ok.status, await ok.text()]).toEqual([201, '{"id":"pay_1","status":"succeeded"}']);
+    stored = false;
+    const unstored = await post(url, 'tail-2');
+    expect(unstored.status).toBe(201);
+    // The head went out, the last byte did not: the client sees a broken body, never a whole success.
+    await expect(unstored.text()).rejects.toThrow();
+  });
+
   it('ends the response in the same turn on a synchronous store, and once stored on another', async () => {
     const endedAtOnce: boolean[] = [];
     const listener: NodeListener = (_req, res) => {

@@ -398,12 +398,14 @@ describe('protocol rows through handle()', () => {
     const during = await idem.handle(post('/pay', { key: 'k' }), handler);
     expect(during.status).toBe(409);
     expect(runs).toBe(1);
-    // idempo gave up once the lease it last renewed ran out; only then may a retry take the key over.
-    await new Promise((r) => setTimeout(r, 600));
-    expect(events.filter((e) => e.type === 'store_error').map((e) => e.action)).toContain('result_lost');
+    // Renewal stopped when the client was answered: once the lease passes, a retry may take the key over.
+    await new Promise((r) => setTimeout(r, 500));
     await idem.handle(post('/pay', { key: 'k' }), handler);
     expect(runs).toBe(2);
     expect(events.some((e) => e.type === 'recovered')).toBe(true);
+    // The first run's fenced completion kept trying, for two leases after its last renewal, then gave up.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(events.filter((e) => e.type === 'store_error').map((e) => e.action)).toContain('result_lost');
   });
 
   it('runs the handler unprotected and reports it when fail-open', async () => {

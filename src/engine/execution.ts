@@ -28,7 +28,7 @@ const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
 const nothing = (): undefined => undefined;
 /** First pause before a failed completion or step save is tried again; it doubles up to the cap. */
 const STORE_RETRY_FIRST_MS = 25;
-const STORE_RETRY_MAX_MS = 1_000;
+const STORE_RETRY_MAX_MS = 250;
 
 /**
  * The run of a handler under a key this process claimed: renews its lease while it runs, and
@@ -200,16 +200,24 @@ export class ClaimedExecution implements Execution, Renewable {
    * The store failed to complete: the work ran, so releasing would let a retry run it again, and
    * answering with the success would give the client a result no retry could replay. The
    * completion is tried again, fenced, with the lease still renewed and the response held, for up
-   * to `completeTimeout`; past that the client is told the result was not stored (`503`), renewal
-   * stops, and idempo goes on trying in the background while the lease it last renewed still holds
-   * the key.
+   * to `completeTimeout`; past that (or sooner, if idempo gives up) the client is told the result
+   * was not stored (`503`) and renewal stops, while idempo goes on trying in the background.
    */
   #completeLater(stored: StoredResponse, status: number, error: unknown): Promise<IdempotencyResponse | undefined> {
     this.#emit({ type: 'store_error', key: this.#key, reason: 'complete', action: 'retrying', error });
     const config = this.#config;
+    const notStored = () =>
+      errorResponse(
+        config,
+        new IdempotencyResultNotStoredError(
+          'This request ran, but the idempotency store failed while its result was being saved, so it is not returned: no retry could replay it. Retry with the same key after Retry-After: you get 409 while idempo keeps trying to save it, then the stored result.',
+          { cause: error },
+        ),
+        this.#request,
+        CONFLICT_RETRY_MS,
+      );
     const attempt = () => config.store.complete(this.#storeKey, this.#token, stored, config.ttlMs);
-    const outcome = this.#retryStore(attempt);
-    const answered = outcome.then(
+    const answered = this.#retryStore(attempt).then(
       (result) => this.#completed(result, status),
       (lastError: unknown) => {
         this.#renewer.delete(this);
@@ -220,46 +228,38 @@ export class ClaimedExecution implements Execution, Renewable {
           action: 'result_lost',
           error: lastError,
         });
-        return undefined;
+        return notStored();
       },
     );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const giveUp = new Promise<IdempotencyResponse>((resolve) => {
       timer = setTimeout(() => {
-        // From here on the lease is left to run out: idempo keeps trying while it still holds the
-        // key, and past it a retry may recover the key rather than wait for a store that stays down.
+        // From here on the lease is left to run out: idempo keeps trying, and past the lease a
+        // retry may recover the key rather than wait for a store that stays down.
         this.#renewer.delete(this);
-        resolve(
-          errorResponse(
-            config,
-            new IdempotencyResultNotStoredError(
-              'This request ran, but the idempotency store failed while its result was being saved, so it is not returned: no retry could replay it. Retry with the same key after Retry-After: you get 409 while idempo keeps trying to save it, then the stored result.',
-              { cause: error },
-            ),
-            this.#request,
-            CONFLICT_RETRY_MS,
-          ),
-        );
+        resolve(notStored());
       }, config.completeTimeoutMs);
     });
     return Promise.race([answered, giveUp]).finally(() => clearTimeout(timer));
   }
 
   /**
-   * Calls a fenced store write until it answers, pausing between tries, until `until` and for no
-   * longer than the lease this execution last renewed still holds the key: past that a newer owner
-   * may take it over, and a late write would be refused anyway. Rejects with the last error when
-   * time runs out.
+   * Calls a fenced store write until it answers, pausing between tries, until `until` and for at
+   * most two leases after the last renewal that reached the store. Trying past the lease is safe:
+   * the write is fenced, so once a retry has taken the key over it is refused; until then it still
+   * lands, and a store that comes back just as the lease runs out keeps the result rather than
+   * letting a retry run the work again. Rejects with the last error when time runs out.
    */
   async #retryStore(attempt: () => Promise<FencedResult>, until = Number.POSITIVE_INFINITY): Promise<FencedResult> {
     let pauseMs = STORE_RETRY_FIRST_MS;
     for (;;) {
-      await sleep(pauseMs);
+      const deadline = Math.min(until, this.renewedAt + 2 * this.#config.leaseMs);
+      const wait = Math.min(pauseMs, deadline - Date.now());
+      if (wait > 0) await sleep(wait);
       try {
         return await attempt();
       } catch (error) {
-        const next = Date.now() + pauseMs;
-        if (next >= until || next >= this.renewedAt + this.#config.leaseMs) throw error;
+        if (Date.now() >= deadline) throw error;
       }
       pauseMs = Math.min(pauseMs * 2, STORE_RETRY_MAX_MS);
     }

@@ -96,7 +96,7 @@ export interface IdempotencyEvent {
   /**
    * For `store_error`: what the engine did. `'fail-closed'` or `'fail-open'` for a claim;
    * `'retrying'` when a completion or a step's save failed and is being tried again (the key kept);
-   * `'result_lost'` when it still failed while the lease held the key (a retry after the lease
+   * `'result_lost'` when it still failed two leases after the last renewal (a retry after the lease
    * recovers the key); `'response_sent'` for a release or renewal that failed.
    */
   action?: 'fail-closed' | 'fail-open' | 'retrying' | 'result_lost' | 'response_sent';
@@ -185,7 +185,8 @@ export interface IdempotencyOptions {
   /**
    * How long a response is held while idempo retries a completion the store failed, before the
    * client is told its result could not be stored (`503`, `IDEMPO_RESULT_NOT_STORED`). idempo
-   * keeps trying after that for as long as the lease holds the key.
+   * stops renewing the lease then and keeps trying, fenced, for up to two leases after its last
+   * renewal: a store back before a retry takes the key over still keeps the result.
    * @default '5s'
    */
   completeTimeout?: Duration;
