@@ -9,19 +9,33 @@
 // the API keeps a unique index of keys to payments and, on a re-drive of a key it knows, answers
 // the payment it already made.
 import { randomUUID } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
 /**
  * Starts the payments API.
- * @param {{ port?: number, host?: string, delayMs?: number }} [options]
+ * @param {{ port?: number, host?: string, delayMs?: number, stateFile?: string }} [options]
+ *   `stateFile` keeps payments and signups across restarts (a JSON file, rewritten on each change),
+ *   as a database would: the gateway's SQLite store outlives the process too.
  * @returns {Promise<{ url: string, port: number, close(): Promise<void>, stats(): { payments: number, amountCents: number, signups: number } }>}
  */
-export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs = 0 } = {}) {
-  const payments = new Map();
+export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs = 0, stateFile } = {}) {
+  const saved = stateFile ? load(stateFile) : { payments: [], keys: [], signups: [] };
+  const payments = new Map(saved.payments.map((p) => [p.id, p]));
   // The unique index Idempotency-Key → payment (in a database: a UNIQUE column on payments).
-  const paymentsByKey = new Map();
-  const signupsByEmail = new Map();
-  let amountCents = 0;
+  const paymentsByKey = new Map(saved.keys.map(([key, id]) => [key, payments.get(id)]));
+  const signupsByEmail = new Map(saved.signups.map((a) => [a.email, a]));
+  let amountCents = saved.payments.reduce((sum, p) => sum + p.amount, 0);
+  const save = () => {
+    if (!stateFile) return;
+    const state = {
+      payments: [...payments.values()],
+      keys: [...paymentsByKey].map(([key, payment]) => [key, payment.id]),
+      signups: [...signupsByEmail.values()],
+    };
+    writeFileSync(`${stateFile}.tmp`, JSON.stringify(state));
+    renameSync(`${stateFile}.tmp`, stateFile);
+  };
 
   const server = http.createServer(async (req, res) => {
     const send = (status, body, headers = {}) => {
@@ -61,6 +75,7 @@ export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs =
         payments.set(payment.id, payment);
         if (key !== undefined) paymentsByKey.set(key, payment);
         amountCents += payment.amount;
+        save();
         return send(201, payment, { location: `/payments/${payment.id}` });
       }
       if (req.method === 'POST' && url.pathname === '/signups') {
@@ -72,6 +87,7 @@ export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs =
         if (existing) return send(200, existing);
         const account = { id: `acct_${randomUUID()}`, email };
         signupsByEmail.set(email, account);
+        save();
         return send(201, account);
       }
       send(404, { error: { message: 'not found' } });
@@ -92,6 +108,15 @@ export async function startPaymentsApi({ port = 0, host = '127.0.0.1', delayMs =
       }),
     stats: () => ({ payments: payments.size, amountCents, signups: signupsByEmail.size }),
   };
+}
+
+function load(file) {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    if (error.code === 'ENOENT') return { payments: [], keys: [], signups: [] };
+    throw new Error(`${file}: cannot read the example API's state (${error.message}); delete it to start afresh.`);
+  }
 }
 
 async function readJson(req) {

@@ -17,18 +17,53 @@ import { startGateway } from '../../dist/gateway/index.js';
 import { startPaymentsApi } from '../payments-api.js';
 import { startLossyProxy } from './lossy-proxy.js';
 
-const { values } = parseArgs({
-  options: {
-    operations: { type: 'string', default: '100' },
-    'drop-rate': { type: 'string', default: '0.3' },
-    seed: { type: 'string', default: '7' },
-    retries: { type: 'string', default: '5' },
-  },
-});
-const OPERATIONS = Number(values.operations);
-const DROP_RATE = Number(values['drop-rate']);
-const SEED = Number(values.seed);
-const RETRIES = Number(values.retries);
+const USAGE = `Usage: npm run demo -- [options]
+
+  --operations N   payments sent in each run (default 100)
+  --drop-rate R    share of answers the network drops, from 0 to 1 (default 0.3)
+  --seed S         seed of the drops, an integer (default 7)
+  --retries K      retries per payment (default 5)
+  -h, --help       this help`;
+
+/** Stops with one line and the usage on a bad option. */
+function fail(message) {
+  console.error(`demo: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      operations: { type: 'string', default: '100' },
+      'drop-rate': { type: 'string', default: '0.3' },
+      seed: { type: 'string', default: '7' },
+      retries: { type: 'string', default: '5' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
+} catch (error) {
+  fail(error.message);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+/** A number option within bounds, or a one-line refusal. */
+function numberOption(name, { min, max, integer }) {
+  const raw = values[name];
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+    fail(`--${name} ${JSON.stringify(raw)}: expected ${integer ? 'an integer' : 'a number'} from ${min} to ${max}.`);
+  }
+  return n;
+}
+
+const OPERATIONS = numberOption('operations', { min: 1, max: 100_000, integer: true });
+const DROP_RATE = numberOption('drop-rate', { min: 0, max: 1, integer: false });
+const SEED = numberOption('seed', { min: 0, max: 2 ** 31 - 1, integer: true });
+const RETRIES = numberOption('retries', { min: 0, max: 100, integer: true });
 const RETRY_DELAY_MS = 5;
 
 // Bounded: whatever happens, the demo ends well inside a minute.

@@ -4,8 +4,10 @@
  * @module
  */
 export { IdempotencyGatewayDrainingError } from './errors.js';
-export { createStoreHealth, type StoreHealthOptions } from './health.js';
+export { createStoreHealth, createStoreStatus, type StoreHealthOptions, type StoreStatus } from './health.js';
+export { createGatewayLogger, type GatewayLoggerOptions, type LogFormat } from './log.js';
 export { compilePathPatterns } from './path-patterns.js';
 export { REDRIVE_HEADER } from './proxy.js';
 export { type Gateway, type GatewayOptions, startGateway } from './server.js';
-export { type OpenedStore, openStore } from './store-url.js';
+export { type StopOnSignalsOptions, stopOnSignals } from './shutdown.js';
+export { type OpenedStore, type OpenStoreOptions, openStore } from './store-url.js';
