@@ -75,6 +75,11 @@ export function idempotency(options: HonoIdempotencyOptions): MiddlewareHandler<
       await next();
       return;
     }
+    if (c.req.raw.signal.aborted) {
+      // The client hung up while the key was being claimed: nothing has run, so the key is free again.
+      await decision.abort(CLIENT_GONE);
+      return new Response(null, { status: 499 });
+    }
     c.set('idempotency', decision.context);
     try {
       await next();
@@ -90,6 +95,8 @@ export function idempotency(options: HonoIdempotencyOptions): MiddlewareHandler<
     c.res = await stored(c.res, decision, maxResponseBytes);
   };
 }
+
+const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 function honoRequest(c: Context): IdempotencyRequest {
   const neutral = fromWebRequest(c.req.raw);
