@@ -374,7 +374,7 @@ function buildProgram(): Command {
     .description('Create or upgrade the store schema (PostgreSQL; other stores need none).')
     .addOption(new Option('--store <url>', 'postgres://USER@HOST/DB').env('IDEMPO_STORE').makeOptionMandatory())
     .action(async (flags: { store: string }) => {
-      const opened = await openStore(flags.store);
+      const opened = await openStore(flags.store, { checkSchema: false });
       try {
         const migrate = (opened.store as { migrate?: () => Promise<{ from: number; to: number; applied: number[] }> })
           .migrate;

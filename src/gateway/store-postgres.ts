@@ -37,7 +37,7 @@ export async function schemaStatus(pool: PostgresPool): Promise<'ok' | 'unreacha
  */
 export async function openPostgresStore(
   url: string,
-  { migrate = false }: OpenStoreOptions = {},
+  { migrate = false, checkSchema = true }: OpenStoreOptions = {},
 ): Promise<OpenedStore & { store: PostgresStore }> {
   let pg: { Pool: new (options: object) => Pool };
   try {
@@ -54,7 +54,7 @@ export async function openPostgresStore(
     await store.close();
     await pool.end();
   };
-  if ((await schemaStatus(pool)) === 'not_migrated') {
+  if (checkSchema && (await schemaStatus(pool)) === 'not_migrated') {
     if (migrate) {
       await store.migrate();
     } else {

@@ -18,6 +18,11 @@ export interface OpenStoreOptions {
    * @default false
    */
   migrate?: boolean;
+  /**
+   * PostgreSQL: look at the schema at start (`idempo migrate` turns it off: it is there to create it).
+   * @default true
+   */
+  checkSchema?: boolean;
 }
 
 /**
