@@ -13,6 +13,11 @@ export interface ControlledStore extends IdempotencyStore {
   renewalsFail: boolean;
   /** While true, every completion rejects. */
   completionsFail: boolean;
+  /**
+   * How many completions to apply and then reject, as when the store did the write but its reply
+   * was lost (a timeout, a cut connection).
+   */
+  completionRepliesToLose: number;
   /** Claims that reached the wrapped store. */
   claims: number;
 }
@@ -24,15 +29,21 @@ export function controlledStore(inner: IdempotencyStore): ControlledStore {
     claimDelayMs: 0,
     renewalsFail: false,
     completionsFail: false,
+    completionRepliesToLose: 0,
     claims: 0,
     async claim(input) {
       if (store.claimDelayMs > 0) await sleep(store.claimDelayMs);
       store.claims++;
       return inner.claim(input);
     },
-    complete(key, token, response, ttlMs) {
-      if (store.completionsFail) return Promise.reject(new Error('store unreachable at completion'));
-      return inner.complete(key, token, response, ttlMs);
+    async complete(key, token, response, ttlMs) {
+      if (store.completionsFail) throw new Error('store unreachable at completion');
+      const result = await inner.complete(key, token, response, ttlMs);
+      if (store.completionRepliesToLose > 0) {
+        store.completionRepliesToLose--;
+        throw new Error('the reply to a completion was lost');
+      }
+      return result;
     },
     release: (key, token, ttlMs) => inner.release(key, token, ttlMs),
     renew(key, token, leaseMs) {

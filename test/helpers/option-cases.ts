@@ -472,6 +472,20 @@ export const optionCases: OptionCase[] = [
     },
   },
   {
+    option: 'completeTimeout',
+    what: 'a completion the store applied but whose reply was lost is retried: the caller gets its own success',
+    options: () => ({ completeTimeout: '2s', lease: '5s' }),
+    async run(h) {
+      const k = key();
+      h.store.completionRepliesToLose = 1;
+      const first = await h.send({ key: k, body: BODY });
+      expect(first.status, first.body).toBe(201);
+      expect(first.replayed).toBe(false);
+      expectReplayOf(await h.send({ key: k, body: BODY }), first);
+      expect(h.runs(k)).toBe(1);
+    },
+  },
+  {
     option: 'replayHeaders',
     what: "{ exclude: ['x-secret'] } replaces the list: x-secret is not replayed, Set-Cookie now is",
     options: () => ({ replayHeaders: { exclude: ['x-secret'] } }),
