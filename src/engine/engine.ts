@@ -124,7 +124,7 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
     switch (claim.status) {
       case 'acquired':
         if (claim.recovered) emit({ type: 'recovered', key });
-        return new ClaimedExecution(config, renewer, emit, request, key, storeKey, claim, body);
+        return new ClaimedExecution(config, renewer, emit, request, key, claimInput, claim, body);
       case 'replay':
         emit({ type: 'replayed', key, status: claim.response.status });
         return { action: 'respond', response: replayOf(claim.response) };

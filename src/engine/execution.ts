@@ -1,4 +1,4 @@
-import type { ClaimResult, FencedResult, StoredResponse } from '../stores/contract.js';
+import type { ClaimInput, ClaimResult, FencedResult, StoredResponse } from '../stores/contract.js';
 import { retryAfterSeconds } from './duration.js';
 import {
   IdempotencyError,
@@ -48,6 +48,8 @@ export class ClaimedExecution implements Execution, Renewable {
   readonly #request: IdempotencyRequest;
   readonly #key: string;
   readonly #storeKey: string;
+  /** The claim that made this execution, to claim again when a completion's outcome is unknown. */
+  readonly #claimInput: ClaimInput;
   readonly #token: number;
   /** The claim's steps until this run saves one; then a copy of its own. */
   #steps: Readonly<Record<string, string>>;
@@ -66,16 +68,18 @@ export class ClaimedExecution implements Execution, Renewable {
     emit: Emit,
     request: IdempotencyRequest,
     key: string,
-    storeKey: string,
+    claimInput: ClaimInput,
     claim: Extract<ClaimResult, { status: 'acquired' }>,
     body: Uint8Array | ParsedBody | null,
   ) {
+    const storeKey = claimInput.key;
     this.#config = config;
     this.#renewer = renewer;
     this.#emit = emit;
     this.#request = request;
     this.#key = key;
     this.#storeKey = storeKey;
+    this.#claimInput = claimInput;
     this.#token = claim.token;
     this.#steps = claim.steps ?? NO_STEPS;
     this.body = body;
@@ -217,20 +221,24 @@ export class ClaimedExecution implements Execution, Renewable {
         CONFLICT_RETRY_MS,
       );
     const attempt = () => config.store.complete(this.#storeKey, this.#token, stored, config.ttlMs);
-    const answered = this.#retryStore(attempt).then(
-      (result) => this.#completed(result, status),
-      (lastError: unknown) => {
-        this.#renewer.delete(this);
-        this.#emit({
-          type: 'store_error',
-          key: this.#key,
-          reason: 'complete',
-          action: 'result_lost',
-          error: lastError,
-        });
-        return notStored();
-      },
-    );
+    const answered = this.#retryStore(attempt)
+      // A failed attempt may have been applied with only its reply lost: then the record is
+      // completed under this token, and the retry is refused as stale. Look before calling it lost.
+      .then((result) => (result === 'stale' ? this.#retryStore(() => this.#landed(stored)) : result))
+      .then(
+        (result) => this.#completed(result, status),
+        (lastError: unknown) => {
+          this.#renewer.delete(this);
+          this.#emit({
+            type: 'store_error',
+            key: this.#key,
+            reason: 'complete',
+            action: 'result_lost',
+            error: lastError,
+          });
+          return notStored();
+        },
+      );
     let timer: ReturnType<typeof setTimeout> | undefined;
     const giveUp = new Promise<IdempotencyResponse>((resolve) => {
       timer = setTimeout(() => {
@@ -241,6 +249,21 @@ export class ClaimedExecution implements Execution, Renewable {
       }, config.completeTimeoutMs);
     });
     return Promise.race([answered, giveUp]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * After a completion whose outcome was unknown was refused as stale: `'ok'` when the record holds
+   * this response (the earlier attempt landed, or an identical one did: a retry replays the same
+   * bytes either way), `'stale'` when another owner's result or run holds the key. A key found free
+   * (released by another owner, or expired) is claimed and completed with this response: the work
+   * ran, and keeping its result is what stops a retry from running it again.
+   */
+  async #landed(stored: StoredResponse): Promise<FencedResult> {
+    const { store, ttlMs } = this.#config;
+    const found = await store.claim(this.#claimInput);
+    if (found.status === 'replay') return sameResponse(found.response, stored) ? 'ok' : 'stale';
+    if (found.status !== 'acquired') return 'stale';
+    return store.complete(this.#storeKey, found.token, stored, ttlMs);
   }
 
   /**
@@ -400,6 +423,18 @@ class ExecutionContext implements IdempotencyContext {
     this.#controller?.abort(reason);
     return true;
   }
+}
+
+function sameResponse(a: StoredResponse, b: StoredResponse): boolean {
+  if (a.status !== b.status || a.headers.length !== b.headers.length || a.body.length !== b.body.length) return false;
+  for (let i = 0; i < a.headers.length; i++) {
+    const [name, value] = a.headers[i] as [string, string];
+    const [otherName, otherValue] = b.headers[i] as [string, string];
+    if (name !== otherName || value !== otherValue) return false;
+  }
+  // Not Buffer.compare: the engine also runs where there is no Buffer (Workers, Deno, browsers).
+  for (let i = 0; i < a.body.length; i++) if (a.body[i] !== b.body[i]) return false;
+  return true;
 }
 
 function sleep(ms: number): Promise<void> {
