@@ -3,7 +3,10 @@
 // 5% of attempts abandoned by their client 5–40 ms in, 8% of upstream executions slower (1.5 s)
 // than the gateway's --upstream-timeout (1 s), an instance SIGKILLed every ~4 s and restarted
 // 0.5 s later, and, on Redis and PostgreSQL, the private store server stopped hard every ~8 s for
-// 1.5 s. Leases are 2 s, so keys of killed instances are re-driven within the run.
+// 1.5 s. Leases are 5 s: longer than a store outage with its restart, as a deployment's lease
+// should be longer than its store's failover (an owner whose lease runs out while the store is
+// down is, to every other instance, an owner that stalled), and short enough that the keys of
+// killed instances are re-driven within the run.
 
 /** Defaults of a full run; `--quick` shrinks the counts and durations. */
 export const DEFAULTS = {
@@ -16,7 +19,7 @@ export const DEFAULTS = {
   slowRate: 0.08,
   slowMs: 1_500,
   upstreamTimeout: '1s',
-  lease: '2s',
+  lease: '5s',
   killEveryMs: 4_000,
   restartAfterMs: 500,
   storeOutageEveryMs: 8_000,
