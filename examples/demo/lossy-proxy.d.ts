@@ -61,3 +61,8 @@ export function startLossyProxy(options: LossyProxyOptions): Promise<LossyProxy>
 
 /** The proxy's seeded PRNG: numbers in [0, 1), the same sequence for the same seed. */
 export function seededRandom(seed: number): () => number;
+
+/** The request's headers less the hop-by-hop ones, as a proxy forwards them. */
+export function forwardHeaders(
+  headers: Record<string, string | string[] | undefined>,
+): Record<string, string | string[]>;

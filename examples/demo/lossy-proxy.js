@@ -38,7 +38,8 @@ export function seededRandom(seed) {
   };
 }
 
-function forwardHeaders(headers) {
+/** The request's headers less the hop-by-hop ones, as a proxy forwards them. */
+export function forwardHeaders(headers) {
   const out = {};
   for (const [name, value] of Object.entries(headers)) {
     if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;

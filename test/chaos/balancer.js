@@ -7,27 +7,7 @@
 // client's connection before a byte of the answer reaches it. A client that hangs up is passed on:
 // the connection to the instance is cut too, as a real proxy does.
 import http from 'node:http';
-import { seededRandom } from '../../examples/demo/lossy-proxy.js';
-
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
-
-function forwardHeaders(headers) {
-  const out = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
-  }
-  return out;
-}
+import { forwardHeaders, seededRandom } from '../../examples/demo/lossy-proxy.js';
 
 /**
  * @param {{ instances: { port: number, generation: number, up: boolean }[], dropRate: number, seed: number }} options
