@@ -1,8 +1,8 @@
-import { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
-import { describe, expect, it } from 'vitest';
+import { createServer, IncomingMessage, ServerResponse } from 'node:http';
+import { type AddressInfo, Socket } from 'node:net';
+import { describe, expect, it, vi } from 'vitest';
 import type { CapturedResponse, Execution } from '../engine/types.js';
-import { capture } from './node-response.js';
+import { capture, respondEarly } from './node-response.js';
 
 /** An execution that records what it was asked to store. */
 function recordingExecution(seen: CapturedResponse[]): Execution {
@@ -65,5 +65,47 @@ describe('capture() on a response whose prototype was swapped', () => {
     res.writeHead(200).end('both');
     expect(inner.map((r) => Buffer.from(r.body ?? []).toString())).toEqual(['both']);
     expect(outer.map((r) => Buffer.from(r.body ?? []).toString())).toEqual(['both']);
+  });
+});
+
+describe('respondEarly()', () => {
+  async function serve(listener: (res: ServerResponse, seen: CapturedResponse[]) => void) {
+    const seen: CapturedResponse[] = [];
+    const server = createServer((_req, res) => {
+      capture(res, recordingExecution(seen), 1024);
+      listener(res, seen);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    return { url, seen, close: () => new Promise((resolve) => server.close(resolve)) };
+  }
+  const early = {
+    status: 504,
+    headers: [['content-type', 'text/plain']] as [string, string][],
+    body: Buffer.from('late'),
+  };
+
+  it('answers the client now, and still captures what the handler writes afterwards', async () => {
+    const { url, seen, close } = await serve((res) => {
+      respondEarly(res, early);
+      setTimeout(() => res.writeHead(201, { 'content-type': 'text/plain' }).end('made'), 30);
+    });
+    const answer = await fetch(url, { method: 'POST' });
+    expect([answer.status, await answer.text()]).toEqual([504, 'late']);
+    await vi.waitFor(() => expect(seen).toHaveLength(1));
+    expect(seen.map((r) => [r.status, Buffer.from(r.body ?? []).toString()])).toEqual([[201, 'made']]);
+    await close();
+  });
+
+  it('cuts a response whose head already went out, so the client retries instead of waiting', async () => {
+    const { url, close } = await serve((res) => {
+      res.writeHead(201, { 'content-type': 'text/plain', 'content-length': '4' });
+      res.write('ma');
+      setTimeout(() => respondEarly(res, early), 20);
+    });
+    const answer = await fetch(url, { method: 'POST' });
+    expect(answer.status).toBe(201);
+    await expect(answer.text()).rejects.toThrow();
+    await close();
   });
 });

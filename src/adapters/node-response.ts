@@ -297,7 +297,9 @@ function finish(state: Capture, res: ServerResponse, args: unknown[], instead: I
  * Answers the client now with `response`, which is not stored, while the handler's work goes on:
  * what it writes afterwards is still captured and stored when it ends (the client no longer sees
  * it), so a retry replays the real result. The gateway answers `504` this way when its upstream is
- * slow but has the request. On a response that is not captured it simply writes `response`.
+ * slow but has the request. If the handler's head already went out, the response is cut instead;
+ * once the handler has ended it, this does nothing. On a response that is not captured it simply
+ * writes `response`.
  *
  * @example
  * ```ts
@@ -310,11 +312,14 @@ export function respondEarly(res: ServerResponse, response: IdempotencyResponse)
     writeResponse(res, response);
     return;
   }
-  if (state.detached || state.ended || res.headersSent || res.destroyed) {
-    state.detached = true;
+  // Ended: the handler's own answer is on its way once stored. Detached: nobody is listening.
+  if (state.ended || state.detached || res.destroyed) return;
+  state.detached = true;
+  if (res.headersSent) {
+    // Part of the handler's response went out already: cut it, so the client retries.
+    res.destroy();
     return;
   }
-  state.detached = true;
   const flat: string[] = [];
   for (const [name, value] of response.headers) flat.push(name, value);
   for (const name of res.getHeaderNames()) res.removeHeader(name);
