@@ -1,0 +1,96 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import ts from 'typescript';
+import { afterAll, expect, it } from 'vitest';
+import { ROOT } from '../helpers/servers.js';
+
+// The README's TypeScript snippets, compiled as a reader would paste them into a project that has
+// idempo installed: `import … from 'idempo/…'` resolves to the built package (its own exports), and
+// strict settings apply. A snippet shows only what is new, so the names it leaves out (the app,
+// the business functions) are declared before it, each only where the snippet uses and does not
+// define it. A snippet that drifts from the API fails here, not in a reader's editor.
+
+const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
+
+/** What a snippet may use without defining it, and how it is declared then. */
+const GIVEN: [name: string, declaration: (snippet: string) => string][] = [
+  ['idem', () => `declare const idem: import('idempo').Idempotency;`],
+  ['store', () => `declare const store: import('idempo').IdempotencyStore;`],
+  ['request', () => `declare const request: Request;`],
+  ['createIdempotency', () => `import { createIdempotency } from 'idempo';`],
+  ['createMemoryStore', () => `import { createMemoryStore } from 'idempo/memory';`],
+  ['express', () => `import express from 'express';`],
+  ['app', appFor],
+  ['charge', () => `declare function charge(input: unknown): Promise<{ id: string }>;`],
+  ['createOrder', () => `declare function createOrder(input?: unknown): Promise<{ id: string }>;`],
+  ['psp', () => `declare const psp: { charge(card: string, amount: number): Promise<{ id: string }> };`],
+  ['card', () => `declare const card: string;`],
+  ['amount', () => `declare const amount: number;`],
+  ['ledger', () => `declare const ledger: { record(entry: unknown): Promise<void> };`],
+  ['PaymentsService', () => `declare class PaymentsService { charge(body: CreatePayment): Promise<{ id: string }>; }`],
+  ['CreatePayment', () => `declare class CreatePayment { amount: number; }`],
+];
+
+/** The app of the framework whose adapter the snippet imports. */
+function appFor(snippet: string): string {
+  if (snippet.includes("'idempo/express'")) return `const app = express();`;
+  if (snippet.includes("'idempo/fastify'")) return `import Fastify from 'fastify';\nconst app = Fastify();`;
+  if (snippet.includes("'idempo/hono'")) return `import { Hono } from 'hono';\nconst app = new Hono();`;
+  if (snippet.includes("'idempo/koa'")) return `import Koa from 'koa';\nconst app = new Koa();`;
+  throw new Error(`a README snippet uses app without importing an adapter:\n${snippet}`);
+}
+
+function defines(snippet: string, name: string): boolean {
+  return new RegExp(`(import[^;]*\\b${name}\\b[^;]*from)|((const|let|var|function|class)\\s+${name}\\b)`).test(snippet);
+}
+
+function preludeFor(snippet: string): string {
+  const code = snippet.replace(/\/\/.*$/gm, '');
+  const needs = (name: string) =>
+    new RegExp(`\\b${name}\\b`).test(code) ||
+    // An Express app is made with express().
+    (name === 'express' && code.includes("'idempo/express'") && /\bapp\b/.test(code));
+  return GIVEN.filter(([name]) => needs(name) && !defines(code, name))
+    .map(([, declaration]) => declaration(snippet))
+    .join('\n');
+}
+
+// Inside the repository, so that `idempo` resolves to this package and its peers to node_modules.
+const dir = mkdtempSync(join(ROOT, 'test', 'docs', '.snippets-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+it('finds the snippets', () => {
+  expect(snippets.length).toBeGreaterThanOrEqual(10);
+});
+
+it('compiles every TypeScript snippet of the README against the built package', () => {
+  const files = snippets.map((snippet, index) => {
+    const file = join(dir, `snippet-${index}.ts`);
+    writeFileSync(file, `${preludeFor(snippet)}\n${snippet}\nexport {};\n`);
+    return file;
+  });
+  const program = ts.createProgram(files, {
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    lib: ['lib.es2023.d.ts', 'lib.dom.d.ts', 'lib.dom.iterable.d.ts'],
+    types: ['node'],
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    experimentalDecorators: true,
+    emitDecoratorMetadata: true,
+    esModuleInterop: true,
+  });
+  const problems = ts
+    .getPreEmitDiagnostics(program)
+    .filter((diagnostic) => diagnostic.file === undefined || files.includes(diagnostic.file.fileName))
+    .map((diagnostic) => {
+      const where = diagnostic.file
+        ? `${diagnostic.file.fileName.slice(dir.length + 1)}:${diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start ?? 0).line + 1}`
+        : '';
+      return `${where} ${ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')}`;
+    });
+  expect(problems).toEqual([]);
+}, 60_000);
