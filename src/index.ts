@@ -5,9 +5,35 @@
  *
  * @module
  */
-export { parseDuration } from './engine/duration.js';
 export { createIdempotency } from './engine/engine.js';
-export type { IdempotencyErrorOptions } from './engine/errors.js';
+export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
+export { parseIdempotencyKey } from './engine/key.js';
+export { problemFormatter, stripeFormatter } from './engine/problem.js';
+export type {
+  CapturedResponse,
+  Decision,
+  ErrorFormatter,
+  Execution,
+  Idempotency,
+  IdempotencyContext,
+  IdempotencyEvent,
+  IdempotencyEventType,
+  IdempotencyOptions,
+  IdempotencyRequest,
+  IdempotencyResponse,
+  ParsedBody,
+} from './engine/types.js';
+// The vocabulary every part shares: the engine's coded errors, durations, the store contract.
+export type {
+  ClaimInput,
+  ClaimResult,
+  Duration,
+  FencedResult,
+  IdempotencyErrorOptions,
+  IdempotencyStore,
+  StoredResponse,
+  SyncStoreOperations,
+} from './vocabulary/index.js';
 export {
   IdempotencyBodyTooLargeError,
   IdempotencyConfigError,
@@ -26,30 +52,5 @@ export {
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
   PROBLEM_BASE,
-} from './engine/errors.js';
-export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
-export { parseIdempotencyKey } from './engine/key.js';
-export { problemFormatter, stripeFormatter } from './engine/problem.js';
-export type {
-  CapturedResponse,
-  Decision,
-  Duration,
-  ErrorFormatter,
-  Execution,
-  Idempotency,
-  IdempotencyContext,
-  IdempotencyEvent,
-  IdempotencyEventType,
-  IdempotencyOptions,
-  IdempotencyRequest,
-  IdempotencyResponse,
-  ParsedBody,
-} from './engine/types.js';
-export type {
-  ClaimInput,
-  ClaimResult,
-  FencedResult,
-  IdempotencyStore,
-  StoredResponse,
-  SyncStoreOperations,
-} from './stores/contract.js';
+  parseDuration,
+} from './vocabulary/index.js';

@@ -17,7 +17,6 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { createIdempotency } from '../engine/engine.js';
-import { IdempotencyConfigError } from '../engine/errors.js';
 import type {
   Execution,
   Idempotency,
@@ -29,6 +28,7 @@ import type {
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
 import { tooLarge } from '../engine/web.js';
+import { IdempotencyConfigError } from '../vocabulary/index.js';
 import { capture } from './node.js';
 import { hasBody, headerOf } from './node-body.js';
 

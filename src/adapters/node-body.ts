@@ -7,9 +7,9 @@
  * @module
  */
 import { type IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { IdempotencyConfigError } from '../engine/errors.js';
 import type { ParsedBody } from '../engine/types.js';
 import { tooLarge } from '../engine/web.js';
+import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /** A header value by lower-case name, several values joined with `, `. */
 export function headerOf(headers: IncomingHttpHeaders, name: string): string | undefined {

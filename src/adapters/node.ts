@@ -6,7 +6,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { failureOf, HANDLER_FAILED_MESSAGE } from '../engine/errors.js';
+import { failureOf, HANDLER_FAILED_MESSAGE } from '../engine/failure.js';
 import type { Decision, Execution, Idempotency, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { headerOf, readRestoring } from './node-body.js';
 import { capture, respondEarly, writeResponse } from './node-response.js';

@@ -9,7 +9,7 @@ import {
   status,
   type TestServer,
 } from '../../test/client/server.js';
-import { IdempotencyConfigError, IdempotencyError } from '../engine/errors.js';
+import { IdempotencyConfigError, IdempotencyError } from '../vocabulary/index.js';
 import {
   createIdempotentFetch,
   type FailedAttemptContext,

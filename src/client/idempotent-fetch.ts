@@ -20,8 +20,8 @@
  * @module
  */
 
+import { IdempotencyRetriesExhaustedError } from '../vocabulary/index.js';
 import { backoffDelay } from './backoff.js';
-import { IdempotencyRetriesExhaustedError } from './errors.js';
 import {
   type FailedAttemptContext,
   type IdempotentFetch,

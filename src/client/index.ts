@@ -13,7 +13,7 @@
  * @module
  */
 
-export { IdempotencyRetriesExhaustedError, type IdempotencyRetriesExhaustedErrorOptions } from './errors.js';
+export { IdempotencyRetriesExhaustedError, type IdempotencyRetriesExhaustedErrorOptions } from '../vocabulary/index.js';
 export { createIdempotentFetch } from './idempotent-fetch.js';
 export {
   CLIENT_DEFAULTS,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { IdempotencyConfigError } from '../engine/errors.js';
+import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /**
  * The `fetch` the client calls for each attempt: the global one, undici's, or any function with

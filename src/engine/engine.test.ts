@@ -2,11 +2,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { IdempotencyStore } from '../stores/contract.js';
 import { createMemoryStore } from '../stores/memory.js';
 import { createSqliteStore } from '../stores/sqlite.js';
+import { type IdempotencyStore, IdempotencyUpstreamTimeoutError } from '../vocabulary/index.js';
 import { createIdempotency } from './engine.js';
-import { IdempotencyUpstreamTimeoutError } from './errors.js';
 import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
 
 const URL_BASE = 'http://api.test';

@@ -1,5 +1,5 @@
-import type { ClaimResult, StoredResponse } from '../stores/contract.js';
 import {
+  type ClaimResult,
   IdempotencyBodyTooLargeError,
   IdempotencyConflictError,
   type IdempotencyError,
@@ -7,7 +7,8 @@ import {
   IdempotencyKeyMissingError,
   IdempotencyMismatchError,
   IdempotencyStoreError,
-} from './errors.js';
+  type StoredResponse,
+} from '../vocabulary/index.js';
 import { ClaimedExecution, CONFLICT_RETRY_MS, type Emit, errorResponse } from './execution.js';
 import { storeKeyFor } from './fingerprint.js';
 import { REPLAYED_HEADER } from './headers.js';

@@ -1,11 +1,14 @@
-import type { ClaimInput, ClaimResult, FencedResult, StoredResponse } from '../stores/contract.js';
-import { retryAfterSeconds } from './duration.js';
 import {
+  type ClaimInput,
+  type ClaimResult,
+  type FencedResult,
   IdempotencyError,
   IdempotencyLeaseLostError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
-} from './errors.js';
+  retryAfterSeconds,
+  type StoredResponse,
+} from '../vocabulary/index.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { ResolvedOptions } from './options.js';
 import type {

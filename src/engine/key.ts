@@ -1,4 +1,4 @@
-import { IdempotencyKeyInvalidError } from './errors.js';
+import { IdempotencyKeyInvalidError } from '../vocabulary/index.js';
 
 /**
  * Parses an `Idempotency-Key` header value: a raw token of visible ASCII, or a Structured Field

@@ -1,6 +1,9 @@
-import type { IdempotencyStore, SyncStoreOperations } from '../stores/contract.js';
-import { parseDuration } from './duration.js';
-import { IdempotencyConfigError } from './errors.js';
+import {
+  IdempotencyConfigError,
+  type IdempotencyStore,
+  parseDuration,
+  type SyncStoreOperations,
+} from '../vocabulary/index.js';
 import { defaultFingerprint } from './fingerprint.js';
 import { DEFAULT_EXCLUDED_HEADERS, storedHeaderFilter } from './headers.js';
 import { problemFormatter, stripeFormatter } from './problem.js';

@@ -1,4 +1,4 @@
-import { type IdempotencyError, IdempotencyResponseNotKeptError } from './errors.js';
+import { type IdempotencyError, IdempotencyResponseNotKeptError } from '../vocabulary/index.js';
 import type { ErrorFormatter, IdempotencyRequest, IdempotencyResponse } from './types.js';
 
 const encoder = new TextEncoder();

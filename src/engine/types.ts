@@ -4,11 +4,7 @@
  *
  * @module
  */
-import type { IdempotencyStore, StoredResponse } from '../stores/contract.js';
-import type { IdempotencyError } from './errors.js';
-
-/** A duration: milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'5m'`, `'24h'`, `'7d'`. */
-export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
+import type { Duration, IdempotencyError, IdempotencyStore, StoredResponse } from '../vocabulary/index.js';
 
 /** A body an adapter already parsed (for example Express after `express.json()`); fingerprinted as canonical JSON. */
 export interface ParsedBody {

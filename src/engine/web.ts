@@ -1,4 +1,5 @@
-import { failureOf, IdempotencyBodyTooLargeError } from './errors.js';
+import { IdempotencyBodyTooLargeError } from '../vocabulary/index.js';
+import { failureOf } from './failure.js';
 import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse, ParsedBody } from './types.js';
 import { unprotectedContext } from './unprotected.js';
 

@@ -7,12 +7,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseDuration } from '../engine/duration.js';
-import { IdempotencyConfigError, IdempotencyError } from '../engine/errors.js';
+import { IdempotencyConfigError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
 import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
+import { redact } from './opened-store.js';
 import { startGateway } from './server.js';
 import { stopOnSignals } from './shutdown.js';
-import { openStore, redact } from './store-url.js';
+import { openStore } from './store-url.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;

@@ -1,4 +1,4 @@
-import type { IdempotencyStore } from '../stores/contract.js';
+import type { IdempotencyStore } from '../vocabulary/index.js';
 
 /** Options of {@link createStoreHealth}. */
 export interface StoreHealthOptions {

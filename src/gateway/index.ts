@@ -3,11 +3,12 @@
  *
  * @module
  */
-export { IdempotencyGatewayDrainingError } from './errors.js';
+export { IdempotencyGatewayDrainingError } from '../vocabulary/index.js';
 export { createStoreHealth, createStoreStatus, type StoreHealthOptions, type StoreStatus } from './health.js';
 export { createGatewayLogger, type GatewayLoggerOptions, type LogFormat } from './log.js';
+export type { OpenedStore, OpenStoreOptions } from './opened-store.js';
 export { compilePathPatterns } from './path-patterns.js';
 export { REDRIVE_HEADER } from './proxy.js';
 export { type Gateway, type GatewayOptions, startGateway } from './server.js';
 export { type StopOnSignalsOptions, stopOnSignals } from './shutdown.js';
-export { type OpenedStore, type OpenStoreOptions, openStore } from './store-url.js';
+export { openStore } from './store-url.js';

@@ -1,5 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { IdempotencyConfigError } from '../engine/errors.js';
+import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /** How the gateway writes its log: one JSON object a line for machines, or one readable line for people. */
 export type LogFormat = 'json' | 'pretty';

@@ -1,4 +1,4 @@
-import { IdempotencyConfigError } from '../engine/errors.js';
+import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /**
  * Compiles path patterns into one predicate: `*` matches one path segment, `**` any number of

@@ -3,13 +3,13 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { idempotencyContext, respondEarly, writeResponse } from '../adapters/node.js';
 import { bodyAlreadyRead } from '../adapters/node-body.js';
+import { HOP_BY_HOP } from '../engine/headers.js';
+import type { IdempotencyResponse } from '../engine/types.js';
 import {
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
-} from '../engine/errors.js';
-import { HOP_BY_HOP } from '../engine/headers.js';
-import type { IdempotencyResponse } from '../engine/types.js';
+} from '../vocabulary/index.js';
 
 /**
  * The request header the gateway adds when it forwards a request whose earlier owner crashed or

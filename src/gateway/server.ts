@@ -3,27 +3,28 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { idempotent, writeResponse } from '../adapters/node.js';
-import { parseDuration, retryAfterSeconds } from '../engine/duration.js';
 import { createIdempotency } from '../engine/engine.js';
-import { IdempotencyConfigError, type IdempotencyError, IdempotencyUpstreamTimeoutError } from '../engine/errors.js';
 import { pathOf } from '../engine/path.js';
 import { problemFormatter, stripeFormatter } from '../engine/problem.js';
-import type {
-  Duration,
-  ErrorFormatter,
-  IdempotencyEvent,
-  IdempotencyOptions,
-  IdempotencyRequest,
-} from '../engine/types.js';
-import type { IdempotencyStore } from '../stores/contract.js';
+import type { ErrorFormatter, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
+import {
+  type Duration,
+  IdempotencyConfigError,
+  type IdempotencyError,
+  IdempotencyGatewayDrainingError,
+  type IdempotencyStore,
+  IdempotencyUpstreamTimeoutError,
+  parseDuration,
+  retryAfterSeconds,
+} from '../vocabulary/index.js';
 import { lingerBeforeClose, readingRequest } from './connections.js';
-import { IdempotencyGatewayDrainingError } from './errors.js';
 import { createStoreStatus } from './health.js';
 import { createGatewayLogger, roundMs } from './log.js';
+import type { OpenedStore } from './opened-store.js';
 import { compilePathPatterns } from './path-patterns.js';
 import { createProxy } from './proxy.js';
 import { trackStore } from './store-activity.js';
-import { type OpenedStore, openStore } from './store-url.js';
+import { openStore } from './store-url.js';
 
 /** What a client that timed out or met a draining gateway is told to wait before its retry. */
 const RETRY_AFTER_MS = 1_000;

@@ -1,4 +1,4 @@
-import type { IdempotencyStore } from '../stores/contract.js';
+import type { IdempotencyStore } from '../vocabulary/index.js';
 
 /** A store with a count of its operations under way. */
 export interface TrackedStore {

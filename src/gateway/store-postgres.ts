@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
-import { IdempotencyDependencyError } from '../engine/errors.js';
 import { createPostgresStore, type PostgresStore } from '../stores/postgres.js';
-import { IdempotencyStoreNotMigratedError, type PostgresPool, sqlState } from '../stores/postgres-client.js';
+import { type PostgresPool, sqlState } from '../stores/postgres-client.js';
 import { DEFAULT_MIGRATIONS_TABLE, DEFAULT_TABLE, POSTGRES_SCHEMA_VERSION } from '../stores/postgres-migrate.js';
-import { type OpenedStore, type OpenStoreOptions, redact } from './store-url.js';
+import { IdempotencyDependencyError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
+import { type OpenedStore, type OpenStoreOptions, redact } from './opened-store.js';
 
 const require = createRequire(import.meta.url);
 

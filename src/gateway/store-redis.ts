@@ -1,8 +1,7 @@
 import { createRequire } from 'node:module';
-import { IdempotencyDependencyError } from '../engine/errors.js';
-import type { RedisStoreClient } from '../stores/redis.js';
-import { createRedisStore } from '../stores/redis.js';
-import { type OpenedStore, redact } from './store-url.js';
+import { createRedisStore, type RedisStoreClient } from '../stores/redis.js';
+import { IdempotencyDependencyError } from '../vocabulary/index.js';
+import { type OpenedStore, redact } from './opened-store.js';
 
 const require = createRequire(import.meta.url);
 

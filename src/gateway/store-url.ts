@@ -1,29 +1,5 @@
-import { IdempotencyConfigError } from '../engine/errors.js';
-import type { IdempotencyStore } from '../stores/contract.js';
-
-/** A store the gateway opened from a URL, with what it must close on shutdown. */
-export interface OpenedStore {
-  store: IdempotencyStore;
-  /** Human description for logs, without credentials. */
-  description: string;
-  close(): Promise<void>;
-  /** A finer health check than the store's ping (PostgreSQL: reachable and migrated). */
-  check?(): Promise<'ok' | 'unreachable' | 'not_migrated'>;
-}
-
-/** Options of {@link openStore}. */
-export interface OpenStoreOptions {
-  /**
-   * PostgreSQL: create or upgrade the schema at start instead of refusing to start without it.
-   * @default false
-   */
-  migrate?: boolean;
-  /**
-   * PostgreSQL: look at the schema at start (`idempo migrate` turns it off: it is there to create it).
-   * @default true
-   */
-  checkSchema?: boolean;
-}
+import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { type OpenedStore, type OpenStoreOptions, redact } from './opened-store.js';
 
 /**
  * Opens a store from a `--store` URL: `memory:`, `sqlite:PATH` (or `sqlite://PATH`),
@@ -59,16 +35,5 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       throw new IdempotencyConfigError(
         `--store: unsupported store URL ${JSON.stringify(redact(url))}; use memory:, sqlite:PATH, redis://HOST:PORT or postgres://USER@HOST/DB`,
       );
-  }
-}
-
-/** The URL with any password replaced, for logs and error messages. */
-export function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return url;
   }
 }

@@ -1,151 +1,24 @@
 /**
- * The store contract: what every idempo store must do, and one suite of plain cases that
- * proves it against a real store.
- *
- * A store keeps one record per scoped key (the engine hands stores a hash, never raw user
- * input). The record moves through this state machine:
- *
- * ```
- * absent ──claim──▶ in_flight{fingerprint, token, leaseUntil, steps} ──complete(token)──▶ completed{fingerprint, response}
- *             ▲          │   └─ lease expired: next claim takes over, token+1 ("recovered")        │
- *             │          └──release(token)──▶ released{fingerprint, steps} ──claim (same fp)──▶ in_flight, token+1
- *             └──────────────────── ttl passes (any state but a live in_flight) ◀──────────────────┘
- * ```
- *
- * Rules every implementation keeps:
- * - `claim` is one atomic step. Of N concurrent claims of an absent key, across processes and
- *   machines, exactly one gets `acquired`.
- * - A key stays bound to the fingerprint of its first claim for its whole life: a claim with
- *   another fingerprint gets `mismatch` in every state.
- * - `token` is a fencing token. `complete`, `release`, `renew` and `saveStep` succeed only when
- *   their token equals the record's current token and the record is `in_flight`; otherwise they
- *   change nothing and return `'stale'`. A worker that lost its lease therefore cannot overwrite
- *   the newer owner's result.
- * - Tokens only grow, also across a record's lifetimes: a record created after an earlier one
- *   under the same key expired starts above any token the earlier one could have handed out.
- *   Stores do this by starting a fresh record at the current time in milliseconds and adding
- *   one per later claim; so a worker paused for longer than the ttl still cannot complete a
- *   record it no longer owns. (The Redis store takes that time from the app server's clock,
- *   times 1024 plus random bits, since its claim runs no script: there tokens grow across
- *   lifetimes unless app servers' clocks differ by more than lease + ttl; see
- *   docs/stores/redis.md.)
- * - A live in_flight record (lease not yet passed) is never expired or evicted: a record's
- *   expiry is never earlier than its lease, and `renew` pushes both.
+ * The store contract suite: one list of plain `{ name, run }` cases that proves a store keeps
+ * the contract (the types and the rules they follow are in src/vocabulary/store-contract.ts),
+ * run against every idempo store on a real backend and published as `idempo/contract` for
+ * anyone who writes a store of their own.
  *
  * @module
  */
 import { deepStrictEqual, ok, strictEqual } from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import type { ClaimResult, IdempotencyStore, StoredResponse } from '../vocabulary/index.js';
 
-/** A response as stored and replayed: status, headers (lower-case names, in order) and body bytes. */
-export interface StoredResponse {
-  /** HTTP status code. */
-  status: number;
-  /** Header name/value pairs; names are lower-case; a name may repeat. */
-  headers: [name: string, value: string][];
-  /** The body, byte for byte. */
-  body: Uint8Array;
-}
-
-/** What a claim asks for. */
-export interface ClaimInput {
-  /** The scoped, hashed key. Stores may use it as their storage key as it is. */
-  key: string;
-  /** The request fingerprint the key is bound to. */
-  fingerprint: string;
-  /** How long the claimant owns the key before another claim may take it over, in ms. */
-  leaseMs: number;
-  /** How long the record is kept (from its last write), in ms. */
-  ttlMs: number;
-}
-
-/**
- * The outcome of {@link IdempotencyStore.claim}.
- * - `acquired`: the caller owns the key under `token`; `steps` holds the recovery points an
- *   earlier owner saved (JSON text by step name); `recovered` is true when a lease expired and
- *   this claim took the key over.
- * - `replay`: the first request completed; here is its response.
- * - `in_flight`: another owner holds a live lease; `retryAfterMs` is the time until it passes.
- * - `mismatch`: the key is bound to another fingerprint.
- */
-export type ClaimResult =
-  | { status: 'acquired'; token: number; steps: Record<string, string>; recovered: boolean }
-  | { status: 'replay'; response: StoredResponse }
-  | { status: 'in_flight'; retryAfterMs: number }
-  | { status: 'mismatch' };
-
-/** The outcome of a fenced write: `'ok'`, or `'stale'` when the token no longer owns the record. */
-export type FencedResult = 'ok' | 'stale';
-
-/**
- * Where idempo keeps its records. Implement this to add a store; run {@link storeContractCases}
- * against it to prove it.
- *
- * Expected outcomes are returned as tagged results; methods throw only when the store itself
- * fails (unreachable, timed out), which the engine turns into `503` or fail-open.
- *
- * @example
- * ```ts
- * const result = await store.claim({ key, fingerprint, leaseMs: 60_000, ttlMs: 86_400_000 });
- * if (result.status === 'acquired') {
- *   await store.complete(key, result.token, { status: 201, headers: [], body: new Uint8Array() }, 86_400_000);
- * }
- * ```
- */
-export interface IdempotencyStore {
-  /** Atomically claims `key`: see {@link ClaimResult}. */
-  claim(input: ClaimInput): Promise<ClaimResult>;
-  /** Stores the response and moves the record to `completed`, kept for `ttlMs`. Fenced. */
-  complete(key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult>;
-  /** Moves the record to `released` (kept for `ttlMs`, steps kept) so a retry can run. Fenced. */
-  release(key: string, token: number, ttlMs: number): Promise<FencedResult>;
-  /** Extends the lease to `leaseMs` from now. Fenced. */
-  renew(key: string, token: number, leaseMs: number): Promise<FencedResult>;
-  /** Saves a recovery point's result (JSON text) under the current owner. Fenced. */
-  saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult>;
-  /**
-   * Optional: resolves when the record under `key` may have changed (completed or released),
-   * or after `timeoutMs`, whichever is first. Stores with a notification channel (Redis pub/sub,
-   * PostgreSQL LISTEN/NOTIFY) implement it so waiting duplicates wake at once; without it the
-   * engine polls.
-   */
-  waitForChange?(key: string, timeoutMs: number): Promise<void>;
-  /** Optional: frees what the store itself opened (timers, its own connections). Never closes a client the user passed in. */
-  close?(): Promise<void>;
-  /**
-   * Optional: resolves when the backend answers a trivial command (Redis `PING`, PostgreSQL
-   * `SELECT 1`) and rejects when it cannot be reached. Health checks call it (the gateway's
-   * `/healthz`), never the request path. A store without it (memory, SQLite: in-process, nothing
-   * to reach) counts as reachable.
-   *
-   * @example
-   * ```ts
-   * const reachable = await store.ping?.().then(() => true, () => false) ?? true;
-   * ```
-   */
-  ping?(): Promise<void>;
-  /**
-   * Optional, for stores that need no I/O (the memory store): the same `claim` and `complete`,
-   * answering synchronously. The engine then uses them instead, so a request is claimed and its
-   * response stored and sent in one turn of the event loop, without two promise turns, and
-   * frameworks that wait for a response to finish (Fastify, for a handler that returns `reply`)
-   * see it finished at once. They must behave exactly as the asynchronous methods do, and throw
-   * where those reject.
-   */
-  readonly sync?: SyncStoreOperations;
-}
-
-/**
- * The synchronous `claim` and `complete` of a store that needs no I/O: see
- * {@link IdempotencyStore.sync}. `store` names the store they belong to; the engine uses them
- * only on that very object, so a wrapper of the store (spread, `Object.create`, a Proxy) that
- * replaces `claim` or `complete` is never bypassed.
- */
-export interface SyncStoreOperations {
-  readonly store: IdempotencyStore;
-  claim(input: ClaimInput): ClaimResult;
-  complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult;
-}
+// The contract's types, for a store written against `idempo/contract` alone.
+export type {
+  ClaimInput,
+  ClaimResult,
+  FencedResult,
+  IdempotencyStore,
+  StoredResponse,
+  SyncStoreOperations,
+} from '../vocabulary/index.js';
 
 /** One case of the shared store contract suite. */
 export interface StoreContractCase {

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { type IdempotencyStore, storeContractCases } from './contract.js';
+import type { IdempotencyStore } from '../vocabulary/index.js';
+import { storeContractCases } from './contract.js';
 import { createMemoryStore } from './memory.js';
 
 const store = createMemoryStore();

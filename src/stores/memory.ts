@@ -5,17 +5,17 @@
  *
  * @module
  */
-import { parseDuration } from '../engine/duration.js';
-import { IdempotencyConfigError } from '../engine/errors.js';
-import type { Duration } from '../engine/types.js';
-import type {
-  ClaimInput,
-  ClaimResult,
-  FencedResult,
-  IdempotencyStore,
-  StoredResponse,
-  SyncStoreOperations,
-} from './contract.js';
+import {
+  type ClaimInput,
+  type ClaimResult,
+  type Duration,
+  type FencedResult,
+  IdempotencyConfigError,
+  type IdempotencyStore,
+  parseDuration,
+  type StoredResponse,
+  type SyncStoreOperations,
+} from '../vocabulary/index.js';
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {

@@ -1,10 +1,11 @@
 /**
  * What the PostgreSQL store needs from `pg`, typed as the few calls it makes so runtime code never
- * imports `pg`; plus identifier quoting, SQLSTATE matching and the store's own coded error.
+ * imports `pg`; plus identifier quoting and SQLSTATE matching. The store's own coded error,
+ * `IdempotencyStoreNotMigratedError`, is with all the others in src/vocabulary/errors.ts.
  *
  * @module
  */
-import { IdempotencyConfigError, IdempotencyError, PROBLEM_BASE } from '../engine/errors.js';
+import { IdempotencyConfigError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
 
 /** The part of a `pg` query result the store reads. */
 export interface PostgresQueryResult {
@@ -63,25 +64,6 @@ export interface PostgresPoolClient extends PostgresQueryable {
 export interface PostgresPool extends PostgresQueryable {
   /** Checks a client out of the pool. */
   connect(): Promise<PostgresPoolClient>;
-}
-
-/**
- * The table the PostgreSQL store needs does not exist or has an older layout: run its migration
- * (`store.migrate()`, `migratePostgres(pool)` or `idempo migrate --store postgres://…`), or pass
- * `autoMigrate: true`.
- *
- * @example
- * ```ts
- * try { await store.claim(input); } catch (err) {
- *   if (err instanceof IdempotencyStoreNotMigratedError) await store.migrate();
- * }
- * ```
- */
-export class IdempotencyStoreNotMigratedError extends IdempotencyError {
-  override readonly code = 'IDEMPO_STORE_NOT_MIGRATED';
-  override readonly status = 503;
-  override readonly type = `${PROBLEM_BASE}store-not-migrated`;
-  override readonly title = 'Idempotency store not migrated';
 }
 
 /** SQLSTATE codes the store reacts to (PostgreSQL appendix A). */

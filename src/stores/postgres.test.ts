@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, IdempotencyError } from '../engine/errors.js';
+import { IdempotencyConfigError, IdempotencyError } from '../vocabulary/index.js';
 import { storeContractCases } from './contract.js';
 import {
   createPostgresStore,

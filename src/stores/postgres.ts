@@ -18,10 +18,16 @@
  * @module
  */
 import { hash, randomUUID } from 'node:crypto';
-import { parseDuration } from '../engine/duration.js';
-import { IdempotencyConfigError } from '../engine/errors.js';
-import type { Duration } from '../engine/types.js';
-import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+import {
+  type ClaimInput,
+  type ClaimResult,
+  type Duration,
+  type FencedResult,
+  IdempotencyConfigError,
+  type IdempotencyStore,
+  parseDuration,
+  type StoredResponse,
+} from '../vocabulary/index.js';
 import {
   type PostgresNotification,
   type PostgresPool,
@@ -37,13 +43,13 @@ import {
   type PostgresMigrationResult,
 } from './postgres-migrate.js';
 
-export {
-  IdempotencyStoreNotMigratedError,
-  type PostgresNotification,
-  type PostgresPool,
-  type PostgresPoolClient,
-  type PostgresQueryable,
-  type PostgresQueryResult,
+export { IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
+export type {
+  PostgresNotification,
+  PostgresPool,
+  PostgresPoolClient,
+  PostgresQueryable,
+  PostgresQueryResult,
 } from './postgres-client.js';
 export {
   migratePostgres,

@@ -3,7 +3,8 @@ import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisCluster, startRedisCluster } from '../../test/helpers/redis-cluster.js';
 import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
-import { type IdempotencyStore, storeContractCases } from './contract.js';
+import type { IdempotencyStore } from '../vocabulary/index.js';
+import { storeContractCases } from './contract.js';
 import { createRedisStore } from './redis.js';
 
 const DAY = 86_400_000;

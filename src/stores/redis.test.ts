@@ -4,8 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedisServer } from '../../test/helpers/redis-cluster.js';
 import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
 import { watchCommands } from '../../test/redis/monitor.js';
-import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
-import { type IdempotencyStore, type StoredResponse, storeContractCases } from './contract.js';
+import {
+  IdempotencyConfigError,
+  type IdempotencyStore,
+  IdempotencyStoreError,
+  type StoredResponse,
+} from '../vocabulary/index.js';
+import { storeContractCases } from './contract.js';
 import { createRedisStore } from './redis.js';
 
 const SHARED = { host: '127.0.0.1', port: 6379 };

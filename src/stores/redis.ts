@@ -4,8 +4,15 @@
  * @module
  */
 import type { Writable } from 'node:stream';
-import { IdempotencyConfigError, IdempotencyStoreError } from '../engine/errors.js';
-import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+import {
+  type ClaimInput,
+  type ClaimResult,
+  type FencedResult,
+  IdempotencyConfigError,
+  type IdempotencyStore,
+  IdempotencyStoreError,
+  type StoredResponse,
+} from '../vocabulary/index.js';
 import {
   CLAIM_SCRIPT,
   COMPLETE_SCRIPT,

@@ -7,10 +7,17 @@
  */
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { parseDuration } from '../engine/duration.js';
-import { IdempotencyConfigError, IdempotencyDependencyError } from '../engine/errors.js';
-import type { Duration } from '../engine/types.js';
-import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore, StoredResponse } from './contract.js';
+import {
+  type ClaimInput,
+  type ClaimResult,
+  type Duration,
+  type FencedResult,
+  IdempotencyConfigError,
+  IdempotencyDependencyError,
+  type IdempotencyStore,
+  parseDuration,
+  type StoredResponse,
+} from '../vocabulary/index.js';
 
 /** Options of {@link createSqliteStore}. */
 export interface SqliteStoreOptions {

@@ -8,8 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IdempotencyOptions } from '../../src/engine/types.js';
-import type { IdempotencyStore } from '../../src/stores/contract.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
+import type { IdempotencyStore } from '../../src/vocabulary/index.js';
 import { type ControlledStore, controlledStore } from '../helpers/controlled-store.js';
 import {
   createTestApp,

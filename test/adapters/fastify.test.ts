@@ -4,8 +4,8 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/adapters/fastify.js';
 import { createIdempotency } from '../../src/engine/engine.js';
-import { IdempotencyConfigError } from '../../src/engine/errors.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
+import { IdempotencyConfigError } from '../../src/vocabulary/index.js';
 
 let app: FastifyInstance;
 afterEach(() => app?.close());

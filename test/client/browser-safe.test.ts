@@ -1,5 +1,5 @@
 /**
- * The client must run in browsers: nothing it loads, directly or through the engine files it
+ * The client must run in browsers: nothing it loads, directly or through the vocabulary it
  * shares, may import a Node built-in or any package. Walks the static import graph of the source.
  */
 import { readFileSync } from 'node:fs';
@@ -26,5 +26,5 @@ it('loads only its own relative modules, no Node built-in and no package', () =>
     }
   }
   expect(foreign).toEqual([]);
-  expect([...seen].map((file) => relative(root, file))).toContain('src/engine/errors.ts');
+  expect([...seen].map((file) => relative(root, file))).toContain('src/vocabulary/errors.ts');
 });

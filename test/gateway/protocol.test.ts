@@ -6,8 +6,8 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Gateway, startGateway } from '../../src/gateway/index.js';
-import type { IdempotencyStore } from '../../src/stores/contract.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
+import type { IdempotencyStore } from '../../src/vocabulary/index.js';
 import { freePort, postJson, sleep, spawnGateway, startUpstream } from '../helpers/servers.js';
 
 // Every row of the protocol table, over HTTP, through the gateway in front of a real upstream.

@@ -4,7 +4,7 @@
  * lease runs out while its handler still works), completions that fail. Everything else goes
  * straight to the wrapped store, so what is stored is real.
  */
-import type { IdempotencyStore } from '../../src/stores/contract.js';
+import type { IdempotencyStore } from '../../src/vocabulary/index.js';
 
 export interface ControlledStore extends IdempotencyStore {
   /** Milliseconds every claim waits before it reaches the wrapped store. */

@@ -16,7 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'vitest';
 import type { IdempotencyEvent, IdempotencyOptions } from '../../src/engine/types.js';
-import type { IdempotencyStore } from '../../src/stores/contract.js';
+import type { IdempotencyStore } from '../../src/vocabulary/index.js';
 import type { ControlledStore } from './controlled-store.js';
 
 /** What the app sees of a request, whatever the transport. */

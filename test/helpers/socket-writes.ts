@@ -2,7 +2,7 @@
  * Counting what reaches Redis's sockets, for the tests of the Redis store's write batching.
  */
 import { randomUUID } from 'node:crypto';
-import type { ClaimResult, IdempotencyStore } from '../../src/stores/contract.js';
+import type { ClaimResult, IdempotencyStore } from '../../src/vocabulary/index.js';
 
 /** Counts the writes to each ioredis connection's socket from now on. */
 export function countSocketWrites(connections: readonly object[]): { readonly writes: number } {

@@ -1,5 +1,13 @@
+/**
+ * Durations as idempo's options take them (`lease`, `ttl`, `waitTimeout`, a store's intervals, the
+ * gateway's flags), and `Retry-After` as idempo sends it.
+ *
+ * @module
+ */
 import { IdempotencyConfigError } from './errors.js';
-import type { Duration } from './types.js';
+
+/** A duration: milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'5m'`, `'24h'`, `'7d'`. */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 const PATTERN = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;

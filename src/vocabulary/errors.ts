@@ -3,6 +3,10 @@
  * `status` it answers with and an RFC 9457 problem `type`. Codes and types are public forever;
  * `errors.test.ts` pins the list.
  *
+ * Every coded error lives here, also those only one face raises (the client's, the PostgreSQL
+ * store's, the gateway's): one list to read and pin, and no face has to reach into another for
+ * the base class. Each face's subpath exports its own; `idempo` exports the engine's.
+ *
  * @module
  */
 
@@ -109,18 +113,6 @@ export class IdempotencyHandlerError extends IdempotencyError {
   override readonly title = 'The request failed and may be retried';
 }
 
-/** What a client is told when the handler fails, unless the failure says otherwise. */
-export const HANDLER_FAILED_MESSAGE = 'The request failed before it completed; it may be retried with the same key.';
-
-/**
- * The error a failed request is answered with: an IdempotencyError (a step refused after a lost
- * lease, the gateway's upstream errors) keeps its own status; anything else becomes a retryable
- * IdempotencyHandlerError with `message`.
- */
-export function failureOf(error: unknown, message: string = HANDLER_FAILED_MESSAGE): IdempotencyError {
-  return error instanceof IdempotencyError ? error : new IdempotencyHandlerError(message, { cause: error });
-}
-
 /** The handler lost its lease (a newer owner took the key over), so its writes are refused. */
 export class IdempotencyLeaseLostError extends IdempotencyError {
   override readonly code = 'IDEMPO_LEASE_LOST';
@@ -206,4 +198,88 @@ export class IdempotencyDependencyError extends IdempotencyError {
   override readonly code = 'IDEMPO_DEPENDENCY_MISSING';
   override readonly type = `${PROBLEM_BASE}dependency-missing`;
   override readonly title = 'Missing optional dependency';
+}
+
+// Raised by one face only, exported from its subpath: `idempo/postgres`, `idempo/client`,
+// `idempo/gateway`.
+
+/**
+ * The table the PostgreSQL store needs does not exist or has an older layout: run its migration
+ * (`store.migrate()`, `migratePostgres(pool)` or `idempo migrate --store postgres://…`), or pass
+ * `autoMigrate: true`.
+ *
+ * @example
+ * ```ts
+ * try { await store.claim(input); } catch (err) {
+ *   if (err instanceof IdempotencyStoreNotMigratedError) await store.migrate();
+ * }
+ * ```
+ */
+export class IdempotencyStoreNotMigratedError extends IdempotencyError {
+  override readonly code = 'IDEMPO_STORE_NOT_MIGRATED';
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}store-not-migrated`;
+  override readonly title = 'Idempotency store not migrated';
+}
+
+/** Options of {@link IdempotencyRetriesExhaustedError}. */
+export interface IdempotencyRetriesExhaustedErrorOptions extends IdempotencyErrorOptions {
+  /** Attempts made, the first one included. */
+  attempts: number;
+  /** The key every attempt carried, if any. */
+  idempotencyKey: string | undefined;
+}
+
+/**
+ * Every attempt of a call failed without a response (network error, per-attempt timeout) and
+ * the client stopped: `retry.limit`, `retry.maxRetryTime` or `shouldRetry` said so. `cause` is the
+ * last attempt's error. The request may or may not have run on the server; sending it again
+ * later with the same `idempotencyKey` is safe and tells you which.
+ *
+ * A call that ends on a retryable *status* is not an error: the last response is returned, as
+ * `fetch` would. An abort rejects with the signal's reason, as `fetch` would.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await idempotentFetch(url, { method: 'POST', body });
+ * } catch (err) {
+ *   if (err instanceof IdempotencyRetriesExhaustedError) queue.later(url, body, err.idempotencyKey);
+ *   else throw err;
+ * }
+ * ```
+ */
+export class IdempotencyRetriesExhaustedError extends IdempotencyError {
+  override readonly code = 'IDEMPO_RETRIES_EXHAUSTED';
+  /** 503: when a server relays this failure, the client behind it may try again later. */
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}retries-exhausted`;
+  override readonly title = 'Retries exhausted';
+  /** Attempts made, the first one included. */
+  readonly attempts: number;
+  /** The key every attempt carried; resend with it to learn the outcome without running twice. */
+  readonly idempotencyKey: string | undefined;
+
+  constructor(message: string, options: IdempotencyRetriesExhaustedErrorOptions) {
+    super(message, options);
+    this.attempts = options.attempts;
+    this.idempotencyKey = options.idempotencyKey;
+  }
+}
+
+/**
+ * The gateway is shutting down (SIGTERM) and takes no new request; the ones it has are finishing.
+ * Nothing was run: retry at once, on another instance (the load balancer stops sending here once
+ * `/healthz` answers `503`).
+ *
+ * @example
+ * ```ts
+ * if (draining) writeResponse(res, idem.formatError(new IdempotencyGatewayDrainingError('draining'), request));
+ * ```
+ */
+export class IdempotencyGatewayDrainingError extends IdempotencyError {
+  override readonly code = 'IDEMPO_GATEWAY_DRAINING';
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}gateway-draining`;
+  override readonly title = 'The gateway is shutting down';
 }
