@@ -104,13 +104,23 @@ function sortedQuery(query: string): string {
 }
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
+
+/**
+ * Whether a `Content-Type` names JSON (`application/json`, `application/*+json`): such a body is
+ * fingerprinted as canonical JSON. Adapters that take a framework's parsed body use this very
+ * test, so a body fingerprints alike whichever face it came through.
+ */
+export function isJsonContentType(contentType: string | undefined): boolean {
+  return JSON_TYPE.test(contentType ?? '');
+}
+
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 function canonicalBody(request: IdempotencyRequest, body: Uint8Array | ParsedBody | null): string | Uint8Array {
   if (body === null) return new Uint8Array();
   try {
     if (!(body instanceof Uint8Array)) return canonicalJson(body.parsed);
-    if (JSON_TYPE.test(request.header('content-type') ?? '') && body.length > 0) {
+    if (isJsonContentType(request.header('content-type')) && body.length > 0) {
       return canonicalJson(JSON.parse(decoder.decode(body)));
     }
   } catch {
