@@ -7,15 +7,9 @@
  */
 import { IncomingMessage } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { createIdempotency } from '../engine/engine.js';
-import type {
-  Idempotency,
-  IdempotencyContext,
-  IdempotencyOptions,
-  IdempotencyRequest,
-  ParsedBody,
-} from '../engine/types.js';
+import type { IdempotencyContext, IdempotencyRequest, ParsedBody } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
+import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture, writeResponse } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
 
@@ -39,7 +33,7 @@ declare global {
  * Options of {@link idempotency}: the engine's options, or an engine made with
  * `createIdempotency()` to share one engine (and its store) between several middlewares or apps.
  */
-export type ExpressIdempotencyOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
+export type ExpressIdempotencyOptions = EngineOrOptions;
 
 /**
  * Contexts of requests whose prototype carries the `idempotency` accessor. Express gives every
@@ -103,7 +97,7 @@ function hasContextAccessor(proto: object, req: Request): boolean {
  * ```
  */
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
-  const idem = 'idempotency' in options ? options.idempotency : createIdempotency(options);
+  const idem = engineOf(options);
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
     // Mounted twice on one path (app and router): the outer one already runs the protocol, and

@@ -17,6 +17,7 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { createIdempotency } from '../engine/engine.js';
+import { isJsonContentType } from '../engine/fingerprint.js';
 import type {
   Execution,
   Idempotency,
@@ -29,6 +30,7 @@ import type {
 import { unprotectedContext } from '../engine/unprotected.js';
 import { tooLarge } from '../engine/web.js';
 import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';
 import { hasBody, headerOf } from './node-body.js';
 
@@ -44,7 +46,7 @@ export type FastifyRouteIdempotency = boolean | Partial<IdempotencyOptions> | { 
  * Options of the plugin: the engine's options, or `{ idempotency }` with an engine made by
  * `createIdempotency()`, plus `global`.
  */
-export type FastifyIdempotencyOptions = (IdempotencyOptions | { readonly idempotency: Idempotency }) & {
+export type FastifyIdempotencyOptions = EngineOrOptions & {
   /**
    * Protect every route registered after the plugin (opt out with `config: { idempotency: false }`),
    * or, when `false`, only the routes that opt in with `config: { idempotency: true }` (or options).
@@ -90,7 +92,7 @@ const EXECUTION = Symbol('idempo.execution');
 type Tracked = FastifyRequest & { [BODY]: RecordedBody | typeof PARSED | null; [EXECUTION]: Execution | null };
 
 const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function idempotencyPlugin(fastify, options) {
-  const base = 'idempotency' in options ? options.idempotency : createIdempotency(options);
+  const base = engineOf(options);
   const global = options.global ?? true;
   fastify.decorate('idempotency', base);
   fastify.decorateRequest('idempotency', {
@@ -156,8 +158,6 @@ function hooks<T>(value: T | T[] | undefined): T[] {
   return Array.isArray(value) ? value : [value];
 }
 
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
-
 /**
  * Records what the fingerprint needs. A JSON body is fingerprinted from what Fastify's parser
  * makes of it (the engine canonicalises JSON, so raw bytes and the parsed value agree, as they
@@ -167,7 +167,7 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
 function recordBody(maxBytes: number): preParsingHookHandler {
   return function idempotencyRecordBody(request, _reply, payload, done) {
     if (!hasBody(request.raw)) return done(null, payload);
-    if (JSON_TYPE.test(request.headers['content-type'] ?? '')) {
+    if (isJsonContentType(request.headers['content-type'])) {
       (request as Tracked)[BODY] = PARSED;
       return done(null, payload);
     }

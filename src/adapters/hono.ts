@@ -7,16 +7,10 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from 'hono';
-import { createIdempotency } from '../engine/engine.js';
-import type {
-  Execution,
-  Idempotency,
-  IdempotencyContext,
-  IdempotencyOptions,
-  IdempotencyRequest,
-} from '../engine/types.js';
+import type { Execution, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
 import { concatBytes, fromWebRequest, headerPairs, tooLarge, toWebResponse } from '../engine/web.js';
+import { type EngineOrOptions, engineOf } from './engine-of.js';
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -38,7 +32,7 @@ export interface IdempotencyEnv {
  * Options of {@link idempotency}: the engine's options, or an engine made with
  * `createIdempotency()` to share one engine (and its store) between several apps.
  */
-export type HonoIdempotencyOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
+export type HonoIdempotencyOptions = EngineOrOptions;
 
 const UNPROTECTED = unprotectedContext();
 
@@ -65,7 +59,7 @@ const UNPROTECTED = unprotectedContext();
  * ```
  */
 export function idempotency(options: HonoIdempotencyOptions): MiddlewareHandler<IdempotencyEnv> {
-  const idem = 'idempotency' in options ? options.idempotency : createIdempotency(options);
+  const idem = engineOf(options);
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return async function idempotencyMiddleware(c, next) {
     const decision = await idem.begin(honoRequest(c));

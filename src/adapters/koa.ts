@@ -6,15 +6,9 @@
  * @module
  */
 import type { Middleware, Next, ParameterizedContext } from 'koa';
-import { createIdempotency } from '../engine/engine.js';
-import type {
-  Idempotency,
-  IdempotencyContext,
-  IdempotencyOptions,
-  IdempotencyRequest,
-  IdempotencyResponse,
-} from '../engine/types.js';
+import type { IdempotencyContext, IdempotencyRequest, IdempotencyResponse } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
+import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
 
@@ -33,7 +27,7 @@ declare module 'koa' {
  * Options of {@link idempotency}: the engine's options, or an engine made with
  * `createIdempotency()` to share one engine (and its store) between several apps.
  */
-export type KoaIdempotencyOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
+export type KoaIdempotencyOptions = EngineOrOptions;
 
 /**
  * Koa middleware for the idempotency protocol; `ctx.state.idempotency` holds the context. Mount
@@ -58,7 +52,7 @@ export type KoaIdempotencyOptions = IdempotencyOptions | { readonly idempotency:
  * ```
  */
 export function idempotency(options: KoaIdempotencyOptions): Middleware {
-  const idem = 'idempotency' in options ? options.idempotency : createIdempotency(options);
+  const idem = engineOf(options);
   const maxResponseBytes = idem.limits.maxResponseBytes;
   return async function idempotencyMiddleware(ctx: ParameterizedContext, next: Next): Promise<void> {
     // Mounted twice (app and router): the outer one already runs the protocol.

@@ -25,15 +25,9 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { catchError, defer, finalize, from, mergeMap, type Observable, of, throwError } from 'rxjs';
-import { createIdempotency } from '../engine/engine.js';
-import type {
-  Idempotency,
-  IdempotencyContext,
-  IdempotencyOptions,
-  IdempotencyRequest,
-  IdempotencyResponse,
-} from '../engine/types.js';
+import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
+import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture, writeResponse } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
 
@@ -54,7 +48,7 @@ const NEXT_PARAM = '2';
  * Options of {@link IdempotencyModule.forRoot}: the engine's options, or `{ idempotency }` with
  * an engine made by `createIdempotency()`.
  */
-export type IdempotencyModuleOptions = IdempotencyOptions | { readonly idempotency: Idempotency };
+export type IdempotencyModuleOptions = EngineOrOptions;
 
 /** Options of {@link IdempotencyModule.forRootAsync}: a factory for the module options, with its dependencies. */
 export interface IdempotencyModuleAsyncOptions {
@@ -69,10 +63,6 @@ export interface IdempotencyModuleAsyncOptions {
 const UNPROTECTED = unprotectedContext();
 const contexts = new WeakMap<IncomingMessage, IdempotencyContext>();
 const handled = new WeakSet<IncomingMessage>();
-
-function engineOf(options: IdempotencyModuleOptions): Idempotency {
-  return 'idempotency' in options ? options.idempotency : createIdempotency(options);
-}
 
 /** The request as Nest hands it: Express's request, or Fastify's with the node request in `raw`. */
 interface PlatformRequest {
