@@ -25,6 +25,7 @@ import {
   type FencedResult,
   IdempotencyConfigError,
   type IdempotencyStore,
+  IdempotencyStoreError,
   parseDuration,
   type StoredResponse,
 } from '../vocabulary/index.js';
@@ -409,7 +410,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   async function claim(input: ClaimInput): Promise<ClaimResult> {
     const { rows } = await run(CLAIM, [input.key, input.fingerprint, input.leaseMs, input.ttlMs, randomUUID()]);
     const row = rows[0];
-    if (!row) throw new Error('idempo postgres store: the claim statement returned no row');
+    // INSERT … ON CONFLICT … RETURNING always yields the row; none means something below SQL is wrong.
+    if (!row) throw new IdempotencyStoreError(`The PostgreSQL store's claim returned no row (table ${tableName}).`);
     if (row.acquired === true) {
       return {
         status: 'acquired',
