@@ -5,6 +5,7 @@
  *
  * @module
  */
+export { IDEMPOTENCY_DEFAULTS } from './engine/defaults.js';
 export { createIdempotency } from './engine/engine.js';
 export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
 export { parseIdempotencyKey } from './engine/key.js';

@@ -4,8 +4,9 @@ import {
   parseDuration,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { IDEMPOTENCY_DEFAULTS } from './defaults.js';
 import { defaultFingerprint } from './fingerprint.js';
-import { DEFAULT_EXCLUDED_HEADERS, storedHeaderFilter } from './headers.js';
+import { storedHeaderFilter } from './headers.js';
 import { problemFormatter, stripeFormatter } from './problem.js';
 import type { ErrorFormatter, IdempotencyOptions, IdempotencyRequest } from './types.js';
 
@@ -49,8 +50,8 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
       );
     }
   }
-  const leaseMs = parseDuration(options.lease ?? '60s', 'lease');
-  const ttlMs = parseDuration(options.ttl ?? '24h', 'ttl');
+  const leaseMs = parseDuration(options.lease ?? IDEMPOTENCY_DEFAULTS.lease, 'lease');
+  const ttlMs = parseDuration(options.ttl ?? IDEMPOTENCY_DEFAULTS.ttl, 'ttl');
   if (ttlMs < leaseMs)
     throw new IdempotencyConfigError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
   return {
@@ -58,31 +59,41 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     // A wrapper made by spreading, Object.create or a Proxy may replace claim or complete:
     // the synchronous versions of the store underneath would bypass it.
     syncStore: store.sync?.store === store ? store.sync : undefined,
-    methods: new Set((options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase())),
+    methods: new Set((options.methods ?? IDEMPOTENCY_DEFAULTS.methods).map((m) => m.toUpperCase())),
     required: requiredPredicate(options.required),
-    header: (options.header ?? 'idempotency-key').toLowerCase(),
-    maxKeyLength: positiveInteger(options.maxKeyLength ?? 255, 'maxKeyLength'),
+    header: (options.header ?? IDEMPOTENCY_DEFAULTS.header).toLowerCase(),
+    maxKeyLength: positiveInteger(options.maxKeyLength ?? IDEMPOTENCY_DEFAULTS.maxKeyLength, 'maxKeyLength'),
     leaseMs,
     ttlMs,
-    concurrent: oneOf(options.concurrent ?? 'reject', ['reject', 'wait'], 'concurrent'),
-    waitTimeoutMs: parseDuration(options.waitTimeout ?? '10s', 'waitTimeout'),
-    releases: releasePredicate(options.releaseOn ?? ['5xx']),
-    onStoreError: oneOf(options.onStoreError ?? 'fail-closed', ['fail-closed', 'fail-open'], 'onStoreError'),
-    mismatchStatus: oneOf(options.mismatchStatus ?? 422, [400, 422], 'mismatchStatus'),
-    maxBodyBytes: positiveInteger(options.maxBodyBytes ?? 1_048_576, 'maxBodyBytes'),
-    maxResponseBytes: positiveInteger(options.maxResponseBytes ?? 1_048_576, 'maxResponseBytes'),
-    completeTimeoutMs: parseDuration(options.completeTimeout ?? '5s', 'completeTimeout'),
-    storesHeader: storedHeaderFilter(options.replayHeaders?.exclude ?? DEFAULT_EXCLUDED_HEADERS),
+    concurrent: oneOf(options.concurrent ?? IDEMPOTENCY_DEFAULTS.concurrent, ['reject', 'wait'], 'concurrent'),
+    waitTimeoutMs: parseDuration(options.waitTimeout ?? IDEMPOTENCY_DEFAULTS.waitTimeout, 'waitTimeout'),
+    releases: releasePredicate(options.releaseOn ?? IDEMPOTENCY_DEFAULTS.releaseOn),
+    onStoreError: oneOf(
+      options.onStoreError ?? IDEMPOTENCY_DEFAULTS.onStoreError,
+      ['fail-closed', 'fail-open'],
+      'onStoreError',
+    ),
+    mismatchStatus: oneOf(options.mismatchStatus ?? IDEMPOTENCY_DEFAULTS.mismatchStatus, [400, 422], 'mismatchStatus'),
+    maxBodyBytes: positiveInteger(options.maxBodyBytes ?? IDEMPOTENCY_DEFAULTS.maxBodyBytes, 'maxBodyBytes'),
+    maxResponseBytes: positiveInteger(
+      options.maxResponseBytes ?? IDEMPOTENCY_DEFAULTS.maxResponseBytes,
+      'maxResponseBytes',
+    ),
+    completeTimeoutMs: parseDuration(
+      options.completeTimeout ?? IDEMPOTENCY_DEFAULTS.completeTimeout,
+      'completeTimeout',
+    ),
+    storesHeader: storedHeaderFilter(options.replayHeaders?.exclude ?? IDEMPOTENCY_DEFAULTS.replayHeaders.exclude),
     fingerprint: options.fingerprint ? wellFormed(options.fingerprint) : defaultFingerprint,
     scope: options.scope,
-    formatError: formatterFor(options.errorFormat ?? 'problem'),
+    formatError: formatterFor(options.errorFormat ?? IDEMPOTENCY_DEFAULTS.errorFormat),
     onEvent: options.onEvent,
   };
 }
 
 function requiredPredicate(required: IdempotencyOptions['required']): (request: IdempotencyRequest) => boolean {
   if (typeof required === 'function') return required;
-  const value = required ?? false;
+  const value = required ?? IDEMPOTENCY_DEFAULTS.required;
   return () => value;
 }
 

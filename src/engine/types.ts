@@ -188,7 +188,7 @@ export interface IdempotencyOptions {
   completeTimeout?: Duration;
   /**
    * Response headers not stored (lower case). Hop-by-hop headers are never stored whatever this says.
-   * @default ['set-cookie', 'date']
+   * @default { exclude: ['set-cookie', 'date'] }
    */
   replayHeaders?: { exclude?: readonly string[] };
   /**

@@ -7,7 +7,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
 import { IdempotencyConfigError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
+import { GATEWAY_DEFAULTS } from './defaults.js';
 import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
 import { redact } from './opened-store.js';
 import { startGateway } from './server.js';
@@ -181,16 +183,21 @@ function buildProgram(): Command {
     .command('serve')
     .description('Run the idempotency gateway in front of an upstream HTTP service.')
     .addOption(new Option('--upstream <url>', 'base URL of the service to protect (required)').env('IDEMPO_UPSTREAM'))
-    .addOption(new Option('--port <port>', 'port to listen on').env('IDEMPO_PORT').default(8080).argParser(port))
+    .addOption(
+      new Option('--port <port>', 'port to listen on')
+        .env('IDEMPO_PORT')
+        .default(GATEWAY_DEFAULTS.port)
+        .argParser(port),
+    )
     .addOption(
       new Option('--host <host>', 'interface to listen on (0.0.0.0 in a container)')
         .env('IDEMPO_HOST')
-        .default('127.0.0.1'),
+        .default(GATEWAY_DEFAULTS.host),
     )
     .addOption(
       new Option('--store <url>', 'memory: | sqlite:PATH | redis://HOST:PORT | postgres://USER@HOST/DB')
         .env('IDEMPO_STORE')
-        .default('sqlite:./idempo.db'),
+        .default(GATEWAY_DEFAULTS.store),
     )
     .addOption(
       new Option(
@@ -201,7 +208,7 @@ function buildProgram(): Command {
     .addOption(
       new Option('--methods <list>', 'comma-separated methods that take part')
         .env('IDEMPO_METHODS')
-        .default(['POST', 'PATCH'], 'POST,PATCH')
+        .default(IDEMPOTENCY_DEFAULTS.methods, IDEMPOTENCY_DEFAULTS.methods.join(','))
         .argParser(methodList),
     )
     .addOption(
@@ -220,20 +227,20 @@ function buildProgram(): Command {
     .addOption(
       new Option('--ttl <duration>', 'how long responses are kept (e.g. 24h)')
         .env('IDEMPO_TTL')
-        .default('24h')
+        .default(IDEMPOTENCY_DEFAULTS.ttl)
         .argParser(duration),
     )
     .addOption(
       new Option('--lease <duration>', 'how long a crashed request blocks its key (e.g. 60s)')
         .env('IDEMPO_LEASE')
-        .default('60s')
+        .default(IDEMPOTENCY_DEFAULTS.lease)
         .argParser(duration),
     )
     .addOption(
       new Option('--concurrent <mode>', 'duplicates while the first runs: reject (409) or wait')
         .env('IDEMPO_CONCURRENT')
         .choices(['reject', 'wait'])
-        .default('reject'),
+        .default(IDEMPOTENCY_DEFAULTS.concurrent),
     )
     .addOption(
       new Option(
@@ -241,32 +248,32 @@ function buildProgram(): Command {
         'upstream statuses that release the key so a retry runs again (none: keep all)',
       )
         .env('IDEMPO_RELEASE_ON')
-        .default(['5xx'], '5xx')
+        .default(IDEMPOTENCY_DEFAULTS.releaseOn, IDEMPOTENCY_DEFAULTS.releaseOn.join(','))
         .argParser(releaseOn),
     )
     .addOption(
       new Option('--max-body-bytes <bytes>', 'largest keyed request body read to fingerprint it (larger: 413)')
         .env('IDEMPO_MAX_BODY_BYTES')
-        .default(1_048_576, '1mb')
+        .default(IDEMPOTENCY_DEFAULTS.maxBodyBytes, '1mb')
         .argParser(bytes),
     )
     .addOption(
       new Option('--max-response-bytes <bytes>', 'largest response stored for replay (larger: sent, key kept as 410)')
         .env('IDEMPO_MAX_RESPONSE_BYTES')
-        .default(1_048_576, '1mb')
+        .default(IDEMPOTENCY_DEFAULTS.maxResponseBytes, '1mb')
         .argParser(bytes),
     )
     .addOption(
       new Option('--mismatch-status <status>', 'status for a key reused with another request: 422 or 400 (Stripe)')
         .env('IDEMPO_MISMATCH_STATUS')
-        .default(422)
+        .default(IDEMPOTENCY_DEFAULTS.mismatchStatus)
         .argParser(mismatchStatus),
     )
     .addOption(
       new Option('--error-format <format>', "the gateway's own error bodies: problem (RFC 9457) or stripe")
         .env('IDEMPO_ERROR_FORMAT')
         .choices(['problem', 'stripe'])
-        .default('problem'),
+        .default(IDEMPOTENCY_DEFAULTS.errorFormat),
     )
     .addOption(
       new Option(
@@ -274,7 +281,7 @@ function buildProgram(): Command {
         'how long storing a result may be retried before the client gets a 5xx',
       )
         .env('IDEMPO_COMPLETE_TIMEOUT')
-        .default('5s')
+        .default(IDEMPOTENCY_DEFAULTS.completeTimeout)
         .argParser(duration),
     )
     .addOption(
@@ -283,7 +290,7 @@ function buildProgram(): Command {
         'answer the client 504 if the upstream has not answered by then (a keyed request is still waited for)',
       )
         .env('IDEMPO_UPSTREAM_TIMEOUT')
-        .default('30s')
+        .default(GATEWAY_DEFAULTS.upstreamTimeout)
         .argParser(duration),
     )
     .addOption(
@@ -292,41 +299,44 @@ function buildProgram(): Command {
         'keep waiting this long in all for a keyed request; past it the key is kept until its lease passes',
       )
         .env('IDEMPO_UPSTREAM_DEADLINE')
-        .default('5m')
+        .default(GATEWAY_DEFAULTS.upstreamDeadline)
         .argParser(duration),
     )
     .addOption(
       new Option('--drain-timeout <duration>', 'on SIGTERM, wait this long for the work under way, then hand it over')
         .env('IDEMPO_DRAIN_TIMEOUT')
-        .default('30s')
+        .default(GATEWAY_DEFAULTS.drainTimeout)
         .argParser(duration),
     )
     .addOption(
       new Option('--headers-timeout <duration>', 'a client must send its request headers within this (else 408)')
         .env('IDEMPO_HEADERS_TIMEOUT')
-        .default('20s')
+        .default(GATEWAY_DEFAULTS.headersTimeout)
         .argParser(duration),
     )
     .addOption(
       new Option('--request-timeout <duration>', 'a client must send its whole request within this (else 408; 0: off)')
         .env('IDEMPO_REQUEST_TIMEOUT')
-        .default('5m')
+        .default(GATEWAY_DEFAULTS.requestTimeout)
         .argParser(durationOrOff),
     )
     .addOption(
       new Option('--keep-alive-timeout <duration>', 'how long an idle client connection stays open')
         .env('IDEMPO_KEEP_ALIVE_TIMEOUT')
-        .default('65s')
+        .default(GATEWAY_DEFAULTS.keepAliveTimeout)
         .argParser(duration),
     )
     .addOption(
       new Option('--log-format <format>', 'json (one object a line) or pretty (for people)')
         .env('IDEMPO_LOG_FORMAT')
         .choices(['json', 'pretty'])
-        .default('json'),
+        .default(GATEWAY_DEFAULTS.logFormat),
     )
     .addOption(
-      new Option('--log-level <level>', LOG_LEVELS.join(', ')).env('LOG_LEVEL').default('info').argParser(logLevel),
+      new Option('--log-level <level>', LOG_LEVELS.join(', '))
+        .env('LOG_LEVEL')
+        .default(GATEWAY_DEFAULTS.logLevel)
+        .argParser(logLevel),
     )
     .addOption(
       new Option('--config <file>', 'a JSON file of these options (camelCase); flags and env win over it').env(

@@ -4,6 +4,7 @@
  * @module
  */
 export { IdempotencyGatewayDrainingError } from '../vocabulary/index.js';
+export { GATEWAY_DEFAULTS } from './defaults.js';
 export { createStoreHealth, createStoreStatus, type StoreHealthOptions, type StoreStatus } from './health.js';
 export { createGatewayLogger, type GatewayLoggerOptions, type LogFormat } from './log.js';
 export type { OpenedStore, OpenStoreOptions } from './opened-store.js';

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { idempotent, writeResponse } from '../adapters/node.js';
+import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
 import { createIdempotency } from '../engine/engine.js';
 import { pathOf } from '../engine/path.js';
 import { problemFormatter, stripeFormatter } from '../engine/problem.js';
@@ -18,6 +19,7 @@ import {
   retryAfterSeconds,
 } from '../vocabulary/index.js';
 import { lingerBeforeClose, readingRequest } from './connections.js';
+import { GATEWAY_DEFAULTS } from './defaults.js';
 import { createStoreStatus } from './health.js';
 import { createGatewayLogger, roundMs } from './log.js';
 import type { OpenedStore } from './opened-store.js';
@@ -173,32 +175,47 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     options.logger === false
       ? undefined
       : (options.logger ?? createGatewayLogger(options.logFormat ? { format: options.logFormat } : {}));
-  const headersTimeoutMs = parseDuration(options.headersTimeout ?? '20s', 'headersTimeout');
+  const headersTimeoutMs = parseDuration(options.headersTimeout ?? GATEWAY_DEFAULTS.headersTimeout, 'headersTimeout');
   const requestTimeoutMs =
-    options.requestTimeout === 0 ? 0 : parseDuration(options.requestTimeout ?? '5m', 'requestTimeout');
-  const keepAliveTimeoutMs = parseDuration(options.keepAliveTimeout ?? '65s', 'keepAliveTimeout');
-  const upstreamTimeoutMs = parseDuration(options.upstreamTimeout ?? '30s', 'upstreamTimeout');
-  const upstreamDeadlineMs = parseDuration(options.upstreamDeadline ?? '5m', 'upstreamDeadline');
+    options.requestTimeout === 0
+      ? 0
+      : parseDuration(options.requestTimeout ?? GATEWAY_DEFAULTS.requestTimeout, 'requestTimeout');
+  const keepAliveTimeoutMs = parseDuration(
+    options.keepAliveTimeout ?? GATEWAY_DEFAULTS.keepAliveTimeout,
+    'keepAliveTimeout',
+  );
+  const upstreamTimeoutMs = parseDuration(
+    options.upstreamTimeout ?? GATEWAY_DEFAULTS.upstreamTimeout,
+    'upstreamTimeout',
+  );
+  const upstreamDeadlineMs = parseDuration(
+    options.upstreamDeadline ?? GATEWAY_DEFAULTS.upstreamDeadline,
+    'upstreamDeadline',
+  );
   if (upstreamDeadlineMs < upstreamTimeoutMs) {
     throw new IdempotencyConfigError(
       `--upstream-deadline (${upstreamDeadlineMs} ms) must be at least --upstream-timeout (${upstreamTimeoutMs} ms): the deadline is how long the gateway keeps waiting after answering 504.`,
     );
   }
-  const drainTimeoutMs = parseDuration(options.drainTimeout ?? '30s', 'drainTimeout');
-  const healthPath = options.healthPath ?? '/healthz';
+  const drainTimeoutMs = parseDuration(options.drainTimeout ?? GATEWAY_DEFAULTS.drainTimeout, 'drainTimeout');
+  const healthPath = options.healthPath ?? GATEWAY_DEFAULTS.healthPath;
   const requiresKey = compilePathPatterns(options.requireKey ?? []);
   const scopeHeader = options.scopeHeader?.toLowerCase();
 
   const methods = new Set(
-    (options.methods ?? options.idempotency?.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()),
+    (options.methods ?? options.idempotency?.methods ?? IDEMPOTENCY_DEFAULTS.methods).map((m) => m.toUpperCase()),
   );
-  const keyHeader = (options.idempotency?.header ?? 'idempotency-key').toLowerCase();
-  const formatter = gatewayFormatter(options.idempotency?.errorFormat ?? 'problem', logger, keyHeader);
+  const keyHeader = (options.idempotency?.header ?? IDEMPOTENCY_DEFAULTS.header).toLowerCase();
+  const formatter = gatewayFormatter(
+    options.idempotency?.errorFormat ?? IDEMPOTENCY_DEFAULTS.errorFormat,
+    logger,
+    keyHeader,
+  );
 
   const opened: OpenedStore =
     typeof options.store === 'object'
       ? { store: options.store, description: 'custom', close: async () => {} }
-      : await openStore(options.store ?? 'sqlite:./idempo.db', { migrate: options.migrate === true });
+      : await openStore(options.store ?? GATEWAY_DEFAULTS.store, { migrate: options.migrate === true });
   const tracked = trackStore(opened.store);
   const storeStatus = createStoreStatus(opened.store, opened.check?.bind(opened));
 
@@ -375,8 +392,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   }
 
-  const port = options.port ?? 8080;
-  const listenHost = options.host ?? '127.0.0.1';
+  const port = options.port ?? GATEWAY_DEFAULTS.port;
+  const listenHost = options.host ?? GATEWAY_DEFAULTS.host;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

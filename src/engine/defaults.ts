@@ -1,0 +1,30 @@
+import { DEFAULT_EXCLUDED_HEADERS } from './headers.js';
+
+/**
+ * The engine's defaults, in one place: `createIdempotency` applies them, and the gateway's flags
+ * and the docs take theirs from here. A test checks the README's options table against it.
+ *
+ * @example
+ * ```ts
+ * import { IDEMPOTENCY_DEFAULTS } from 'idempo';
+ * createIdempotency({ store, lease: IDEMPOTENCY_DEFAULTS.lease, ttl: '7d' });
+ * ```
+ */
+export const IDEMPOTENCY_DEFAULTS = {
+  methods: ['POST', 'PATCH'],
+  required: false,
+  header: 'idempotency-key',
+  maxKeyLength: 255,
+  lease: '60s',
+  ttl: '24h',
+  concurrent: 'reject',
+  waitTimeout: '10s',
+  releaseOn: ['5xx'],
+  onStoreError: 'fail-closed',
+  mismatchStatus: 422,
+  maxBodyBytes: 1_048_576,
+  maxResponseBytes: 1_048_576,
+  completeTimeout: '5s',
+  replayHeaders: { exclude: DEFAULT_EXCLUDED_HEADERS },
+  errorFormat: 'problem',
+} as const;
