@@ -17,6 +17,7 @@ import type {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { createIdempotency } from '../engine/engine.js';
+import { tooLarge } from '../engine/error-responses.js';
 import { isJsonContentType } from '../engine/fingerprint.js';
 import type {
   Execution,
@@ -28,7 +29,6 @@ import type {
   ParsedBody,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { tooLarge } from '../engine/web.js';
 import { IdempotencyConfigError } from '../vocabulary/index.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';

@@ -7,9 +7,10 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from 'hono';
+import { tooLarge } from '../engine/error-responses.js';
 import type { Execution, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { concatBytes, fromWebRequest, headerPairs, tooLarge, toWebResponse } from '../engine/web.js';
+import { concatBytes, fromWebRequest, headerPairs, toWebResponse } from '../engine/web.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 
 declare module 'hono' {

@@ -7,8 +7,8 @@
  * @module
  */
 import { type IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { tooLarge } from '../engine/error-responses.js';
 import type { ParsedBody } from '../engine/types.js';
-import { tooLarge } from '../engine/web.js';
 import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /** A header value by lower-case name, several values joined with `, `. */

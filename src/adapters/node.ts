@@ -6,7 +6,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { failureOf, HANDLER_FAILED_MESSAGE } from '../engine/failure.js';
+import { failureOf, HANDLER_FAILED_MESSAGE, IDEMPO_FAILED_MESSAGE } from '../engine/error-responses.js';
 import type { Decision, Execution, Idempotency, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { headerOf, readRestoring } from './node-body.js';
 import { capture, respondEarly, writeResponse } from './node-response.js';
@@ -86,8 +86,6 @@ async function serve(idem: Idempotency, listener: NodeListener, req: IncomingMes
   }
 }
 
-const IDEMPO_FAILED = 'idempo could not process the request; it may be retried with the same key.';
-
 async function failInHandler(
   res: ServerResponse,
   error: unknown,
@@ -135,7 +133,7 @@ function failBeforeHandler(res: ServerResponse, error: unknown, idem: Idempotenc
     res.destroy();
     return;
   }
-  answerFailure(res, error, idem, request, IDEMPO_FAILED);
+  answerFailure(res, error, idem, request, IDEMPO_FAILED_MESSAGE);
 }
 
 /** Answers with idempo's error response for `error` and closes the connection. */

@@ -9,7 +9,8 @@ import {
   IdempotencyStoreError,
   type StoredResponse,
 } from '../vocabulary/index.js';
-import { ClaimedExecution, CONFLICT_RETRY_MS, type Emit, errorResponse } from './execution.js';
+import { errorResponse } from './error-responses.js';
+import { ClaimedExecution, CONFLICT_RETRY_MS, type Emit } from './execution.js';
 import { storeKeyFor } from './fingerprint.js';
 import { REPLAYED_HEADER } from './headers.js';
 import { parseIdempotencyKey } from './key.js';

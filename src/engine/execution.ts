@@ -6,9 +6,9 @@ import {
   IdempotencyLeaseLostError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
-  retryAfterSeconds,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { errorResponse } from './error-responses.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { ResolvedOptions } from './options.js';
 import type {
@@ -442,16 +442,4 @@ function sameResponse(a: StoredResponse, b: StoredResponse): boolean {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** idempo's error response for `error`, with `Retry-After` when a retry should wait. */
-export function errorResponse(
-  config: ResolvedOptions,
-  error: IdempotencyError,
-  request: IdempotencyRequest,
-  retryAfterMs?: number,
-): IdempotencyResponse {
-  const response = config.formatError(error, request);
-  if (retryAfterMs !== undefined) response.headers.push(['retry-after', retryAfterSeconds(retryAfterMs)]);
-  return response;
 }

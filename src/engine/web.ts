@@ -1,5 +1,4 @@
-import { IdempotencyBodyTooLargeError } from '../vocabulary/index.js';
-import { failureOf } from './failure.js';
+import { failureOf, tooLarge } from './error-responses.js';
 import type { Idempotency, IdempotencyContext, IdempotencyRequest, IdempotencyResponse, ParsedBody } from './types.js';
 import { unprotectedContext } from './unprotected.js';
 
@@ -116,11 +115,4 @@ export function concatBytes(chunks: Uint8Array[], size: number): Uint8Array {
     offset += chunk.byteLength;
   }
   return out;
-}
-
-/** The 413 error for a body past `maxBytes`; adapters throw it from their body readers. */
-export function tooLarge(maxBytes: number): IdempotencyBodyTooLargeError {
-  return new IdempotencyBodyTooLargeError(
-    `The request body exceeds ${maxBytes} bytes, the most idempo reads to fingerprint a keyed request.`,
-  );
 }
