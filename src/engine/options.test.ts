@@ -11,21 +11,10 @@ import {
   headersOf,
   OptionsApp,
   optionCases,
-  type Reply,
+  replyOf,
 } from '../../test/helpers/option-cases.js';
 import { createMemoryStore } from '../stores/memory.js';
 import { createIdempotency } from './engine.js';
-
-async function replyOf(response: Response): Promise<Reply> {
-  const body = await response.text();
-  return {
-    status: response.status,
-    headers: response.headers,
-    body,
-    replayed: response.headers.get('idempotent-replayed') === 'true',
-    json: () => JSON.parse(body) as Record<string, unknown>,
-  };
-}
 
 describe.each(optionCases)('$option', (testCase) => {
   it(`${testCase.what} (engine)`, async () => {

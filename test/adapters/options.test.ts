@@ -11,7 +11,14 @@ import { idempotent } from '../../src/adapters/node.js';
 import { createIdempotency } from '../../src/engine/engine.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
 import { controlledStore } from '../helpers/controlled-store.js';
-import { type CaseContext, type Harness, headersOf, OptionsApp, optionCases } from '../helpers/option-cases.js';
+import {
+  type CaseContext,
+  type Harness,
+  headersOf,
+  OptionsApp,
+  optionCases,
+  replyOf,
+} from '../helpers/option-cases.js';
 
 let server: Server | undefined;
 
@@ -59,14 +66,7 @@ describe.each(optionCases)('$option', (testCase) => {
           headers: headersOf(call),
           ...(call.body === undefined || method === 'GET' ? {} : { body: call.body }),
         });
-        const body = await response.text();
-        return {
-          status: response.status,
-          headers: response.headers,
-          body,
-          replayed: response.headers.get('idempotent-replayed') === 'true',
-          json: () => JSON.parse(body) as Record<string, unknown>,
-        };
+        return replyOf(response);
       },
     };
     await testCase.run(harness, context);

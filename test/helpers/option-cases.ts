@@ -114,6 +114,18 @@ export function headersOf(call: Call): Record<string, string> {
   return headers;
 }
 
+/** A web `Response` as a case reads it (both transports end with one). */
+export async function replyOf(response: Response): Promise<Reply> {
+  const body = await response.text();
+  return {
+    status: response.status,
+    headers: response.headers,
+    body,
+    replayed: response.headers.get('idempotent-replayed') === 'true',
+    json: () => JSON.parse(body) as Record<string, unknown>,
+  };
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
