@@ -1,3 +1,10 @@
+/**
+ * The parent this process started under, read when the module loads (the CLI imports it at start).
+ * Read later, when `stopOnSignals` is called, it could already be the adopter: a parent killed
+ * while the gateway was still starting would never be missed.
+ */
+const STARTED_UNDER = process.ppid;
+
 /** Options of {@link stopOnSignals}. */
 export interface StopOnSignalsOptions {
   /**
@@ -43,7 +50,7 @@ export function stopOnSignals(
     );
   };
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => begin(signal));
-  const parent = process.ppid;
+  const parent = STARTED_UNDER;
   if (parentPollMs > 0 && parent > 1) {
     const timer = setInterval(() => {
       if (process.ppid !== parent) {

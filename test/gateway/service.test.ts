@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,10 +51,21 @@ async function launch(
   return { child, listening: await listening, output: () => output };
 }
 
+/**
+ * Whether `pid` still runs. A process that exited but that its new parent has not reaped yet (a
+ * re-parented CLI's adopter may be slow to, or never, reap it) is a zombie: it still answers
+ * kill(pid, 0), so its state is read from /proc.
+ */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    // /proc/<pid>/stat: "pid (comm) state …"; the command may hold spaces and parentheses.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -154,7 +165,7 @@ describe('signals reach the gateway whoever started it', () => {
     ]);
     try {
       child.kill('SIGKILL');
-      expect(await gone(listening.pid)).toBe(true);
+      expect(await gone(listening.pid), output()).toBe(true);
       expect(output()).toContain('idempo gateway stopped');
     } finally {
       await stopAll(child, listening.pid);
