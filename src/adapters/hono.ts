@@ -7,7 +7,7 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from 'hono';
-import { tooLarge } from '../engine/error-responses.js';
+import { CLIENT_GONE, tooLarge } from '../engine/error-responses.js';
 import type { Execution, IdempotencyContext, IdempotencyRequest } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
 import { concatBytes, fromWebRequest, headerPairs, toWebResponse } from '../engine/web.js';
@@ -90,8 +90,6 @@ export function idempotency(options: HonoIdempotencyOptions): MiddlewareHandler<
     c.res = await stored(c.res, decision, maxResponseBytes);
   };
 }
-
-const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 function honoRequest(c: Context): IdempotencyRequest {
   const neutral = fromWebRequest(c.req.raw);

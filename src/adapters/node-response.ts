@@ -5,6 +5,7 @@
  * @module
  */
 import { ServerResponse } from 'node:http';
+import { CLIENT_GONE } from '../engine/error-responses.js';
 import type { Execution, IdempotencyResponse } from '../engine/types.js';
 
 /** Writes a neutral response in one go; `close` asks the client to open a new connection. */
@@ -147,8 +148,6 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
   res.on('close', goneIfUnended);
   return true;
 }
-
-const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
 
 /** Capture state of responses captured through their prototype. */
 const SWAPPED = new WeakMap<ServerResponse, Capture>();

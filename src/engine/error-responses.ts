@@ -22,6 +22,12 @@ export const HANDLER_FAILED_MESSAGE = 'The request failed before it completed; i
 export const IDEMPO_FAILED_MESSAGE = 'idempo could not process the request; it may be retried with the same key.';
 
 /**
+ * Why an adapter released a key whose client hung up while it was being claimed: nothing ran. The
+ * `released` event carries it; no client sees it.
+ */
+export const CLIENT_GONE = new Error('The client closed the connection before the handler started; nothing ran.');
+
+/**
  * The error a failed request is answered with: an IdempotencyError (a step refused after a lost
  * lease, the gateway's upstream errors) keeps its own status; anything else becomes a retryable
  * IdempotencyHandlerError with `message`.
