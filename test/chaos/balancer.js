@@ -1,4 +1,4 @@
-// A lossy load balancer on loopback, after examples/demo/lossy-proxy.js (whose seeded PRNG it
+// A lossy load balancer on loopback, after examples/client/lossy-proxy.js (whose seeded PRNG it
 // reuses), but in front of several instances: it spreads requests round-robin, tells the next
 // instance when one refuses connections (a killed instance, as a health-checked balancer would;
 // nothing was sent, so that is safe for a POST), tags each forwarded request with the instance and
@@ -7,7 +7,7 @@
 // client's connection before a byte of the answer reaches it. A client that hangs up is passed on:
 // the connection to the instance is cut too, as a real proxy does.
 import http from 'node:http';
-import { forwardHeaders, seededRandom } from '../../examples/demo/lossy-proxy.js';
+import { forwardHeaders, seededRandom } from '../../examples/client/lossy-proxy.js';
 
 /**
  * @param {{ instances: { port: number, generation: number, up: boolean }[], dropRate: number, seed: number }} options

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { seededRandom } from '../../examples/demo/lossy-proxy.js';
+import { seededRandom } from '../../examples/client/lossy-proxy.js';
 import { analyse } from './analysis.js';
 import { startBalancer } from './balancer.js';
 import { startLedger } from './ledger.js';

@@ -15,7 +15,7 @@
 // `GET /ledger` returns every execution as JSON. Imported: startLedger() spawns it.
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { seededRandom } from '../../examples/demo/lossy-proxy.js';
+import { seededRandom } from '../../examples/client/lossy-proxy.js';
 import { HOST, onLines, spawnTracked } from './procs.js';
 
 function serve() {

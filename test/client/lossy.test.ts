@@ -5,7 +5,7 @@
  * execution per operation, whatever the network lost.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { type LossyProxy, seededRandom, startLossyProxy } from '../../examples/demo/lossy-proxy.js';
+import { type LossyProxy, seededRandom, startLossyProxy } from '../../examples/client/lossy-proxy.js';
 import { createIdempotentFetch, type IdempotentFetch } from '../../src/client/index.js';
 import { type Gateway, startGateway } from '../../src/gateway/index.js';
 

@@ -175,10 +175,10 @@ describe('signals reach the gateway whoever started it', () => {
 
 describe('the demo and the example API', () => {
   it('npm run demo -- --help prints the usage; --drop-rate 2 is refused in one line', () => {
-    const help = spawnSync(process.execPath, ['examples/demo/run.js', '--help'], { cwd: ROOT, encoding: 'utf8' });
+    const help = spawnSync(process.execPath, ['examples/client/run.js', '--help'], { cwd: ROOT, encoding: 'utf8' });
     expect(help.status).toBe(0);
     expect(help.stdout).toMatch(/--drop-rate R/);
-    const bad = spawnSync(process.execPath, ['examples/demo/run.js', '--drop-rate', '2'], {
+    const bad = spawnSync(process.execPath, ['examples/client/run.js', '--drop-rate', '2'], {
       cwd: ROOT,
       encoding: 'utf8',
     });

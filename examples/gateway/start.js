@@ -6,8 +6,8 @@
 // The gateway's SQLite file outlives the process, so the API keeps its payments beside it
 // (./payments.json, or IDEMPO_EXAMPLE_STATE): a payment replayed after a restart is still one the
 // API knows. With IDEMPO_STORE=memory: both start empty.
-import { startGateway, stopOnSignals } from '../dist/gateway/index.js';
-import { startPaymentsApi } from './payments-api.js';
+import { startGateway, stopOnSignals } from '../../dist/gateway/index.js';
+import { startPaymentsApi } from '../payments-api.js';
 
 const store = process.env.IDEMPO_STORE ?? 'sqlite:./idempo.db';
 const stateFile = store.startsWith('memory:') ? undefined : (process.env.IDEMPO_EXAMPLE_STATE ?? './payments.json');
