@@ -4,10 +4,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { GROUPS, TARGETS } from '../cases.js';
 import { REQUEST_BODY } from './app.js';
 import { chartSvg } from './chart.js';
+
+const NOTES = join(dirname(fileURLToPath(import.meta.url)), '..', 'notes');
 
 export function median(values) {
   const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
@@ -234,7 +237,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
   }
   push('');
 
-  if (analysis) push('What bounds the figures that miss, with CPU profiles: [ANALYSIS.md](ANALYSIS.md).', '');
+  if (analysis)
+    push(`What bounds the figures that miss, with CPU profiles: the dated notes in [bench/notes](${analysis}).`, '');
 
   push('## idempo vs. the peers (same framework, store and workload)', '');
   push(
@@ -323,7 +327,8 @@ export function writeReport({ outDir, meta, cases, runs }) {
   const svgPath = join(outDir, 'chart.svg');
   writeFileSync(svgPath, chartSvg({ cases, byCase, meta }));
   const pngWritten = renderPng(svgPath, join(outDir, 'chart.png'));
-  const analysis = existsSync(join(outDir, 'ANALYSIS.md'));
+  // The analysis is written by hand as dated notes beside the results, never into them: a run rewrites outDir.
+  const analysis = existsSync(NOTES) ? `${relative(outDir, NOTES).split('\\').join('/')}/` : undefined;
   writeFileSync(join(outDir, 'RESULTS.md'), markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis }));
   writeFileSync(
     join(outDir, 'results.json'),
