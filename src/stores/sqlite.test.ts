@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -50,6 +51,62 @@ describe('sqlite store', () => {
       'in_flight',
     );
     await swept.close();
+  });
+
+  it('answers replays and in-flight duplicates while another process holds the write lock', async () => {
+    const file = join(dir, 'locked.db');
+    const fast = createSqliteStore({ path: file, busyTimeoutMs: 100 });
+    const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
+    const done = await fast.claim({ key: 'done', ...input });
+    if (done.status !== 'acquired') throw new Error('expected acquired');
+    await fast.complete('done', done.token, { status: 201, headers: [], body: Buffer.from('kept') }, 60_000);
+    await fast.claim({ key: 'running', ...input });
+
+    // Another process in the middle of a write: it holds the lock until it commits.
+    const Driver = createRequire(import.meta.url)('better-sqlite3');
+    const writer = new Driver(file);
+    writer.exec('BEGIN IMMEDIATE');
+    try {
+      const started = Date.now();
+      const replay = await fast.claim({ key: 'done', ...input });
+      expect(replay.status).toBe('replay');
+      if (replay.status === 'replay') expect(Buffer.from(replay.response.body).toString()).toBe('kept');
+      expect((await fast.claim({ key: 'running', ...input })).status).toBe('in_flight');
+      expect((await fast.claim({ key: 'done', ...input, fingerprint: 'other' })).status).toBe('mismatch');
+      // Less than the 100 ms busy timeout: none of the three waited for the lock.
+      expect(Date.now() - started).toBeLessThan(100);
+      // A claim that would take a key does need the lock, and says so once the timeout passes.
+      await expect(fast.claim({ key: 'new', ...input })).rejects.toThrow(/locked|busy/i);
+    } finally {
+      writer.exec('ROLLBACK');
+      writer.close();
+    }
+    expect((await fast.claim({ key: 'new', ...input })).status).toBe('acquired');
+    await fast.close();
+  });
+
+  it('waits for another process’s write lock on timers, so the event loop keeps running meanwhile', async () => {
+    const file = join(dir, 'held.db');
+    const patient = createSqliteStore({ path: file, busyTimeoutMs: 3_000 });
+    const writer = new (createRequire(import.meta.url)('better-sqlite3'))(file);
+    writer.exec('BEGIN IMMEDIATE');
+    // Only this process's event loop can let the other connection go: a claim that slept inside
+    // SQLite would hold it until the busy timeout, then fail.
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    setTimeout(() => writer.exec('COMMIT'), 300);
+    const started = Date.now();
+    try {
+      const claim = await patient.claim({ key: 'k', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+      expect(claim.status).toBe('acquired');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect(ticks).toBeGreaterThan(10);
+    } finally {
+      clearInterval(ticker);
+      writer.close();
+      await patient.close();
+    }
   });
 
   it('rejects an unsafe table name with a coded error', () => {

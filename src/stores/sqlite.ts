@@ -1,12 +1,14 @@
 /**
  * The embedded, durable store on SQLite (better-sqlite3): survives restarts, and is safe for
- * several processes on one machine sharing one database file (WAL mode; each claim is an
- * IMMEDIATE transaction, which takes the database's write lock before it reads).
+ * several processes on one machine sharing one database file (WAL mode; a claim that may take
+ * the key is an IMMEDIATE transaction, which takes the database's write lock before it reads;
+ * replays and waiting duplicates only read, and never wait for that lock).
  *
  * @module
  */
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type ClaimInput,
   type ClaimResult,
@@ -42,7 +44,8 @@ export interface SqliteStoreOptions {
    */
   sweepBatch?: number;
   /**
-   * How long a write waits for another process's lock before failing.
+   * How long a write waits for another process's lock before failing. The wait is asynchronous:
+   * the event loop keeps serving (and renewing leases) meanwhile.
    * @default 5000
    */
   busyTimeoutMs?: number;
@@ -55,10 +58,24 @@ export interface SqliteStoreOptions {
 
 /** A SQLite store; `sweep()` deletes expired records now and returns how many. */
 export interface SqliteStore extends IdempotencyStore {
-  /** Deletes expired records in bounded batches; returns the number deleted. */
+  /**
+   * Deletes expired records in bounded batches; returns the number deleted. Throws SQLITE_BUSY
+   * at once if another connection holds the write lock (the store's own timer tries again later).
+   */
   sweep(): number;
   /** Stops the sweep timer and closes the database. */
   close(): Promise<void>;
+}
+
+/** The longest pause between two tries for another connection's write lock. */
+const LOCK_PAUSE_MAX_MS = 20;
+
+/** SQLITE_BUSY and its extended codes: another connection holds the lock; trying again may work. */
+function isBusy(error: unknown): boolean {
+  return (
+    typeof (error as { code?: unknown })?.code === 'string' &&
+    (error as { code: string }).code.startsWith('SQLITE_BUSY')
+  );
 }
 
 // Numeric states keep rows small and comparisons cheap.
@@ -139,7 +156,9 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   const db = openDatabase(loadDriver(), path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
-  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+  // SQLite's own busy handler sleeps inside the call, freezing this process's event loop (other
+  // requests, lease renewals) for up to busyTimeoutMs; `locked()` below waits asynchronously instead.
+  db.pragma('busy_timeout = 0');
   // A WITHOUT ROWID table clusters rows by key, the only way they are looked up; the index on
   // expires_at lets the sweep find expired rows without a scan.
   db.exec(`
@@ -183,21 +202,12 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
 
   const isLive = (row: Row, now: number) => row.state === IN_FLIGHT && row.lease_until > now;
 
-  // IMMEDIATE takes the write lock before the read, so no other process can claim between them.
-  const claimTx = db.transaction(({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult => {
-    const now = Date.now();
-    let row = select.get(key) as Row | undefined;
-    let floor = 0;
-    if (row && row.expires_at <= now && !isLive(row, now)) {
-      floor = row.token + 1;
-      row = undefined;
-    }
-    if (!row) {
-      const token = Math.max(now, floor);
-      const leaseUntil = now + leaseMs;
-      insert.run(key, fingerprint, token, leaseUntil, Math.max(now + ttlMs, leaseUntil));
-      return { status: 'acquired', token, steps: {}, recovered: false };
-    }
+  /**
+   * What a claim answers without writing: a replay, a mismatch or a live in-flight record; or
+   * `undefined` when the key is free to take (absent, expired, released or past its lease).
+   */
+  const answerOf = (row: Row | undefined, fingerprint: string, now: number): ClaimResult | undefined => {
+    if (!row || (row.expires_at <= now && !isLive(row, now))) return undefined;
     if (row.fingerprint !== fingerprint) return { status: 'mismatch' };
     if (row.state === COMPLETED) {
       return {
@@ -210,7 +220,22 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
       };
     }
     if (isLive(row, now)) return { status: 'in_flight', retryAfterMs: row.lease_until - now };
+    return undefined;
+  };
+
+  // IMMEDIATE takes the write lock before the read, so no other process can claim between them.
+  const claimTx = db.transaction(({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult => {
+    const now = Date.now();
+    const row = select.get(key) as Row | undefined;
+    const answer = answerOf(row, fingerprint, now);
+    if (answer) return answer;
     const leaseUntil = now + leaseMs;
+    if (!row || row.expires_at <= now) {
+      // A row past its ttl is gone; the next owner's token still goes above the last one.
+      const token = Math.max(now, row ? row.token + 1 : 0);
+      insert.run(key, fingerprint, token, leaseUntil, Math.max(now + ttlMs, leaseUntil));
+      return { status: 'acquired', token, steps: {}, recovered: false };
+    }
     reclaim.run(leaseUntil, leaseUntil, key);
     return {
       status: 'acquired',
@@ -220,10 +245,23 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     };
   });
 
+  /** Runs a write, trying again on timers while another connection holds the lock. */
+  async function locked<T>(write: () => T): Promise<T> {
+    const giveUpAt = Date.now() + Math.max(0, busyTimeoutMs);
+    for (let pause = 1; ; pause = Math.min(pause * 2, LOCK_PAUSE_MAX_MS)) {
+      try {
+        return write();
+      } catch (error) {
+        if (!isBusy(error) || Date.now() >= giveUpAt) throw error;
+      }
+      await sleep(Math.min(pause, Math.max(1, giveUpAt - Date.now())));
+    }
+  }
+
   const changes = new EventEmitter();
   changes.setMaxListeners(0);
-  const fenced = (run: () => { changes: number }, key?: string): FencedResult => {
-    if (run().changes === 0) return 'stale';
+  const fenced = async (run: () => { changes: number }, key?: string): Promise<FencedResult> => {
+    if ((await locked(run)).changes === 0) return 'stale';
     if (key !== undefined) changes.emit(key);
     return 'ok';
   };
@@ -248,7 +286,12 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
 
   return {
     async claim(input) {
-      return claimTx.immediate(input);
+      // Replays, mismatches and waiting duplicates only read; in WAL mode a read takes no lock, so
+      // they never queue behind (or block) another process's write. Only a possible take does.
+      return (
+        answerOf(select.get(input.key) as Row | undefined, input.fingerprint, Date.now()) ??
+        locked(() => claimTx.immediate(input))
+      );
     },
     async complete(key: string, token: number, response: StoredResponse, ttlMs: number) {
       const now = Date.now();
