@@ -80,6 +80,36 @@ describe('defaultFingerprint', () => {
     expect(defaultFingerprint(request('/p', json), bytes(deep))).toMatch(/^[\w-]{43}$/);
   });
 
+  // Found by the fuzz tests (test/fuzz): a body nested past the stack and parsed by a framework
+  // (Express after express.json(), Fastify) threw out of the fingerprint (a 500 of idempo's own),
+  // and a deep object fell back to String(value), '[object Object]', so two different deep
+  // bodies shared one fingerprint and a retry of one replayed the other's response.
+  it('fingerprints a deep body parsed by a framework as its bytes, and two different ones apart', () => {
+    const depth = 50_000;
+    const deepArray = `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+    const deepObject = (leaf: number) => `${'{"a":'.repeat(depth)}${leaf}${'}'.repeat(depth)}`;
+    const parsed = (text: string) => ({ parsed: JSON.parse(text) as unknown });
+    const r = request('/p', json);
+    expect(defaultFingerprint(r, parsed(deepArray))).toBe(defaultFingerprint(r, bytes(deepArray)));
+    expect(defaultFingerprint(r, parsed(deepObject(1)))).toBe(defaultFingerprint(r, bytes(deepObject(1))));
+    expect(defaultFingerprint(r, parsed(deepObject(1)))).not.toBe(defaultFingerprint(r, parsed(deepObject(2))));
+  });
+
+  it('writes any depth as the recursive writer would, keys sorted', () => {
+    let value: unknown = { z: [1, undefined, 'x'], a: true };
+    for (let i = 0; i < 30_000; i++) value = i % 2 === 0 ? [value, null] : { k: value, b: 1 };
+    let expected = '{"a":true,"z":[1,null,"x"]}';
+    for (let i = 0; i < 30_000; i++) expected = i % 2 === 0 ? `[${expected},null]` : `{"b":1,"k":${expected}}`;
+    expect(canonicalJson(value)).toBe(expected);
+  });
+
+  it("tells bodies apart by their big numbers (a big-number JSON parser's values)", () => {
+    const r = request('/p', json);
+    expect(defaultFingerprint(r, { parsed: { amount: 10n ** 30n } })).not.toBe(
+      defaultFingerprint(r, { parsed: { amount: 10n ** 30n + 1n } }),
+    );
+  });
+
   it('never contains the Authorization value', () => {
     const fp = defaultFingerprint(request('/p', { authorization: 'Bearer secret' }), null);
     expect(fp).not.toContain('secret');

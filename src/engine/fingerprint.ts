@@ -39,9 +39,30 @@ export function storeKeyFor(key: string, scope: string | undefined): string {
 
 /**
  * JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` agree.
- * Throws RangeError on nesting deeper than the stack allows; callers fall back to raw bytes.
+ * Any depth: a value nested deeper than the stack allows is written by a loop instead, so a deep
+ * body parsed by a framework fingerprints as its bytes do and never as a constant that two
+ * different bodies would share.
+ *
+ * @example
+ * ```ts
+ * canonicalJson({ b: [1, { d: 1, c: 2 }], a: null }); // '{"a":null,"b":[1,{"c":2,"d":1}]}'
+ * ```
  */
 export function canonicalJson(value: unknown): string {
+  try {
+    return canonicalValue(value);
+  } catch (error) {
+    if (!(error instanceof RangeError) || !isStackOverflow(error)) throw error;
+    return canonicalDeep(value);
+  }
+}
+
+function isStackOverflow(error: RangeError): boolean {
+  return /call stack/i.test(error.message);
+}
+
+/** The recursive writer: fast, and as deep as the stack. */
+function canonicalValue(value: unknown): string {
   // Built by string concatenation, without the intermediate arrays of map() and join(), and
   // quoting plain strings without a call into JSON.stringify: the same output at about a third
   // of the cost of the map/join version.
@@ -60,7 +81,7 @@ export function canonicalJson(value: unknown): string {
           if (i > 0) out += ',';
           const item: unknown = value[i];
           // A hole stays empty, as join() renders it; an undefined element is null.
-          if (item !== undefined) out += canonicalJson(item);
+          if (item !== undefined) out += canonicalValue(item);
           else if (i in value) out += 'null';
         }
         return `${out}]`;
@@ -73,14 +94,84 @@ export function canonicalJson(value: unknown): string {
         const key = keys[i] as string;
         const item = (value as Record<string, unknown>)[key];
         if (item === undefined || typeof item === 'function') continue;
-        out += `${first ? '' : ','}${quote(key)}:${canonicalJson(item)}`;
+        out += `${first ? '' : ','}${quote(key)}:${canonicalValue(item)}`;
         first = false;
       }
       return `${out}}`;
     }
+    case 'bigint':
+      // A big-number JSON parser's value, written as such a parser's stringify writes it. (Were
+      // it thrown, as JSON.stringify does, every body holding one would fingerprint alike.)
+      return value.toString();
     default:
-      // undefined, functions and symbols are null; a bigint throws, as in JSON.stringify.
+      // undefined, functions and symbols are null, as in JSON.stringify.
       return JSON.stringify(value) ?? 'null';
+  }
+}
+
+/** An open array or object of {@link canonicalDeep}: where its next member is. */
+type Open =
+  | { readonly items: readonly unknown[]; next: number }
+  | { readonly object: Record<string, unknown>; readonly keys: string[]; next: number; first: boolean };
+
+/**
+ * {@link canonicalValue}'s output for a value of any depth, with a stack of open arrays and
+ * objects on the heap instead of the call stack. Only nesting deeper than the stack allows gets
+ * here (a hostile or odd body), so it is written for being right, not fast.
+ */
+function canonicalDeep(root: unknown): string {
+  let out = '';
+  const open: Open[] = [];
+  let value: unknown = root;
+  let pending = true;
+  for (;;) {
+    if (pending) {
+      pending = false;
+      if (value !== null && typeof value === 'object') {
+        if (Array.isArray(value)) {
+          out += '[';
+          open.push({ items: value, next: 0 });
+        } else {
+          const keys = Object.keys(value);
+          if (keys.length > 1) keys.sort();
+          out += '{';
+          open.push({ object: value as Record<string, unknown>, keys, next: 0, first: true });
+        }
+      } else {
+        out += canonicalValue(value);
+      }
+    }
+    const top = open[open.length - 1];
+    if (top === undefined) return out;
+    if ('items' in top) {
+      while (top.next < top.items.length && !pending) {
+        const i = top.next++;
+        if (i > 0) out += ',';
+        const item = top.items[i];
+        if (item !== undefined) {
+          value = item;
+          pending = true;
+        } else if (i in top.items) out += 'null';
+      }
+      if (!pending) {
+        out += ']';
+        open.pop();
+      }
+    } else {
+      while (top.next < top.keys.length && !pending) {
+        const key = top.keys[top.next++] as string;
+        const item = top.object[key];
+        if (item === undefined || typeof item === 'function') continue;
+        out += `${top.first ? '' : ','}${quote(key)}:`;
+        top.first = false;
+        value = item;
+        pending = true;
+      }
+      if (!pending) {
+        out += '}';
+        open.pop();
+      }
+    }
   }
 }
 
@@ -124,7 +215,7 @@ function canonicalBody(request: IdempotencyRequest, body: Uint8Array | ParsedBod
       return canonicalJson(JSON.parse(decoder.decode(body)));
     }
   } catch {
-    // Broken JSON or JSON nested past the stack: fingerprint the bytes as they came; the handler decides what to answer.
+    // Broken JSON (or a parsed value JSON cannot hold, a bigint): fingerprint the bytes as they came; the handler decides what to answer.
   }
   return body instanceof Uint8Array ? body : new TextEncoder().encode(String(body.parsed));
 }
