@@ -375,7 +375,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     });
 
     it('with notify off, polls instead and still sees a completion', async () => {
-      const quiet = createRedisStore({ client: clientA, prefix, notify: false, pollIntervalMs: 100 });
+      const quiet = createRedisStore({ client: clientA, prefix, notify: false, pollInterval: 100 });
       const { key, token } = await owned(quiet);
       const started = Date.now();
       const waiting = quiet.waitForChange!(key, 5_000);
@@ -390,6 +390,13 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
   it('rejects a prefix with braces and a value that is not a client', () => {
     expect(() => createRedisStore({ client: clientA, prefix: 'a{b}:' })).toThrow(IdempotencyConfigError);
     expect(() => createRedisStore({ client: {} as never })).toThrow(/ioredis/);
+  });
+
+  it('rejects a poll interval that is not a positive duration, under its name or the deprecated one', () => {
+    expect(() => createRedisStore({ client: clientA, pollInterval: 'soon' as never })).toThrow(/pollInterval/);
+    expect(() => createRedisStore({ client: clientA, pollIntervalMs: 0 })).toThrow(
+      expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID', message: expect.stringMatching(/^pollIntervalMs/) }),
+    );
   });
 
   it('turns an unreachable server into IdempotencyStoreError at once, with a fail-fast client', async () => {

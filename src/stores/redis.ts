@@ -3,16 +3,29 @@
  *
  * @module
  */
-import type { Writable } from 'node:stream';
 import {
   type ClaimInput,
   type ClaimResult,
+  type Duration,
   type FencedResult,
   IdempotencyConfigError,
   type IdempotencyStore,
   IdempotencyStoreError,
+  parseDuration,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { socketCorker } from './redis-corker.js';
+import {
+  COMPLETED,
+  completedClaim,
+  fenced,
+  ms,
+  newToken,
+  type Reply,
+  responseHead,
+  text,
+  toBuffer,
+} from './redis-record.js';
 import {
   CLAIM_SCRIPT,
   COMPLETE_SCRIPT,
@@ -21,28 +34,9 @@ import {
   RENEW_SCRIPT,
   SAVE_STEP_SCRIPT,
 } from './redis-scripts.js';
+import { createChangeWaiter, type RedisStoreSubscriber } from './redis-waiting.js';
 
-/**
- * The connection the store opens for pub/sub with `client.duplicate()`: the part of an ioredis
- * `Redis` or `Cluster` it calls. The store owns this connection and closes it in `close()`.
- *
- * @example
- * ```ts
- * const subscriber: RedisStoreSubscriber = new Redis().duplicate();
- * ```
- */
-export interface RedisStoreSubscriber {
-  /** ioredis connection status (`'wait'`, `'connecting'`, `'ready'`, …). */
-  readonly status: string;
-  /** Connects a client created with `lazyConnect`. */
-  connect(): Promise<void>;
-  subscribe(...channels: string[]): Promise<unknown>;
-  unsubscribe(...channels: string[]): Promise<unknown>;
-  on(event: 'message', listener: (channel: string, message: string) => void): unknown;
-  on(event: 'ready' | 'error', listener: (...args: unknown[]) => void): unknown;
-  /** Closes the connection at once. */
-  disconnect(): void;
-}
+export type { RedisStoreSubscriber } from './redis-waiting.js';
 
 /**
  * The part of an ioredis `Redis` or `Cluster` client the store uses, so that idempo's runtime
@@ -111,14 +105,19 @@ export interface RedisStoreOptions {
    * Whether duplicates waiting with `concurrent: 'wait'` subscribe to their key and are woken at
    * once by a PUBLISH from `complete` or `release`. Only a key someone waits on publishes (the
    * waiter marks the record), so this costs nothing on the others; with it off, waiters poll
-   * every `pollIntervalMs`. On a Cluster, plain PUBLISH is relayed to every node.
+   * every `pollInterval`. On a Cluster, plain PUBLISH is relayed to every node.
    * @default true
    */
   notify?: boolean;
   /**
    * How often a waiting duplicate polls the record while pub/sub is unavailable (its connection
-   * is still coming up or reconnecting), in ms. With pub/sub up, nothing polls.
-   * @default 500
+   * is still coming up or reconnecting). With pub/sub up, nothing polls.
+   * @default '500ms'
+   */
+  pollInterval?: Duration;
+  /**
+   * The same as `pollInterval`, in ms.
+   * @deprecated Use `pollInterval`, named as in the other stores.
    */
   pollIntervalMs?: number;
 }
@@ -133,7 +132,6 @@ const COMMANDS = {
   peek: 'idempoPeekV2',
 } as const;
 
-type Reply = Buffer | string | number | null | Reply[];
 type ScriptCall = (...args: (string | Buffer)[]) => Promise<Reply>;
 
 /** The client once the scripts are defined on it: `defineCommand` adds a method per name, and `<name>Buffer`. */
@@ -144,33 +142,6 @@ interface RecordKeys {
   record: string;
   steps: string;
   channel: string;
-}
-
-interface ChannelEntry {
-  waiters: Set<Waiter>;
-  subscribed: boolean;
-}
-
-interface Waiter {
-  /** Resolves the wait; idempotent. */
-  wake(): void;
-  /** Re-reads the record and wakes if it is no longer a live in-flight record. */
-  check(): void;
-}
-
-function text(value: Reply | undefined): string {
-  if (Buffer.isBuffer(value)) return value.toString('utf8');
-  if (typeof value === 'string') return value;
-  if (typeof value === 'number') return String(value);
-  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${String(value)}`);
-}
-
-function toBuffer(body: Uint8Array): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-}
-
-function ms(value: number): string {
-  return String(Math.max(1, Math.ceil(value)));
 }
 
 function storeError(operation: string, error: unknown): IdempotencyStoreError {
@@ -185,70 +156,6 @@ function storeError(operation: string, error: unknown): IdempotencyStoreError {
 /** Redis before 7.0 rejects `SET … NX GET` as a syntax error. */
 function isSyntaxError(error: unknown): boolean {
   return error instanceof Error && /^ERR syntax error/i.test(error.message);
-}
-
-/**
- * The token of a new record: the app server's clock in ms, times 1024, plus 10 random bits.
- * A script would use Redis's clock, but the plain claim has no script. Tokens still grow across
- * a key's lifetimes, as the store contract asks, unless two app servers' clocks differ by more
- * than the earlier lifetime's lease + ttl; and even then a stale owner's token equals the new
- * one only if the clocks differ by exactly that and the random bits agree. Below 2^53 until the
- * year 2248.
- */
-function newToken(): number {
-  return Date.now() * 1024 + Math.floor(Math.random() * 1024);
-}
-
-const COMPLETED = 0x43; // 'C'
-const BAR = 0x7c; // '|'
-
-/** What precedes the body in a completed record: `<status>|<header bytes>|<headers as JSON>`. */
-function responseHead(response: StoredResponse): string {
-  const headers = JSON.stringify(response.headers);
-  return `${response.status}|${Buffer.byteLength(headers)}|${headers}`;
-}
-
-/**
- * A completed record, `C|<fingerprint bytes>|<fingerprint><status>|<header bytes>|<headers><body>`,
- * as the claim's answer: its response, or a mismatch if the fingerprint differs. The body is a
- * view of the reply, not a copy.
- */
-function completedClaim(value: Reply | undefined, fingerprint: string): ClaimResult {
-  if (!Buffer.isBuffer(value) || value[0] !== COMPLETED) {
-    throw new IdempotencyStoreError(`Unexpected record in Redis: ${String(value).slice(0, 40)}`);
-  }
-  const fpEnd = value.indexOf(BAR, 2);
-  const fpStart = fpEnd + 1;
-  const statusStart = fpStart + Number(value.toString('latin1', 2, fpEnd));
-  const statusEnd = value.indexOf(BAR, statusStart);
-  const lengthEnd = statusEnd < 0 ? -1 : value.indexOf(BAR, statusEnd + 1);
-  const headersEnd = lengthEnd + 1 + Number(value.toString('latin1', statusEnd + 1, lengthEnd));
-  if (fpEnd < 0 || lengthEnd < 0 || !(headersEnd <= value.length)) {
-    throw new IdempotencyStoreError('A stored response in Redis is cut short or malformed');
-  }
-  if (value.toString('utf8', fpStart, statusStart) !== fingerprint) return { status: 'mismatch' };
-  return {
-    status: 'replay',
-    response: {
-      status: Number(value.toString('latin1', statusStart, statusEnd)),
-      headers: parseHeaders(value.toString('utf8', lengthEnd + 1, headersEnd)),
-      body: value.subarray(headersEnd),
-    },
-  };
-}
-
-function parseHeaders(json: string): [string, string][] {
-  try {
-    return JSON.parse(json) as [string, string][];
-  } catch (error) {
-    throw new IdempotencyStoreError('A stored response in Redis has unreadable headers', { cause: error });
-  }
-}
-
-function fenced(reply: Reply): FencedResult {
-  const value = text(reply);
-  if (value === 'ok' || value === 'stale') return value;
-  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${value}`);
 }
 
 /**
@@ -281,7 +188,8 @@ export function createRedisStore({
   client,
   prefix = 'idempo:',
   notify = true,
-  pollIntervalMs = 500,
+  pollInterval,
+  pollIntervalMs,
 }: RedisStoreOptions): IdempotencyStore {
   if (typeof client?.defineCommand !== 'function') {
     throw new IdempotencyConfigError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
@@ -291,9 +199,10 @@ export function createRedisStore({
       'createRedisStore: `prefix` must be a string without `{` or `}` (the store adds its own hash tag)',
     );
   }
-  if (!(pollIntervalMs > 0)) {
-    throw new IdempotencyConfigError('createRedisStore: `pollIntervalMs` must be a positive number');
-  }
+  const pollMs =
+    pollInterval === undefined && pollIntervalMs !== undefined
+      ? parseDuration(pollIntervalMs, 'pollIntervalMs')
+      : parseDuration(pollInterval ?? '500ms', 'pollInterval');
 
   client.defineCommand(COMMANDS.claim, { numberOfKeys: 2, lua: CLAIM_SCRIPT });
   client.defineCommand(COMMANDS.complete, { numberOfKeys: 2, lua: COMPLETE_SCRIPT });
@@ -414,131 +323,16 @@ export function createRedisStore({
     return { live: text(reply[0]) === 'in_flight' && leaseRemainingMs > 0, leaseRemainingMs };
   }
 
-  // Pub/sub: one channel per record, subscribed while at least one local waiter waits on it.
-  // COMPLETE and RELEASE publish on it. A waiter peeks once its subscription is confirmed (the
-  // change may have happened between the claim and the subscription), and polls only while the
-  // subscription is not up. Messages sent while the subscriber reconnected are lost, so every
-  // waiter is woken when it comes back; a wake-up is only ever a hint to claim again.
-  const channels = new Map<string, ChannelEntry>();
-  let subscriber: RedisStoreSubscriber | undefined;
-  let subscriberWasReady = false;
-  let closed = false;
-
-  function getSubscriber(): RedisStoreSubscriber {
-    if (subscriber) return subscriber;
-    const sub = client.duplicate();
-    subscriber = sub;
-    // Our own connection: its errors only mean waiters poll until it reconnects, and ioredis
-    // would print an unhandled 'error' event if nobody listened.
-    sub.on('error', () => {});
-    sub.on('message', (channel: string) => {
-      const entry = channels.get(channel);
-      if (entry) for (const waiter of [...entry.waiters]) waiter.wake();
-    });
-    sub.on('ready', () => {
-      if (closed) return;
-      const reconnected = subscriberWasReady;
-      subscriberWasReady = true;
-      for (const [channel, entry] of channels) {
-        if (reconnected) {
-          for (const waiter of [...entry.waiters]) waiter.wake();
-        } else if (!entry.subscribed) {
-          subscribe(channel, entry);
-        }
-      }
-    });
-    if (sub.status === 'wait') sub.connect().catch(() => {});
-    return sub;
-  }
-
-  function subscribe(channel: string, entry: ChannelEntry): void {
-    getSubscriber()
-      .subscribe(channel)
-      .then(
-        () => {
-          const current = channels.get(channel);
-          // Every waiter left while the subscription was on its way: undo it.
-          if (!current && !closed) subscriber?.unsubscribe(channel).catch(() => {});
-          if (current !== entry) return;
-          entry.subscribed = true;
-          for (const waiter of entry.waiters) waiter.check();
-        },
-        () => {
-          // Not subscribed: the entry's waiters keep polling, and the next 'ready' retries.
-        },
-      );
-  }
-
-  function join(channel: string, waiter: Waiter): ChannelEntry {
-    let entry = channels.get(channel);
-    if (!entry) {
-      entry = { waiters: new Set(), subscribed: false };
-      channels.set(channel, entry);
-      entry.waiters.add(waiter);
-      if (getSubscriber().status === 'ready') subscribe(channel, entry);
-    } else {
-      entry.waiters.add(waiter);
-      if (entry.subscribed) waiter.check();
-    }
-    return entry;
-  }
-
-  function leave(channel: string, waiter: Waiter): void {
-    const entry = channels.get(channel);
-    if (!entry) return;
-    entry.waiters.delete(waiter);
-    if (entry.waiters.size > 0) return;
-    channels.delete(channel);
-    if (entry.subscribed && subscriber && !closed) subscriber.unsubscribe(channel).catch(() => {});
-  }
-
-  function waitForChange(key: string, timeoutMs: number): Promise<void> {
-    if (closed) return new Promise((resolve) => setTimeout(resolve, Math.max(0, Math.min(timeoutMs, pollIntervalMs))));
-    const { channel } = keysOf(key);
-    return new Promise<void>((resolve) => {
-      let done = false;
-      let leaseTimer: NodeJS.Timeout | undefined;
-      const waiter: Waiter = {
-        wake() {
-          if (done) return;
-          done = true;
-          clearTimeout(timeout);
-          clearInterval(poll);
-          clearTimeout(leaseTimer);
-          if (notify) leave(channel, waiter);
-          resolve();
-        },
-        check() {
-          peek(key).then(
-            ({ live, leaseRemainingMs }) => {
-              if (done) return;
-              if (!live) return waiter.wake();
-              // The owner may crash: wake when its lease passes, so the waiter can take over.
-              clearTimeout(leaseTimer);
-              leaseTimer = setTimeout(waiter.wake, leaseRemainingMs + 5);
-            },
-            () => {
-              // Redis unreachable: the timeout still ends the wait, and the claim that follows reports it.
-            },
-          );
-        },
-      };
-      const timeout = setTimeout(waiter.wake, Math.max(0, timeoutMs));
-      // With notify off nothing is published, so the wait is polling only.
-      const entry = notify ? join(channel, waiter) : undefined;
-      if (!entry) waiter.check();
-      const poll = setInterval(() => {
-        if (!entry?.subscribed || subscriber?.status !== 'ready') waiter.check();
-      }, pollIntervalMs);
-    });
-  }
+  const waiter = createChangeWaiter({
+    openSubscriber: () => client.duplicate(),
+    notify,
+    pollMs,
+    channelOf: (key) => keysOf(key).channel,
+    peek,
+  });
 
   async function close(): Promise<void> {
-    if (closed) return;
-    closed = true;
-    for (const entry of [...channels.values()]) for (const waiter of [...entry.waiters]) waiter.wake();
-    channels.clear();
-    subscriber?.disconnect();
+    waiter.close();
   }
 
   /** A health check only: requests never wait on it. */
@@ -550,44 +344,5 @@ export function createRedisStore({
     }
   }
 
-  return { claim, complete, release, renew, saveStep, waitForChange, close, ping };
-}
-
-/** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
-interface WithStream {
-  stream?: Writable;
-}
-
-/**
- * Returns a function that holds the client's socket writes until the event loop's check phase.
- * ioredis writes each command to the socket at once, one system call and one wake-up of Redis
- * per command. Corked until `setImmediate`, every command issued while the loop handles one
- * batch of ready sockets (many requests' claims and completions) leaves in one write, and their
- * replies tend to come back in one read, as node-redis batches its writes. See
- * bench/results/ANALYSIS.md for the measurements. A Cluster client has a connection per node,
- * and every node's socket is held alike.
- */
-function socketCorker(client: RedisStoreClient): () => void {
-  const nodes = (client as { nodes?: (role: 'all') => WithStream[] }).nodes;
-  let corked: Writable[] | undefined;
-
-  function uncork(): void {
-    const streams = corked ?? [];
-    corked = undefined;
-    for (const stream of streams) stream.uncork();
-  }
-
-  function hold(stream: Writable | undefined, into: Writable[]): void {
-    if (stream === undefined || typeof stream.cork !== 'function' || stream.writableCorked > 0) return;
-    stream.cork();
-    into.push(stream);
-  }
-
-  return function cork(): void {
-    if (corked !== undefined) return;
-    corked = [];
-    if (typeof nodes === 'function') for (const node of nodes.call(client, 'all')) hold(node.stream, corked);
-    else hold((client as WithStream).stream, corked);
-    setImmediate(uncork);
-  };
+  return { claim, complete, release, renew, saveStep, waitForChange: waiter.waitForChange, close, ping };
 }
