@@ -1,5 +1,5 @@
 /**
- * Every option of the README's options table through a real socket: a node:http server with
+ * Every option of the options table of docs/options.md through a real socket: a node:http server with
  * `idempotent()` from the node adapter, called with fetch on loopback. The cases live in
  * test/helpers/option-cases.ts, shared with src/engine/options.test.ts (the engine alone).
  */

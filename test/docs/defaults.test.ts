@@ -5,10 +5,12 @@ import { IDEMPOTENCY_DEFAULTS } from '../../src/engine/defaults.js';
 import { GATEWAY_DEFAULTS } from '../../src/gateway/defaults.js';
 import { ROOT } from '../helpers/servers.js';
 
-// The defaults live in one object each; the README's tables and the options' TSDoc repeat them
-// for readers. These tests fail when one of the copies drifts from the object.
+// The defaults live in one object each; the docs' tables (docs/options.md, docs/gateway.md) and
+// the options' TSDoc repeat them for readers. These tests fail when one of the copies drifts from
+// the object.
 
-const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const optionsPage = readFileSync(join(ROOT, 'docs', 'options.md'), 'utf8');
+const gatewayPage = readFileSync(join(ROOT, 'docs', 'gateway.md'), 'utf8');
 const types = readFileSync(join(ROOT, 'src', 'engine', 'types.ts'), 'utf8');
 
 /** A value as the docs write it: `'60s'`, `['POST', 'PATCH']`, `{ exclude: […] }`, `1048576`. */
@@ -23,15 +25,15 @@ function literal(value: unknown): string {
   return String(value);
 }
 
-/** The second cell of the README table row that starts with `` `name` ``. */
-function readmeCell(name: string, column = 1): string | undefined {
-  const row = readme.split('\n').find((line) => line.startsWith(`| \`${name}`));
+/** A cell (by default the second) of the page's table row that starts with `` `name` ``. */
+function cell(page: string, name: string, column = 1): string | undefined {
+  const row = page.split('\n').find((line) => line.startsWith(`| \`${name}`));
   return row?.split(' | ')[column]?.replace(/^`|`$/g, '');
 }
 
 describe('IDEMPOTENCY_DEFAULTS', () => {
-  it.each(Object.entries(IDEMPOTENCY_DEFAULTS))('README options table: %s', (name, value) => {
-    expect(readmeCell(name)).toBe(literal(value));
+  it.each(Object.entries(IDEMPOTENCY_DEFAULTS))('docs/options.md table: %s', (name, value) => {
+    expect(cell(optionsPage, `${name}\``)).toBe(literal(value));
   });
 
   it.each(Object.entries(IDEMPOTENCY_DEFAULTS))('TSDoc @default of IdempotencyOptions.%s', (name, value) => {
@@ -56,7 +58,7 @@ describe('GATEWAY_DEFAULTS', () => {
     '--log-format': 'logFormat',
     '--log-level': 'logLevel',
   };
-  it.each(Object.entries(flags))("README flag table: %s's default", (flag, name) => {
-    expect(readmeCell(flag, 2)).toBe(String(GATEWAY_DEFAULTS[name]));
+  it.each(Object.entries(flags))("docs/gateway.md flag table: %s's default", (flag, name) => {
+    expect(cell(gatewayPage, `${flag} `, 2)).toBe(String(GATEWAY_DEFAULTS[name]));
   });
 });

@@ -1,5 +1,5 @@
 /**
- * One case per option of the README's options table, written once against a small transport
+ * One case per option of the options table of docs/options.md, written once against a small transport
  * interface and run twice: through the engine (`idem.handle(new Request(…))`, in
  * src/engine/options.test.ts) and through a real socket (a node:http server with `idempotent()`,
  * in test/adapters/options.test.ts).
@@ -98,7 +98,7 @@ export interface CaseContext {
 }
 
 export interface OptionCase {
-  /** The option, as the README's table names it. */
+  /** The option, as the table in docs/options.md names it. */
   option: string;
   /** What the case shows. */
   what: string;

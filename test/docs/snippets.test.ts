@@ -1,25 +1,51 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ts from 'typescript';
 import { afterAll, expect, it } from 'vitest';
 import { ROOT } from '../helpers/servers.js';
 
-// The README's TypeScript snippets, compiled as a reader would paste them into a project that has
-// idempo installed: `import … from 'idempo/…'` resolves to the built package (its own exports), and
-// strict settings apply. A snippet shows only what is new, so the names it leaves out (the app,
-// the business functions) are declared before it, each only where the snippet uses and does not
-// define it. A snippet that drifts from the API fails here, not in a reader's editor.
+// The TypeScript snippets of the README and the docs pages, compiled as a reader would paste them
+// into a project that has idempo installed: `import … from 'idempo/…'` resolves to the built
+// package (its own exports), and strict settings apply. A snippet shows only what is new, so the
+// names it leaves out (the app, the business functions) are declared before it, each only where
+// the snippet uses and does not define it. A snippet that drifts from the API fails here, not in a
+// reader's editor.
 
-const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1] as string);
+const PAGES = [
+  'README.md',
+  ...readdirSync(join(ROOT, 'docs'), { recursive: true, encoding: 'utf8' })
+    .filter((file) => file.endsWith('.md'))
+    .map((file) => join('docs', file)),
+];
+const snippets = PAGES.flatMap((page) =>
+  [...readFileSync(join(ROOT, page), 'utf8').matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => ({
+    page,
+    code: match[1] as string,
+  })),
+);
+const readmeSnippets = snippets.filter(({ page }) => page === 'README.md');
 
 /** What a snippet may use without defining it, and how it is declared then. */
 const GIVEN: [name: string, declaration: (snippet: string) => string][] = [
   ['idem', () => `declare const idem: import('idempo').Idempotency;`],
-  ['store', () => `declare const store: import('idempo').IdempotencyStore;`],
+  [
+    'store',
+    (snippet) =>
+      snippet.includes("'idempo/postgres'")
+        ? `declare const store: import('idempo/postgres').PostgresStore;`
+        : `declare const store: import('idempo').IdempotencyStore;`,
+  ],
+  ['pool', () => `declare const pool: import('pg').Pool;`],
   ['request', () => `declare const request: Request;`],
   ['createIdempotency', () => `import { createIdempotency } from 'idempo';`],
   ['createMemoryStore', () => `import { createMemoryStore } from 'idempo/memory';`],
+  ['createIdempotentFetch', () => `import { createIdempotentFetch } from 'idempo/client';`],
+  ['idempotentFetch', () => `declare const idempotentFetch: import('idempo/client').IdempotentFetch;`],
+  ['url', () => `declare const url: string;`],
+  ['body', () => `declare const body: string;`],
+  ['logger', () => `declare const logger: { warn(fields: object, message: string): void };`],
+  ['outbox', () => `declare const outbox: { save(entry: object): Promise<void> };`],
+  ['handler', () => `declare function handler(): Promise<{ ok: boolean }>;`],
   ['express', () => `import express from 'express';`],
   ['app', appFor],
   ['charge', () => `declare function charge(input: unknown): Promise<{ id: string }>;`],
@@ -60,14 +86,15 @@ function preludeFor(snippet: string): string {
 const dir = mkdtempSync(join(ROOT, 'test', 'docs', '.snippets-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-it('finds the snippets', () => {
-  expect(snippets.length).toBeGreaterThanOrEqual(10);
+it('finds the snippets: one per face in the README', () => {
+  expect(readmeSnippets.length).toBeGreaterThanOrEqual(8);
+  expect(snippets.length).toBeGreaterThan(readmeSnippets.length);
 });
 
-it('compiles every TypeScript snippet of the README against the built package', () => {
-  const files = snippets.map((snippet, index) => {
-    const file = join(dir, `snippet-${index}.ts`);
-    writeFileSync(file, `${preludeFor(snippet)}\n${snippet}\nexport {};\n`);
+it('compiles every TypeScript snippet of the README and the docs against the built package', () => {
+  const files = snippets.map(({ page, code }, index) => {
+    const file = join(dir, `${page.replace(/\W+/g, '-')}-${index}.ts`);
+    writeFileSync(file, `${preludeFor(code)}\n${code}\nexport {};\n`);
     return file;
   });
   const program = ts.createProgram(files, {
