@@ -16,6 +16,7 @@ import {
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { startSweeper } from './sweeper.js';
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
@@ -28,9 +29,10 @@ export interface MemoryStoreOptions {
   maxEntries?: number;
   /**
    * How often expired records are swept out (they are also treated as absent when read).
+   * `false` turns the timer off.
    * @default '30s'
    */
-  sweepInterval?: Duration;
+  sweepInterval?: Duration | false;
 }
 
 /** A memory store; `size` is the number of records it holds now. */
@@ -68,7 +70,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   if (!Number.isSafeInteger(maxEntries) || maxEntries <= 0) {
     throw new IdempotencyConfigError(`maxEntries: expected a positive integer, got ${maxEntries}`);
   }
-  const sweepMs = parseDuration(options.sweepInterval ?? '30s', 'sweepInterval');
+  const { sweepInterval = '30s' } = options;
+  const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
   const records = new Map<string, MemoryRecord>();
   const waiters = new Map<string, Set<() => void>>();
 
@@ -79,8 +82,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     const now = Date.now();
     for (const [key, record] of records) if (isExpired(record, now)) records.delete(key);
   }
-  const sweeper = setInterval(sweep, sweepMs);
-  sweeper.unref?.();
+  const sweeper = startSweeper(sweepMs, sweep, () => {});
 
   // Evicting one record per claim would restart the scan at the Map's front every time and step
   // over every entry deleted since V8 last compacted the table: about 67 µs per claim in a full
@@ -207,7 +209,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
 
     async close(): Promise<void> {
-      clearInterval(sweeper);
+      await sweeper.stop();
       for (const key of [...waiters.keys()]) notify(key);
     },
   };

@@ -38,7 +38,7 @@ describe('sqlite store', () => {
   });
 
   it('sweeps expired records in bounded batches and keeps live in-flight ones', async () => {
-    const swept = createSqliteStore({ path: join(dir, 'sweep.db'), sweepBatch: 7 });
+    const swept = createSqliteStore({ path: join(dir, 'sweep.db'), sweepBatchSize: 7 });
     for (let i = 0; i < 30; i++) {
       const claim = await swept.claim({ key: `done-${i}`, fingerprint: 'f', leaseMs: 10, ttlMs: 10 });
       if (claim.status === 'acquired')
@@ -55,7 +55,9 @@ describe('sqlite store', () => {
 
   it('answers replays and in-flight duplicates while another process holds the write lock', async () => {
     const file = join(dir, 'locked.db');
-    const fast = createSqliteStore({ path: file, busyTimeoutMs: 100 });
+    const fast = createSqliteStore({ path: file, busyTimeout: 100 });
+    // The deprecated name of the same option still works.
+    const legacy = createSqliteStore({ path: file, busyTimeoutMs: 100 });
     const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
     const done = await fast.claim({ key: 'done', ...input });
     if (done.status !== 'acquired') throw new Error('expected acquired');
@@ -77,17 +79,21 @@ describe('sqlite store', () => {
       expect(Date.now() - started).toBeLessThan(100);
       // A claim that would take a key does need the lock, and says so once the timeout passes.
       await expect(fast.claim({ key: 'new', ...input })).rejects.toThrow(/locked|busy/i);
+      const legacyStarted = Date.now();
+      await expect(legacy.claim({ key: 'new', ...input })).rejects.toThrow(/locked|busy/i);
+      expect(Date.now() - legacyStarted).toBeLessThan(1_000);
     } finally {
       writer.exec('ROLLBACK');
       writer.close();
     }
     expect((await fast.claim({ key: 'new', ...input })).status).toBe('acquired');
     await fast.close();
+    await legacy.close();
   });
 
   it('waits for another process’s write lock on timers, so the event loop keeps running meanwhile', async () => {
     const file = join(dir, 'held.db');
-    const patient = createSqliteStore({ path: file, busyTimeoutMs: 3_000 });
+    const patient = createSqliteStore({ path: file, busyTimeout: '3s' });
     const writer = new (createRequire(import.meta.url)('better-sqlite3'))(file);
     writer.exec('BEGIN IMMEDIATE');
     // Only this process's event loop can let the other connection go: a claim that slept inside
@@ -106,6 +112,40 @@ describe('sqlite store', () => {
       clearInterval(ticker);
       writer.close();
       await patient.close();
+    }
+  });
+
+  it('reports a sweep that fails to onBackgroundError, and keeps sweeping', async () => {
+    const file = join(dir, 'busy-sweep.db');
+    const errors: unknown[] = [];
+    const swept = createSqliteStore({ path: file, sweepInterval: 20, onBackgroundError: (e) => errors.push(e) });
+    const writer = new (createRequire(import.meta.url)('better-sqlite3'))(file);
+    writer.exec('BEGIN IMMEDIATE');
+    await new Promise((r) => setTimeout(r, 100));
+    writer.exec('ROLLBACK');
+    writer.close();
+    expect(errors.length).toBeGreaterThan(0);
+    expect(String(errors[0])).toMatch(/locked|busy/i);
+    const claim = await swept.claim({ key: 'k', fingerprint: 'f', leaseMs: 10, ttlMs: 10 });
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    await swept.release('k', claim.token, 10);
+    await new Promise((r) => setTimeout(r, 100));
+    // The timer went on after the failures and deleted the expired row.
+    expect(swept.sweep()).toBe(0);
+    await swept.close();
+  });
+
+  it('rejects bad sizes and durations with coded errors, under the current and the deprecated names', () => {
+    for (const options of [
+      { sweepBatchSize: 0 },
+      { sweepBatch: 1.5 },
+      { busyTimeout: 'soon' },
+      { sweepInterval: 0 },
+      { pollInterval: -1 },
+    ]) {
+      expect(() => createSqliteStore({ path: ':memory:', ...(options as object) })).toThrow(
+        expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID' }),
+      );
     }
   });
 

@@ -20,6 +20,7 @@ import {
   parseDuration,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { startSweeper } from './sweeper.js';
 
 /** Options of {@link createSqliteStore}. */
 export interface SqliteStoreOptions {
@@ -34,19 +35,30 @@ export interface SqliteStoreOptions {
    */
   table?: string;
   /**
-   * How often expired records are deleted.
+   * How often expired records are deleted (expiry is also checked on every read, so the sweep
+   * only reclaims space). `false` turns the timer off: call `store.sweep()` yourself.
    * @default '60s'
    */
-  sweepInterval?: Duration;
+  sweepInterval?: Duration | false;
   /**
-   * Most rows one sweep step deletes before it yields, so a sweep never holds the write lock long.
+   * Most rows one sweep statement deletes, so no statement holds the write lock long.
    * @default 500
+   */
+  sweepBatchSize?: number;
+  /**
+   * The same as `sweepBatchSize`.
+   * @deprecated Use `sweepBatchSize`, named as in the PostgreSQL store.
    */
   sweepBatch?: number;
   /**
    * How long a write waits for another process's lock before failing. The wait is asynchronous:
    * the event loop keeps serving (and renewing leases) meanwhile.
-   * @default 5000
+   * @default '5s'
+   */
+  busyTimeout?: Duration;
+  /**
+   * The same as `busyTimeout`, in ms.
+   * @deprecated Use `busyTimeout`, a duration like the other stores' options.
    */
   busyTimeoutMs?: number;
   /**
@@ -54,6 +66,11 @@ export interface SqliteStoreOptions {
    * @default 50
    */
   pollInterval?: Duration;
+  /**
+   * Called with failures no request sees: a failed sweep. Must not throw.
+   * @default ignores them
+   */
+  onBackgroundError?: (error: unknown) => void;
 }
 
 /** A SQLite store; `sweep()` deletes expired records now and returns how many. */
@@ -147,11 +164,21 @@ function openDatabase(Driver: DatabaseConstructor, path: string): Database {
  * ```
  */
 export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore {
-  const { path = './idempo.db', table = 'idempo_records', sweepBatch = 500, busyTimeoutMs = 5_000 } = options;
+  const { path = './idempo.db', table = 'idempo_records', sweepInterval = '60s', onBackgroundError } = options;
+  const sweepBatchSize = options.sweepBatchSize ?? options.sweepBatch ?? 500;
+  if (!Number.isSafeInteger(sweepBatchSize) || sweepBatchSize < 1) {
+    throw new IdempotencyConfigError(
+      `sweepBatchSize: expected a positive integer, got ${JSON.stringify(sweepBatchSize)}`,
+    );
+  }
+  const busyTimeoutMs =
+    options.busyTimeout === undefined && options.busyTimeoutMs !== undefined
+      ? Math.max(0, options.busyTimeoutMs)
+      : parseDuration(options.busyTimeout ?? '5s', 'busyTimeout');
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) {
     throw new IdempotencyConfigError(`table: expected letters, digits and underscores, got ${JSON.stringify(table)}`);
   }
-  const sweepMs = parseDuration(options.sweepInterval ?? '60s', 'sweepInterval');
+  const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
   const pollMs = parseDuration(options.pollInterval ?? 50, 'pollInterval');
   const db = openDatabase(loadDriver(), path);
   db.pragma('journal_mode = WAL');
@@ -270,19 +297,13 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     let total = 0;
     for (;;) {
       const now = Date.now();
-      const deleted = sweepStmt.run(now, now, sweepBatch).changes;
+      const deleted = sweepStmt.run(now, now, sweepBatchSize).changes;
       total += deleted;
-      if (deleted < sweepBatch) return total;
+      if (deleted < sweepBatchSize) return total;
     }
   }
-  const sweeper = setInterval(() => {
-    try {
-      sweep();
-    } catch {
-      // A busy database is swept next time; expired rows already read as absent.
-    }
-  }, sweepMs);
-  sweeper.unref?.();
+  // A busy database is swept next time; expired rows already read as absent.
+  const sweeper = startSweeper(sweepMs, sweep, (error) => onBackgroundError?.(error));
 
   return {
     async claim(input) {
@@ -328,7 +349,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     },
     sweep,
     async close() {
-      clearInterval(sweeper);
+      await sweeper.stop();
       db.close();
     },
   };
