@@ -110,6 +110,23 @@ describe('defaultFingerprint', () => {
     );
   });
 
+  // Found by the fuzz tests: Fastify with a catch-all `parseAs: 'buffer'` parser handed a
+  // `+json` body over as a Buffer, fingerprinted as if it were a JSON object of byte indexes.
+  it('fingerprints a parsed body that is bytes as those bytes', () => {
+    const r = request('/p', { 'content-type': 'application/merge-patch+json' });
+    const text = '{"b":1,"a":2}';
+    expect(defaultFingerprint(r, { parsed: Buffer.from(text) })).toBe(defaultFingerprint(r, bytes(text)));
+  });
+
+  // Found by the fuzz tests: a JSON body with invalid UTF-8 was fingerprinted as raw bytes by the
+  // engine and node:http, but as its parsed value (U+FFFD in place of the bad bytes) by Express
+  // after express.json() and Fastify, so one request had two fingerprints.
+  it('decodes a JSON body with invalid UTF-8 as the JSON parsers of the frameworks do', () => {
+    const r = request('/p', json);
+    const raw = new Uint8Array([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x74, 0x22, 0x7d]); // {"a":"\xfft"}
+    expect(defaultFingerprint(r, raw)).toBe(defaultFingerprint(r, { parsed: { a: '\ufffdt' } }));
+  });
+
   it('never contains the Authorization value', () => {
     const fp = defaultFingerprint(request('/p', { authorization: 'Bearer secret' }), null);
     expect(fp).not.toContain('secret');

@@ -205,10 +205,17 @@ export function isJsonContentType(contentType: string | undefined): boolean {
   return JSON_TYPE.test(contentType ?? '');
 }
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+/**
+ * Invalid UTF-8 becomes U+FFFD, as every JSON body parser decodes it (Express's, Fastify's,
+ * `Request.json()`): a body fingerprints as the value its handler sees, whichever face it took.
+ */
+const decoder = new TextDecoder('utf-8');
 
 function canonicalBody(request: IdempotencyRequest, body: Uint8Array | ParsedBody | null): string | Uint8Array {
   if (body === null) return new Uint8Array();
+  // A framework parser that kept the bytes (Fastify's `parseAs: 'buffer'` for a `+json` type it
+  // has no JSON parser for) handed over bytes, not a JSON value: fingerprint them as bytes.
+  if (!(body instanceof Uint8Array) && body.parsed instanceof Uint8Array) body = body.parsed;
   try {
     if (!(body instanceof Uint8Array)) return canonicalJson(body.parsed);
     if (isJsonContentType(request.header('content-type')) && body.length > 0) {
