@@ -27,7 +27,9 @@ export function startSweeper(
     // Started from a resolved promise, so even a sweep that throws at once settles after
     // `running` is set, and clears it.
     running = Promise.resolve()
-      .then(sweep)
+      .then(async () => {
+        await sweep();
+      })
       .then(undefined, (error: unknown) => {
         try {
           report(error);
