@@ -12,6 +12,7 @@ import { unprotectedContext } from '../engine/unprotected.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture, writeResponse } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
+import { PrototypePatch, swappedPrototype } from './swapped-prototype.js';
 
 declare global {
   // Express declares its request type in this global namespace; augmenting it is how its middleware adds fields.
@@ -36,40 +37,36 @@ declare global {
 export type ExpressIdempotencyOptions = EngineOrOptions;
 
 /**
- * Contexts of requests whose prototype carries the `idempotency` accessor. Express gives every
- * `req` its app's `app.request` as prototype, and V8 then builds a new hidden class for every
- * property added to that object (see `capture()` in node-response.ts). Express
- * documents `app.request` as the place to extend requests; idempo's accessor there keeps the
- * context in this WeakMap instead.
+ * Contexts of requests whose (swapped) prototype carries the `idempotency` accessor: Express
+ * documents `app.request` as the place to extend requests, and an accessor there keeps the
+ * context in this WeakMap instead of adding a property to every request (see
+ * swapped-prototype.ts).
  */
 const CONTEXTS = new WeakMap<Request, IdempotencyContext>();
-const WITH_ACCESSOR = new WeakSet<object>();
+
+const CONTEXT_ACCESSOR = new PrototypePatch(
+  () => ({
+    idempotency: {
+      get(this: Request) {
+        return CONTEXTS.get(this);
+      },
+      set(this: Request, value: IdempotencyContext | undefined) {
+        if (value === undefined) CONTEXTS.delete(this);
+        else CONTEXTS.set(this, value);
+      },
+    },
+  }),
+  // Something else (or a parent app's prototype, whose accessor then serves) defines it already.
+  (proto) => 'idempotency' in proto,
+);
 
 function setContext(req: Request, context: IdempotencyContext): void {
-  const proto = Object.getPrototypeOf(req) as object | null;
-  if (proto !== null && proto !== IncomingMessage.prototype && hasContextAccessor(proto, req)) {
+  const proto = swappedPrototype(req, IncomingMessage.prototype);
+  if (proto !== undefined && !Object.hasOwn(req, 'idempotency') && CONTEXT_ACCESSOR.on(proto)) {
     CONTEXTS.set(req, context);
   } else {
     req.idempotency = context;
   }
-}
-
-function hasContextAccessor(proto: object, req: Request): boolean {
-  if (WITH_ACCESSOR.has(proto)) return true;
-  if ('idempotency' in proto || Object.hasOwn(req, 'idempotency') || !Object.isExtensible(proto)) return false;
-  Object.defineProperty(proto, 'idempotency', {
-    get(this: Request) {
-      return CONTEXTS.get(this);
-    },
-    set(this: Request, value: IdempotencyContext | undefined) {
-      if (value === undefined) CONTEXTS.delete(this);
-      else CONTEXTS.set(this, value);
-    },
-    configurable: true,
-    enumerable: false,
-  });
-  WITH_ACCESSOR.add(proto);
-  return true;
 }
 
 /**

@@ -10,6 +10,7 @@ import { type IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { tooLarge } from '../engine/error-responses.js';
 import type { ParsedBody } from '../engine/types.js';
 import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { PrototypePatch, swappedPrototype } from './swapped-prototype.js';
 
 /** A header value by lower-case name, several values joined with `, `. */
 export function headerOf(headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -48,8 +49,6 @@ class RawBody {
 
 /** Raw-body state of requests whose prototype was swapped. */
 const SWAPPED = new WeakMap<IncomingMessage, RawBody>();
-/** Prototypes that carry the watching `push`. */
-const WATCHING = new WeakSet<object>();
 
 /** The body idempo read of `req`, wherever it was kept. */
 function storedBody(req: IncomingMessage): Buffer | undefined {
@@ -124,10 +123,8 @@ export function readRestoring(req: IncomingMessage, maxBytes: number): Promise<B
     req.readableLength === 0 &&
     !req.readableDidRead
   ) {
-    const proto = Object.getPrototypeOf(req) as object | null;
-    return proto !== null && proto !== IncomingMessage.prototype && watchesThrough(proto, req)
-      ? watchThroughPrototype(req)
-      : observePushes(req);
+    const proto = swappedPrototype(req, IncomingMessage.prototype);
+    return proto !== undefined && watchesThrough(proto, req) ? watchThroughPrototype(req) : observePushes(req);
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -214,6 +211,34 @@ function watchThroughPrototype(req: IncomingMessage): Promise<Buffer | null> {
   });
 }
 
+/** The watching `push`, installed once on each swapped prototype it is used through. */
+const WATCHING = new PrototypePatch(
+  (proto) => {
+    const parent = Object.getPrototypeOf(proto) as IncomingMessage;
+    return {
+      push: {
+        writable: true,
+        value: function push(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
+          const state = SWAPPED.get(this);
+          if (state === undefined || state.resolve === undefined || state.passing) {
+            return parent.push.call(this, chunk, encoding);
+          }
+          see(state, this, chunk);
+          // A sub-app's `app.request` inherits its parent app's, and both may carry this push: the
+          // first one down the chain sees the chunk, the ones it calls only pass it on.
+          state.passing = true;
+          try {
+            return parent.push.call(this, chunk, encoding);
+          } finally {
+            state.passing = false;
+          }
+        },
+      },
+    };
+  },
+  (proto) => Object.hasOwn(proto, 'push'),
+);
+
 /**
  * Whether the pushes into `req` can be watched through `proto`, installing a `push` there on first
  * use that calls the inherited one for every request not watched.
@@ -222,31 +247,7 @@ function watchesThrough(proto: object, req: IncomingMessage): boolean {
   // Something replaced this request's push, or a watch already runs through the prototype: wrap
   // what is there, as for a plain request, so both see the body.
   if (Object.hasOwn(req, 'push') || SWAPPED.get(req)?.resolve !== undefined) return false;
-  if (WATCHING.has(proto)) return true;
-  if (Object.hasOwn(proto, 'push') || !Object.isExtensible(proto)) return false;
-  const parent = Object.getPrototypeOf(proto) as IncomingMessage;
-  Object.defineProperty(proto, 'push', {
-    value: function push(this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
-      const state = SWAPPED.get(this);
-      if (state === undefined || state.resolve === undefined || state.passing) {
-        return parent.push.call(this, chunk, encoding);
-      }
-      see(state, this, chunk);
-      // A sub-app's `app.request` inherits its parent app's, and both may carry this push: the
-      // first one down the chain sees the chunk, the ones it calls only pass it on.
-      state.passing = true;
-      try {
-        return parent.push.call(this, chunk, encoding);
-      } finally {
-        state.passing = false;
-      }
-    },
-    writable: true,
-    configurable: true,
-    enumerable: false,
-  });
-  WATCHING.add(proto);
-  return true;
+  return WATCHING.on(proto);
 }
 
 /** One push into a watched request, through its prototype or its own `push`: a chunk of the body, or `null` at its end. */

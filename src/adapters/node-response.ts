@@ -7,6 +7,7 @@
 import { ServerResponse } from 'node:http';
 import { CLIENT_GONE } from '../engine/error-responses.js';
 import type { Execution, IdempotencyResponse } from '../engine/types.js';
+import { PrototypePatch, swappedPrototype } from './swapped-prototype.js';
 
 /** Writes a neutral response in one go; `close` asks the client to open a new connection. */
 export function writeResponse(res: ServerResponse, response: IdempotencyResponse, close = false): void {
@@ -112,12 +113,9 @@ function declaredLength(state: Capture, res: ServerResponse): number {
  * The replacement methods are shared functions that find their state on the response, not
  * closures made per response: with the listener below, a captured request allocates one object.
  *
- * A response whose prototype a framework swapped (Express gives every `res` its app's
- * `app.response`) is captured through that prototype instead, when nothing overrode these methods
- * on it or on the response. V8 gives an object whose prototype was swapped a new hidden class for
- * every property added to it, about 1.4 µs each (against 0.01 µs on a plain response) plus the
- * garbage the hidden classes leave. The methods installed on the prototype call the inherited
- * ones for every response not captured.
+ * A response whose prototype a framework swapped (Express's `app.response`) is captured through
+ * that prototype instead (see swapped-prototype.ts), when nothing overrode these methods on it or
+ * on the response.
  */
 export function capture(res: ServerResponse, execution: Execution, maxBytes: number): boolean {
   if (res.destroyed) {
@@ -125,8 +123,8 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
     void execution.abort(CLIENT_GONE);
     return false;
   }
-  const proto = Object.getPrototypeOf(res) as ServerResponse | null;
-  if (proto !== null && proto !== ServerResponse.prototype && capturesThrough(proto, res)) {
+  const proto = swappedPrototype(res, ServerResponse.prototype);
+  if (proto !== undefined && capturesThrough(proto, res)) {
     const inherited = Object.getPrototypeOf(proto) as ServerResponse;
     const state = new Capture(
       execution,
@@ -151,21 +149,14 @@ export function capture(res: ServerResponse, execution: Execution, maxBytes: num
 
 /** Capture state of responses captured through their prototype. */
 const SWAPPED = new WeakMap<ServerResponse, Capture>();
-/** Prototypes that carry the capturing methods. */
-const CAPTURING = new WeakSet<object>();
 const METHODS = ['writeHead', 'write', 'end'] as const;
 
 function overridesMethods(target: object): boolean {
   return METHODS.some((name) => Object.hasOwn(target, name));
 }
 
-/** Whether `res` can be captured through `proto`, installing the methods there on first use. */
-function capturesThrough(proto: ServerResponse, res: ServerResponse): boolean {
-  // Something patched this response already (compression, a logger), or a capture already runs
-  // through the prototype: wrap what is there, as for any response, so both see the response.
-  if (overridesMethods(res) || SWAPPED.has(res)) return false;
-  if (CAPTURING.has(proto)) return true;
-  if (overridesMethods(proto) || !Object.isExtensible(proto)) return false;
+/** The capturing methods, installed once on each swapped prototype they are used through. */
+const CAPTURING = new PrototypePatch((proto) => {
   const parent = Object.getPrototypeOf(proto) as ServerResponse;
   const methods: Record<(typeof METHODS)[number], Method> = {
     writeHead(this: ServerResponse, code: unknown, ...rest: unknown[]) {
@@ -187,11 +178,15 @@ function capturesThrough(proto: ServerResponse, res: ServerResponse): boolean {
         : endThrough(state, this, args);
     },
   };
-  for (const name of METHODS) {
-    Object.defineProperty(proto, name, { value: methods[name], writable: true, configurable: true, enumerable: false });
-  }
-  CAPTURING.add(proto);
-  return true;
+  return Object.fromEntries(METHODS.map((name) => [name, { value: methods[name], writable: true }]));
+}, overridesMethods);
+
+/** Whether `res` can be captured through `proto`, installing the methods there on first use. */
+function capturesThrough(proto: object, res: ServerResponse): boolean {
+  // Something patched this response already (compression, a logger), or a capture already runs
+  // through the prototype: wrap what is there, as for any response, so both see the response.
+  if (overridesMethods(res) || SWAPPED.has(res)) return false;
+  return CAPTURING.on(proto);
 }
 
 function capturedWriteHead(this: CapturedResponse, code: number, ...rest: unknown[]): unknown {
