@@ -53,7 +53,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const engine: Idempotency = {
     begin: (request) => begin(config, renewer, request),
     handle: (request, handler) => handleWebRequest(engine, request, handler),
-    formatError: (error, request) => config.formatError(error, request),
+    formatError: (error, request) => errorResponse(config, error, request),
     limits: { maxBodyBytes: config.maxBodyBytes, maxResponseBytes: config.maxResponseBytes },
   };
   return engine;

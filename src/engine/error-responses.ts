@@ -43,12 +43,15 @@ export function tooLarge(maxBytes: number): IdempotencyBodyTooLargeError {
   );
 }
 
-/** idempo's error response for `error`, with `Retry-After` when a retry should wait. */
+/**
+ * idempo's error response for `error`, with `Retry-After` when a retry should wait (`retryAfterMs`,
+ * or else the error's own). Every error idempo answers goes through here.
+ */
 export function errorResponse(
-  config: ResolvedOptions,
+  config: Pick<ResolvedOptions, 'formatError'>,
   error: IdempotencyError,
   request: IdempotencyRequest,
-  retryAfterMs?: number,
+  retryAfterMs: number | undefined = error.retryAfterMs,
 ): IdempotencyResponse {
   const response = config.formatError(error, request);
   if (retryAfterMs !== undefined) response.headers.push(['retry-after', retryAfterSeconds(retryAfterMs)]);

@@ -170,7 +170,7 @@ export class ClaimedExecution implements Execution, Renewable {
         `The request with this Idempotency-Key already completed with status ${response.status}, but its response was larger than ${config.maxResponseBytes} bytes and was not kept. It will not run again; fetch the result another way.`,
         { originalStatus: response.status },
       );
-      const answer = config.formatError(notKept, this.#request);
+      const answer = errorResponse(config, notKept, this.#request);
       return {
         status: answer.status,
         headers: answer.headers.filter(([name]) => config.storesHeader(name)),

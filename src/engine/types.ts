@@ -304,7 +304,10 @@ export interface Idempotency {
    * then run the handler for `execute` and report back with `commit`/`abort`.
    */
   begin(request: IdempotencyRequest): Promise<Decision>;
-  /** Formats an idempo error the way `errorFormat` says; adapters use it for their own errors. */
+  /**
+   * Formats an idempo error the way `errorFormat` says, with `Retry-After` when the error carries
+   * `retryAfterMs`; adapters (and the gateway) answer their own errors with it.
+   */
   formatError(error: IdempotencyError, request: IdempotencyRequest): IdempotencyResponse;
   /** The limits adapters must enforce while capturing. */
   readonly limits: { readonly maxBodyBytes: number; readonly maxResponseBytes: number };

@@ -26,6 +26,9 @@ import {
  */
 export const REDRIVE_HEADER = 'idempo-redrive' as const;
 
+/** How long a client is told to wait before it retries after any of the gateway's upstream errors. */
+export const RETRY_AFTER_MS = 1_000;
+
 /** The header that carries the key to the upstream, whatever header the client used. */
 const KEY_HEADER = 'idempotency-key';
 
@@ -206,13 +209,13 @@ export function createProxy(options: ProxyOptions): Proxy {
           if (NOT_REACHED.has(code)) {
             throw new IdempotencyUpstreamError(
               `The upstream ${origin} could not be reached (${code}); nothing was sent. Retry later.`,
-              { cause: error },
+              { cause: error, retryAfterMs: RETRY_AFTER_MS },
             );
           }
           if (NOT_SENT.has(code)) {
             throw new IdempotencyUpstreamError(
               `The gateway could not forward the request (${code}: ${(error as Error).message}); nothing was sent.`,
-              { cause: error },
+              { cause: error, retryAfterMs: RETRY_AFTER_MS },
             );
           }
         }
@@ -295,18 +298,18 @@ function failed(
     case 'deadline':
       throw new IdempotencyUpstreamTimeoutError(
         `The upstream took the request but did not answer within the gateway's deadline of ${options.deadlineMs} ms; it may still have done the work, so the key is kept until its lease passes.`,
-        { cause: error },
+        { cause: error, retryAfterMs: RETRY_AFTER_MS },
       );
     case 'handover':
       throw new IdempotencyUpstreamTimeoutError(
         'The gateway shut down while the upstream still had the request; it may have done the work, so the key is kept until its lease passes and another instance takes it over.',
-        { cause: error },
+        { cause: error, retryAfterMs: RETRY_AFTER_MS },
       );
     default: {
       const code = (error as { code?: string }).code;
       throw new IdempotencyUpstreamFailedError(
         `The upstream connection failed after the request was sent (${code ?? 'error'}); it may have done the work, so the key is kept until its lease passes.`,
-        { cause: error },
+        { cause: error, retryAfterMs: RETRY_AFTER_MS },
       );
     }
   }

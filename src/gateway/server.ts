@@ -24,12 +24,11 @@ import { createStoreStatus } from './health.js';
 import { createGatewayLogger, roundMs } from './log.js';
 import type { OpenedStore } from './opened-store.js';
 import { compilePathPatterns } from './path-patterns.js';
-import { createProxy } from './proxy.js';
+import { createProxy, RETRY_AFTER_MS } from './proxy.js';
 import { trackStore } from './store-activity.js';
 import { openStore } from './store-url.js';
 
 /** What a client that timed out or met a draining gateway is told to wait before its retry. */
-const RETRY_AFTER_MS = 1_000;
 
 /** Options of {@link startGateway}; the CLI's flags map onto these one to one. */
 export interface GatewayOptions {
@@ -234,16 +233,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     },
   });
 
-  const answer = (req: IncomingMessage, error: IdempotencyUpstreamTimeoutError | IdempotencyGatewayDrainingError) => {
-    const response = idem.formatError(error, {
+  const answer = (req: IncomingMessage, error: IdempotencyError) =>
+    idem.formatError(error, {
       method: req.method ?? 'GET',
       url: req.url ?? '/',
       header: () => undefined,
       body: async () => null,
     });
-    response.headers.push(['retry-after', retryAfterSeconds(RETRY_AFTER_MS)]);
-    return response;
-  };
   const proxy = createProxy({
     upstream,
     timeoutMs: upstreamTimeoutMs,
@@ -253,6 +249,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         req,
         new IdempotencyUpstreamTimeoutError(
           `The upstream took the request but did not answer within ${upstreamTimeoutMs} ms. It is still being waited for: retry with the same key to get its answer once it is stored.`,
+          { retryAfterMs: RETRY_AFTER_MS },
         ),
       ),
   });
@@ -294,6 +291,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           req,
           new IdempotencyGatewayDrainingError(
             'The gateway is shutting down; nothing was run. Retry on another instance.',
+            { retryAfterMs: RETRY_AFTER_MS },
           ),
         ),
         true,
@@ -324,7 +322,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   /** Requests node:http itself refuses (malformed, headers too large, too slow): answered, closed and logged. */
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     const code = error.code ?? 'ERR';
-    const inProgress = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (inProgress?.req?.complete && !inProgress.writableFinished && socket.writable) {
+      // A request pipelined behind one still being answered is malformed. A client reads the
+      // answers in order: a 400 now would read as the answer to the earlier request (which did
+      // go upstream). Finish that answer, then close; the malformed one gets none.
+      inProgress.shouldKeepAlive = false;
+      const close = () => socket.destroy();
+      inProgress.once('finish', close);
+      inProgress.once('close', close);
+      return;
+    }
     if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable || inProgress?.headersSent) {
       socket.destroy();
       return;

@@ -17,6 +17,8 @@ export const PROBLEM_BASE = 'https://idempo.dev/problems/';
 export interface IdempotencyErrorOptions {
   /** The underlying error, if any. */
   cause?: unknown;
+  /** How long a client should wait before it retries; answered as `Retry-After`. */
+  retryAfterMs?: number;
 }
 
 /**
@@ -45,10 +47,16 @@ export class IdempotencyError extends Error {
    * a retry takes the key over as `recovered`. Never twice: an unknown outcome is not a failure.
    */
   readonly outcomeUnknown: boolean = false;
+  /**
+   * How long a client should wait before it retries, when the error says: idempo's response for
+   * it carries `Retry-After`, whichever way it is answered (the engine, an adapter, the gateway).
+   */
+  readonly retryAfterMs: number | undefined;
 
   constructor(message: string, options: IdempotencyErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
+    this.retryAfterMs = options.retryAfterMs;
   }
 }
 

@@ -125,6 +125,7 @@ describe('never twice through idempo serve', () => {
     try {
       const first = await postJson(`${gateway.url}/reset`, { amount: 1 }, 'reset-1');
       expect(first.status).toBe(502);
+      expect(first.headers.get('retry-after')).toBe('1');
       expect((await first.json()).code).toBe('IDEMPO_UPSTREAM_FAILED');
       const meanwhile = await postJson(`${gateway.url}/reset`, { amount: 1 }, 'reset-1');
       expect(meanwhile.status).toBe(409);

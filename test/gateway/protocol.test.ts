@@ -398,6 +398,8 @@ describe('gateway failures', () => {
       const res = await postJson(`${down.url}/pay`, { a: 1 }, 'unreachable-1');
       expect(res.status).toBe(502);
       expect((await res.json()).code).toBe('IDEMPO_UPSTREAM_UNREACHABLE');
+      // Thrown through the adapter, it gets its Retry-After by the same route as the gateway's 504.
+      expect(res.headers.get('retry-after')).toBe('1');
       const { createServer } = await import('node:http');
       let runs = 0;
       const late = createServer((_req, res2) => {
