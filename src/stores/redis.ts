@@ -61,6 +61,50 @@ export interface RedisStoreClient {
   duplicate(): RedisStoreSubscriber;
   /** `PING`, for the store's health check ({@link IdempotencyStore.ping}); without it the check always passes. */
   ping?(): Promise<unknown>;
+  /**
+   * A pipeline, used only with {@link RedisStoreOptions.replicaAck}: the write and its `WAIT`
+   * leave in one pipeline, so they reach the same node over the same connection.
+   */
+  pipeline?(): RedisStorePipeline;
+}
+
+/**
+ * The part of an ioredis pipeline the store uses with {@link RedisStoreOptions.replicaAck}: a
+ * write, then `WAIT`. On a `Cluster`, ioredis sends a pipeline to the node that serves its keys'
+ * slot, keyless `WAIT` included, and fails it as a whole rather than re-send it elsewhere once
+ * one of its writes succeeded.
+ *
+ * @example
+ * ```ts
+ * const pipeline: RedisStorePipeline = new Redis().pipeline();
+ * ```
+ */
+export interface RedisStorePipeline {
+  setBuffer(key: string, value: string, px: 'PX', milliseconds: string, nx: 'NX', get: 'GET'): unknown;
+  /** `EVAL` with a Buffer reply (ioredis has it, though its types leave it out). */
+  evalBuffer?(script: string, numberOfKeys: number, ...args: (string | Buffer)[]): unknown;
+  wait(replicas: number, timeoutMs: number): unknown;
+  exec(): Promise<[Error | null, unknown][] | null>;
+}
+
+/**
+ * How many replicas must acknowledge idempo's writes, and how long the master waits for them.
+ *
+ * @example
+ * ```ts
+ * const ack: RedisReplicaAck = { replicas: 1, timeout: '100ms' };
+ * ```
+ */
+export interface RedisReplicaAck {
+  /** Replicas that must have received a write before it counts. At least 1. */
+  replicas: number;
+  /**
+   * How long the master waits for them (`WAIT`'s timeout) before the write counts as not
+   * acknowledged. More than 0 (`WAIT … 0` would wait forever), and less than the client's
+   * `commandTimeout`.
+   * @default '100ms'
+   */
+  timeout?: Duration;
 }
 
 /**
@@ -120,6 +164,21 @@ export interface RedisStoreOptions {
    * @deprecated Use `pollInterval`, named as in the other stores.
    */
   pollIntervalMs?: number;
+  /**
+   * Makes every write that gives a run its key or keeps its result (claim, renew, saveStep,
+   * complete) wait for replicas: the store sends `WAIT replicas timeout` in the same pipeline, to
+   * the same node, as the write. A claim that too few replicas acknowledged is not acquired: the
+   * store gives the key back (released, or its lease left lapsed if the claim recovered it) and
+   * throws, so the engine answers `503` with `Retry-After` before any handler runs. A replay
+   * likewise needs the acknowledgement (it covers this connection's earlier writes, among them
+   * this app server's own completion). A completion, renewal or step not acknowledged throws:
+   * the engine keeps the key and retries (the unknown-outcome rule), and never answers with a
+   * success that a replica might not have. Each such write then blocks its connection for one
+   * round trip to a replica, longer while a replica lags; see docs/stores/redis.md for what it
+   * costs and what it guarantees at a failover.
+   * @default undefined (no `WAIT`: a write counts once the master has it)
+   */
+  replicaAck?: RedisReplicaAck;
 }
 
 /** Names of the scripts on the client. Versioned, so two idempo versions may share one client. */
@@ -151,6 +210,40 @@ function storeError(operation: string, error: unknown): IdempotencyStoreError {
     ? ' (the key holds a record in the layout of idempo 0.1, a hash; see "Upgrading" in docs/stores/redis.md)'
     : '';
   return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}${hint}`, { cause: error });
+}
+
+/** Queues `EVAL script 2 …args` on `pipeline`, replying in Buffers. */
+function evalIn(pipeline: RedisStorePipeline, script: string, args: (string | Buffer)[]): void {
+  if (typeof pipeline.evalBuffer !== 'function') {
+    throw new IdempotencyStoreError('replicaAck needs an ioredis pipeline with evalBuffer()');
+  }
+  pipeline.evalBuffer(script, 2, ...args);
+}
+
+/** {@link RedisReplicaAck} resolved: `timeout` in ms. */
+interface ReplicaAck {
+  replicas: number;
+  timeoutMs: number;
+}
+
+function replicaAckOf(client: RedisStoreClient, option: RedisReplicaAck | undefined): ReplicaAck | undefined {
+  if (option === undefined) return undefined;
+  const replicas = option?.replicas;
+  if (!Number.isInteger(replicas) || replicas < 1) {
+    throw new IdempotencyConfigError('createRedisStore: `replicaAck.replicas` must be an integer of at least 1');
+  }
+  const timeoutMs = parseDuration(option.timeout ?? '100ms', 'replicaAck.timeout');
+  if (!(timeoutMs >= 1)) {
+    throw new IdempotencyConfigError(
+      'createRedisStore: `replicaAck.timeout` must be at least 1 ms (WAIT with 0 waits forever)',
+    );
+  }
+  if (typeof client.pipeline !== 'function') {
+    throw new IdempotencyConfigError(
+      'createRedisStore: `replicaAck` needs a client with `pipeline()` (an ioredis Redis or Cluster)',
+    );
+  }
+  return { replicas, timeoutMs: Math.ceil(timeoutMs) };
 }
 
 /** Redis before 7.0 rejects `SET … NX GET` as a syntax error. */
@@ -190,6 +283,7 @@ export function createRedisStore({
   notify = true,
   pollInterval,
   pollIntervalMs,
+  replicaAck,
 }: RedisStoreOptions): IdempotencyStore {
   if (typeof client?.defineCommand !== 'function') {
     throw new IdempotencyConfigError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
@@ -204,6 +298,8 @@ export function createRedisStore({
       ? parseDuration(pollIntervalMs, 'pollIntervalMs')
       : parseDuration(pollInterval ?? '500ms', 'pollInterval');
 
+  const ack = replicaAckOf(client, replicaAck);
+
   client.defineCommand(COMMANDS.claim, { numberOfKeys: 2, lua: CLAIM_SCRIPT });
   client.defineCommand(COMMANDS.complete, { numberOfKeys: 2, lua: COMPLETE_SCRIPT });
   client.defineCommand(COMMANDS.release, { numberOfKeys: 2, lua: RELEASE_SCRIPT });
@@ -212,6 +308,57 @@ export function createRedisStore({
   client.defineCommand(COMMANDS.peek, { numberOfKeys: 1, lua: PEEK_SCRIPT });
   const scripted = client as unknown as ScriptedClient;
   const cork = socketCorker(client);
+
+  /**
+   * `write` and `WAIT` in one pipeline: one write to one node's socket, so the `WAIT` counts the
+   * replicas that have this write (and the connection's earlier ones) and no other node's. Scripts
+   * go as `EVAL` with their text, not as the `EVALSHA` of `defineCommand`: ioredis re-sends an
+   * `EVALSHA` that met `NOSCRIPT` outside its pipeline, after the `WAIT`, which would then not
+   * cover it.
+   */
+  async function pipelined(
+    acked: ReplicaAck,
+    operation: string,
+    write: (pipeline: RedisStorePipeline) => void,
+  ): Promise<{ reply: Reply; replicas: number }> {
+    const pipeline = (client.pipeline as () => RedisStorePipeline).call(client);
+    write(pipeline);
+    pipeline.wait(acked.replicas, acked.timeoutMs);
+    cork();
+    let results: [Error | null, unknown][] | null;
+    try {
+      results = await pipeline.exec();
+    } catch (error) {
+      throw storeError(operation, error);
+    }
+    const [written, waited] = results ?? [];
+    if (!written || !waited) throw new IdempotencyStoreError(`Redis ${operation} failed: the pipeline had no reply`);
+    if (written[0]) throw storeError(operation, written[0]);
+    // A WAIT that failed (a demoted master refuses it) acknowledged nothing.
+    return { reply: written[1] as Reply, replicas: waited[0] ? 0 : Number(waited[1]) };
+  }
+
+  /** Throws when a write that gives or keeps a result was seen by too few replicas. */
+  function notAcknowledged(
+    acked: ReplicaAck,
+    operation: string,
+    replicas: number,
+    what: string,
+  ): IdempotencyStoreError {
+    return new IdempotencyStoreError(
+      `Redis ${operation} was acknowledged by ${replicas} of the ${acked.replicas} replicas it needs within ${acked.timeoutMs} ms (replicaAck): ${what}`,
+    );
+  }
+
+  async function runScript(name: string, script: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
+    if (ack === undefined) return run(name, operation, args);
+    const { reply, replicas } = await pipelined(ack, operation, (p) => evalIn(p, script, args));
+    const result = fenced(reply);
+    if (result === 'ok' && replicas < ack.replicas) {
+      throw notAcknowledged(ack, operation, replicas, 'its outcome is unknown');
+    }
+    return reply;
+  }
 
   function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     const call = scripted[name];
@@ -243,36 +390,52 @@ export function createRedisStore({
     const token = newToken();
     if (plainClaims) {
       let existing: unknown;
+      let replicas = Number.POSITIVE_INFINITY;
+      const value = `I|${token}|${ttl}|0|${input.fingerprint}`;
       try {
-        cork();
-        existing = await client.setBuffer(record, `I|${token}|${ttl}|0|${input.fingerprint}`, 'PX', keep, 'NX', 'GET');
+        if (ack === undefined) {
+          cork();
+          existing = await client.setBuffer(record, value, 'PX', keep, 'NX', 'GET');
+        } else {
+          ({ reply: existing, replicas } = await pipelined(ack, 'claim', (p) =>
+            p.setBuffer(record, value, 'PX', keep, 'NX', 'GET'),
+          ));
+        }
       } catch (error) {
-        if (!isSyntaxError(error)) throw storeError('claim', error);
+        if (!isSyntaxError(error) && !isSyntaxError((error as { cause?: unknown }).cause)) {
+          throw storeError('claim', error);
+        }
         plainClaims = false;
       }
       if (plainClaims) {
-        if (existing === null) return { status: 'acquired', token, steps: {}, recovered: false };
-        if (Buffer.isBuffer(existing) && existing[0] === COMPLETED) return completedClaim(existing, input.fingerprint);
+        if (existing === null)
+          return acknowledged(input, { status: 'acquired', token, steps: {}, recovered: false }, replicas);
+        if (Buffer.isBuffer(existing) && existing[0] === COMPLETED) {
+          return acknowledged(input, completedClaim(existing, input.fingerprint), replicas);
+        }
       }
     }
-    const reply = await run(`${COMMANDS.claim}Buffer`, 'claim', [
-      record,
-      steps,
-      input.fingerprint,
-      ms(input.leaseMs),
-      ttl,
-      String(token),
-    ]);
+    const args = [record, steps, input.fingerprint, ms(input.leaseMs), ttl, String(token)];
+    let reply: Reply;
+    let replicas = Number.POSITIVE_INFINITY;
+    if (ack === undefined) reply = await run(`${COMMANDS.claim}Buffer`, 'claim', args);
+    else ({ reply, replicas } = await pipelined(ack, 'claim', (p) => evalIn(p, CLAIM_SCRIPT, args)));
     if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${String(reply)}`);
     const status = text(reply[0]);
     switch (status) {
       case 'acquired': {
         const stepValues: Record<string, string> = {};
         for (let i = 3; i + 1 < reply.length; i += 2) stepValues[text(reply[i])] = text(reply[i + 1]);
-        return { status, token: Number(text(reply[1])), steps: stepValues, recovered: text(reply[2]) === '1' };
+        const acquired = {
+          status,
+          token: Number(text(reply[1])),
+          steps: stepValues,
+          recovered: text(reply[2]) === '1',
+        };
+        return acknowledged(input, acquired, replicas);
       }
       case 'completed':
-        return completedClaim(reply[1], input.fingerprint);
+        return acknowledged(input, completedClaim(reply[1], input.fingerprint), replicas);
       case 'in_flight':
         return { status, retryAfterMs: Math.max(1, Number(text(reply[1]))) };
       case 'mismatch':
@@ -282,10 +445,30 @@ export function createRedisStore({
     }
   }
 
+  /**
+   * With `replicaAck`, a claim that acquires or replays stands only if enough replicas have the
+   * writes behind it. An acquired key that they lack is given back before the claim fails: nothing
+   * ran under it, so it is released, or, if it recovered a lapsed lease, left lapsed (a later claim
+   * recovers it as such, and the gateway still marks the re-drive). Giving back is best effort: if
+   * it fails too, the record, which may exist on the master alone, holds the key in flight until
+   * its lease runs out, and duplicates get `409` meanwhile; nothing runs twice either way.
+   */
+  async function acknowledged(input: ClaimInput, result: ClaimResult, replicas: number): Promise<ClaimResult> {
+    if (ack === undefined || replicas >= ack.replicas) return result;
+    if (result.status === 'acquired') {
+      const giveBack = result.recovered
+        ? renewLease(input.key, result.token, 1, false)
+        : release(input.key, result.token, input.ttlMs);
+      await giveBack.catch(() => undefined);
+      throw notAcknowledged(ack, 'claim', replicas, 'the key was not acquired and nothing ran');
+    }
+    throw notAcknowledged(ack, 'claim', replicas, 'the stored response is not replayed until they have it');
+  }
+
   async function complete(key: string, token: number, response: StoredResponse, ttlMs: number): Promise<FencedResult> {
     const { record, steps, channel } = keysOf(key);
     return fenced(
-      await run(COMMANDS.complete, 'complete', [
+      await runScript(COMMANDS.complete, COMPLETE_SCRIPT, 'complete', [
         record,
         steps,
         String(token),
@@ -304,14 +487,24 @@ export function createRedisStore({
     );
   }
 
-  async function renew(key: string, token: number, leaseMs: number): Promise<FencedResult> {
+  function renew(key: string, token: number, leaseMs: number): Promise<FencedResult> {
+    return renewLease(key, token, leaseMs, true);
+  }
+
+  /** RENEW; with `acked` false, without `WAIT` even under `replicaAck` (a claim given back). */
+  async function renewLease(key: string, token: number, leaseMs: number, acked: boolean): Promise<FencedResult> {
     const { record, steps } = keysOf(key);
-    return fenced(await run(COMMANDS.renew, 'renew', [record, steps, String(token), ms(leaseMs)]));
+    const args = [record, steps, String(token), ms(leaseMs)];
+    return fenced(
+      acked ? await runScript(COMMANDS.renew, RENEW_SCRIPT, 'renew', args) : await run(COMMANDS.renew, 'renew', args),
+    );
   }
 
   async function saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult> {
     const { record, steps } = keysOf(key);
-    return fenced(await run(COMMANDS.saveStep, 'saveStep', [record, steps, String(token), name, value]));
+    return fenced(
+      await runScript(COMMANDS.saveStep, SAVE_STEP_SCRIPT, 'saveStep', [record, steps, String(token), name, value]),
+    );
   }
 
   /** Whether the record still has a live owner, and for how long its lease runs. */
@@ -344,5 +537,14 @@ export function createRedisStore({
     }
   }
 
-  return { claim, complete, release, renew, saveStep, waitForChange: waiter.waitForChange, close, ping };
+  return {
+    claim,
+    complete,
+    release,
+    renew,
+    saveStep,
+    waitForChange: waiter.waitForChange,
+    close,
+    ping,
+  };
 }

@@ -1,6 +1,7 @@
 /**
  * Starts real, private Redis servers for tests, from the `redis-server` binary on free ports:
- * a standalone server a test may kill and restart, and a Cluster of masters with no replicas.
+ * a standalone server a test may kill, pause and restart, and a Cluster of masters, with or
+ * without replicas.
  * Everything runs in a temp directory removed on stop. The shared server at 6379 is never touched.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -23,19 +24,38 @@ export interface RedisServer {
   readonly running: boolean;
   /** Kills the process at once (SIGKILL): an outage, not a shutdown. Resolves once it has exited. */
   kill(): Promise<void>;
+  /** Freezes the process (SIGSTOP): a stall (GC, VM pause, partition), not a crash. */
+  pause(): void;
+  /** Lets a paused process go on (SIGCONT). */
+  resume(): void;
   /** Starts the server again on the same port and directory; resolves when it answers PING. */
   restart(): Promise<void>;
   /** Stops the server (SIGTERM, SIGKILL after 3 s) and removes its directory. */
   stop(): Promise<void>;
 }
 
-/** A Redis Cluster of masters this test owns. */
+/** A Redis Cluster this test owns. */
 export interface RedisCluster {
   /** Startup nodes for `new Cluster(nodes)`. */
   readonly nodes: { host: string; port: number }[];
   readonly servers: readonly RedisServer[];
+  /** The server on `port`. */
+  server(port: number): RedisServer;
+  /** The nodes as some live node sees them now: port, role, and (replicas) their master's port. */
+  topology(): Promise<ClusterNode[]>;
   /** Stops every node and removes their directories. */
   stop(): Promise<void>;
+}
+
+/** One line of `CLUSTER NODES`. */
+export interface ClusterNode {
+  id: string;
+  port: number;
+  role: 'master' | 'replica';
+  /** A replica's master's port; a master's own. */
+  masterPort: number;
+  /** Flagged failed or unreachable by the node asked. */
+  failing: boolean;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -60,7 +80,7 @@ export async function freePort({ bus = false }: { bus?: boolean } = {}): Promise
 }
 
 /** Sends one inline command over a raw socket and returns the raw reply (no client library). */
-function rawCommand(port: number, command: string, timeoutMs = 500): Promise<string> {
+export function rawCommand(port: number, command: string, timeoutMs = 500): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = createConnection({ host: HOST, port });
     let data = '';
@@ -151,12 +171,20 @@ export async function startRedisServer(
       return child.exitCode === null && child.signalCode === null;
     },
     async kill() {
+      child.kill('SIGCONT'); // a paused process dies only once it runs again
       child.kill('SIGKILL');
       await exited(child);
+    },
+    pause() {
+      child.kill('SIGSTOP');
+    },
+    resume() {
+      child.kill('SIGCONT');
     },
     restart: launch,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGCONT');
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
         await exited(child);
@@ -167,15 +195,49 @@ export async function startRedisServer(
   };
 }
 
+/** Parses `CLUSTER NODES`. */
+export function parseClusterNodes(text: string): ClusterNode[] {
+  const lines = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => /^[0-9a-f]{40} /.test(line));
+  const nodes = lines.map((line) => {
+    const [id = '', address = '', flags = '', master = ''] = line.split(' ');
+    return {
+      id,
+      port: Number(/:(\d+)@/.exec(address)?.[1] ?? 0),
+      role: flags.includes('master') ? ('master' as const) : ('replica' as const),
+      masterId: master,
+      failing: /fail|noaddr/.test(flags),
+    };
+  });
+  const portOf = new Map(nodes.map((node) => [node.id, node.port]));
+  return nodes.map(({ masterId, ...node }) => ({
+    ...node,
+    masterPort: node.role === 'master' ? node.port : (portOf.get(masterId) ?? 0),
+  }));
+}
+
 /**
- * Starts a Redis Cluster of `masters` masters (no replicas) on free ports: each node with
- * `cluster-enabled yes` and its own `cluster-config-file` in a temp directory, joined with
- * `redis-cli --cluster create`, and resolved once every node reports `cluster_state:ok`.
+ * Starts a Redis Cluster of `masters` masters, each with `replicas` replicas, on free ports: each
+ * node with `cluster-enabled yes` and its own `cluster-config-file` in a temp directory, joined
+ * with `redis-cli --cluster create`, and resolved once every node reports `cluster_state:ok` and
+ * every replica is in sync with its master. `args` go to every node (e.g. a shorter
+ * `--cluster-node-timeout`, or AOF).
  */
-export async function startRedisCluster({ masters = 3 }: { masters?: number } = {}): Promise<RedisCluster> {
+export async function startRedisCluster({
+  masters = 3,
+  replicas = 0,
+  args = [],
+}: {
+  masters?: number;
+  replicas?: number;
+  args?: string[];
+} = {}): Promise<RedisCluster> {
   const servers: RedisServer[] = [];
+  const total = masters * (1 + replicas);
   try {
-    for (let i = 0; i < masters; i++) {
+    for (let i = 0; i < total; i++) {
       const port = await freePort({ bus: true });
       servers.push(
         await startRedisServer({
@@ -187,6 +249,7 @@ export async function startRedisCluster({ masters = 3 }: { masters?: number } = 
             `nodes-${port}.conf`,
             '--cluster-node-timeout',
             '2000',
+            ...args,
           ],
         }),
       );
@@ -196,14 +259,16 @@ export async function startRedisCluster({ masters = 3 }: { masters?: number } = 
       'create',
       ...servers.map((s) => `${HOST}:${s.port}`),
       '--cluster-replicas',
-      '0',
+      String(replicas),
       '--cluster-yes',
     ]);
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 30_000;
     for (const server of servers) {
       for (;;) {
         const info = await rawCommand(server.port, 'CLUSTER INFO').catch(() => '');
-        if (info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${masters}`)) break;
+        const replication = await rawCommand(server.port, 'INFO replication').catch(() => '');
+        const synced = !replication.includes('role:slave') || replication.includes('master_link_status:up');
+        if (info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${total}`) && synced) break;
         if (Date.now() > deadline) throw new Error(`cluster node ${server.port} never reached cluster_state:ok`);
         await sleep(50);
       }
@@ -215,6 +280,18 @@ export async function startRedisCluster({ masters = 3 }: { masters?: number } = 
   return {
     nodes: servers.map((s) => ({ host: s.host, port: s.port })),
     servers,
+    server(port: number) {
+      const found = servers.find((s) => s.port === port);
+      if (!found) throw new Error(`no cluster node on ${port}`);
+      return found;
+    },
+    async topology() {
+      for (const server of servers) {
+        const text = await rawCommand(server.port, 'CLUSTER NODES', 300).catch(() => '');
+        if (text) return parseClusterNodes(text);
+      }
+      throw new Error('no cluster node answers CLUSTER NODES');
+    },
     async stop() {
       await Promise.all(servers.map((s) => s.stop()));
     },
