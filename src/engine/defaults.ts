@@ -2,7 +2,7 @@ import { DEFAULT_EXCLUDED_HEADERS } from './headers.js';
 
 /**
  * The engine's defaults, in one place: `createIdempotency` applies them, and the gateway's flags
- * and the docs take theirs from here. A test checks the README's options table against it.
+ * and the docs take theirs from here. A test checks docs/options.md's table against it.
  *
  * @example
  * ```ts

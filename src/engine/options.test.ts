@@ -1,5 +1,5 @@
 /**
- * Every option of the README's options table through the engine alone: `idem.handle(new
+ * Every option of docs/options.md's table through the engine alone: `idem.handle(new
  * Request(…))`, no server. The cases live in test/helpers/option-cases.ts, shared with
  * test/adapters/options.test.ts, which runs them through a real socket.
  */

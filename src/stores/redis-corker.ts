@@ -17,7 +17,7 @@ interface WithStream {
  * per command. Corked until `setImmediate`, every command issued while the loop handles one
  * batch of ready sockets (many requests' claims and completions) leaves in one write, and their
  * replies tend to come back in one read, as node-redis batches its writes. See
- * bench/results/ANALYSIS.md for the measurements. A Cluster client has a connection per node,
+ * bench/notes/2026-11-24-what-bounds-the-figures.md for the measurements. A Cluster client has a connection per node,
  * and every node's socket is held alike.
  */
 export function socketCorker(client: object): () => void {

@@ -6,7 +6,7 @@ import * as postgres from '../stores/postgres.js';
 import { IdempotencyError } from './errors.js';
 
 // Codes, classes, statuses and problem types are public forever: this table is the contract,
-// and the README's error table must say the same.
+// and docs/protocol.md's error table must say the same (test/docs/errors.test.ts checks it).
 const PINNED = [
   ['IdempotencyKeyMissingError', 'IDEMPO_KEY_MISSING', 400, 'key-missing'],
   ['IdempotencyKeyInvalidError', 'IDEMPO_KEY_INVALID', 400, 'key-invalid'],
