@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RedisCluster, startRedisCluster } from '../../test/helpers/redis-cluster.js';
-import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
-import type { IdempotencyStore } from '../vocabulary/index.js';
-import { storeContractCases } from './contract.js';
-import { createRedisStore } from './redis.js';
+import { storeContractCases } from '../../src/stores/contract.js';
+import { createRedisStore } from '../../src/stores/redis.js';
+import type { IdempotencyStore } from '../../src/vocabulary/index.js';
+import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
+import { claimOverTwoTicks, countSocketWrites } from '../helpers/socket-writes.js';
 
 const DAY = 86_400_000;
 
