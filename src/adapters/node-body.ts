@@ -33,9 +33,8 @@ type WithBody = IncomingMessage & { [BODY]?: Buffer };
 
 /**
  * What idempo read of a request whose prototype a framework swapped (Express gives every `req`
- * its app's `app.request`), and, while it watches the body arrive, where the pushes go. V8 gives
- * such an object a new hidden class for every property added to it, about 1.4 µs each (see
- * `capture()` in node-response.ts), so this state lives in {@link SWAPPED} instead.
+ * its app's `app.request`), and, while it watches the body arrive, where the pushes go. Kept in
+ * {@link SWAPPED} rather than on the request (see swapped-prototype.ts for why).
  */
 class RawBody {
   chunks: Buffer[] | undefined = undefined;

@@ -389,9 +389,9 @@ export class ClaimedExecution implements Execution, Renewable {
 
 /**
  * The handler's view of one execution. `signal` is a getter on the prototype that makes the
- * AbortController on first use: an AbortSignal costs about 2.5 µs and most handlers never read
- * it, and an object literal with a getter of its own costs about 0.4 µs more to create than a
- * class instance (V8 cannot copy it from a boilerplate).
+ * AbortController on first use: an AbortSignal is costly to make and most handlers never read
+ * it, and an object literal with a getter of its own costs more to create than a class instance
+ * (V8 cannot copy it from a boilerplate).
  */
 class ExecutionContext implements IdempotencyContext {
   readonly key: string;

@@ -12,8 +12,8 @@ export interface Renewable {
 
 /**
  * One timer per engine renews every running execution's lease, instead of one `setInterval` per
- * execution: creating and clearing a timer per request cost the node:http adapter about 10 µs of
- * CPU per request on the benchmark machine (timer lists made and dropped, the loop's timer re-armed).
+ * execution: creating and clearing a timer per request was a large share of the node:http
+ * adapter's CPU per request (timer lists made and dropped, the loop's timer re-armed).
  *
  * It ticks every sixth of the lease and renews an execution once a third of the lease has passed
  * since its last renewal, so the first renewal comes between a third and a half of the lease, and

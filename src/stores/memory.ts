@@ -85,8 +85,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const sweeper = startSweeper(sweepMs, sweep, () => {});
 
   // Evicting one record per claim would restart the scan at the Map's front every time and step
-  // over every entry deleted since V8 last compacted the table: about 67 µs per claim in a full
-  // store of 100,000. A full store evicts a batch (1/64 of the bound) at once instead.
+  // over every entry deleted since V8 last compacted the table, a cost that grows with the store.
+  // A full store evicts a batch (1/64 of the bound) at once instead.
   const evictTo = maxEntries - Math.floor(maxEntries / 64);
 
   function evictIfFull(now: number): void {
