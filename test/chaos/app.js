@@ -5,8 +5,10 @@
 // of a key whose earlier owner crashed or stalled (`ctx.recovered`) for the ledger with
 // `Idempo-Redrive: <token>`.
 //
-// Environment: CHAOS_PORT, CHAOS_STORE (sqlite:PATH | redis://… | postgres://…), CHAOS_LEDGER,
-// CHAOS_INSTANCE (`<index>:<generation>`), CHAOS_LEASE. Prints `app listening <port>`.
+// Environment: CHAOS_PORT, CHAOS_STORE (sqlite:PATH | redis://… | redis-cluster://h:p,h:p,… |
+// postgres://…), CHAOS_LEDGER, CHAOS_INSTANCE (`<index>:<generation>`), CHAOS_LEASE,
+// CHAOS_REPLICA_ACK (`1`: the Redis store's `replicaAck: { replicas: 1, timeout: '100ms' }`).
+// Prints `app listening <port>`.
 import http from 'node:http';
 import { idempotencyContext, idempotent } from '../../dist/adapters/node.js';
 import { createIdempotency } from '../../dist/index.js';
@@ -16,12 +18,38 @@ const storeUrl = process.env.CHAOS_STORE ?? '';
 const ledger = process.env.CHAOS_LEDGER ?? '';
 const instance = process.env.CHAOS_INSTANCE ?? '?';
 const lease = process.env.CHAOS_LEASE ?? '2s';
+const replicaAck = process.env.CHAOS_REPLICA_ACK === '1' ? { replicaAck: { replicas: 1, timeout: '100ms' } } : {};
 
 /** The store, built the way the docs tell a user to (fail-fast clients), from public exports. */
 async function openStore(url) {
   if (url.startsWith('sqlite:')) {
     const { createSqliteStore } = await import('../../dist/stores/sqlite.js');
     return createSqliteStore({ path: url.slice('sqlite:'.length) });
+  }
+  if (url.startsWith('redis-cluster:')) {
+    const { Cluster } = await import('ioredis');
+    const { createRedisStore } = await import('../../dist/stores/redis.js');
+    const nodes = url
+      .slice('redis-cluster://'.length)
+      .split(',')
+      .map((hostPort) => ({ host: hostPort.split(':')[0], port: Number(hostPort.split(':')[1]) }));
+    // Fail-fast, as docs/stores/redis.md tells a Cluster user; commandTimeout above WAIT's 100 ms.
+    const client = new Cluster(nodes, {
+      enableOfflineQueue: false,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      slotsRefreshTimeout: 1_000,
+      redisOptions: {
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+        connectTimeout: 1_000,
+        commandTimeout: 1_000,
+      },
+      lazyConnect: true,
+    });
+    client.on('error', () => {});
+    client.connect().catch(() => {});
+    return createRedisStore({ client, ...replicaAck });
   }
   if (url.startsWith('redis:')) {
     const { default: Redis } = await import('ioredis');
@@ -38,7 +66,7 @@ async function openStore(url) {
     client.on('error', () => {});
     // Started while Redis is down, the app serves 503s until it is back, as the gateway should.
     client.connect().catch(() => {});
-    return createRedisStore({ client });
+    return createRedisStore({ client, ...replicaAck });
   }
   if (url.startsWith('postgres:')) {
     const { default: pg } = await import('pg');

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { seededRandom } from '../../examples/client/lossy-proxy.js';
 import { analyse } from './analysis.js';
 import { startBalancer } from './balancer.js';
+import { startRedisCluster } from './failover.js';
 import { startLedger } from './ledger.js';
 import {
   cleanupAll,
@@ -42,6 +43,7 @@ async function startStore(kind) {
     const dir = tempDir('idempo-chaos-sqlite-');
     return { kind, url: `sqlite:${join(dir, 'chaos.db')}`, running: true, outages: false };
   }
+  if (kind === 'redis-cluster') return startRedisCluster();
   const server = kind === 'redis' ? await startRedis() : await startPostgres();
   if (kind === 'postgres') {
     // The table comes from an explicit migration, as in production.
@@ -101,6 +103,7 @@ async function startSlot(slot, config, storeUrl, ledgerUrl) {
             CHAOS_LEDGER: ledgerUrl,
             CHAOS_INSTANCE: instanceId,
             CHAOS_LEASE: config.lease,
+            CHAOS_REPLICA_ACK: config.replicaAck ? '1' : '',
           },
           null,
         ];
@@ -300,6 +303,7 @@ export async function runScenario(config, log = () => {}) {
   const random = seededRandom(config.seed);
   const kills = [];
   const outages = [];
+  const faults = [];
   const restartFailures = [];
   let slots = [];
   let balancer;
@@ -365,6 +369,15 @@ export async function runScenario(config, log = () => {}) {
       while (!loadDone) {
         await sleep(config.storeOutageEveryMs * (0.5 + random()));
         if (loadDone) break;
+        if (config.fault) {
+          // A failover fault: an outage of one shard from the fault until it serves again.
+          const outage = { start: Date.now(), end: null };
+          outages.push(outage);
+          const event = await store.fault(config.fault, random, { stallMs: config.storeDownMs });
+          outage.end = event.released;
+          faults.push(event);
+          continue;
+        }
         const outage = { start: Date.now(), end: null };
         outages.push(outage);
         await store.stopHard();
@@ -413,6 +426,7 @@ export async function runScenario(config, log = () => {}) {
     });
     return {
       name: config.name,
+      control: config.control === true,
       mode: config.mode,
       store: config.store,
       seconds: Math.round((Date.now() - startedAt) / 1_000),
@@ -425,11 +439,53 @@ export async function runScenario(config, log = () => {}) {
         balancer: balancer.stats(),
       },
       instanceEvents: mergeEvents(slots),
+      ...(config.fault ? { failover: failoverFigures(ops, faults) } : {}),
     };
   } finally {
     await balancer?.close();
     await cleanupAll();
   }
+}
+
+const quantile = (sorted, q) =>
+  sorted.length === 0 ? null : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+
+/**
+ * What clients saw around each failover fault: the window from the fault to the last `503`/`409`
+ * answer to an attempt made before the next fault (how long clients were turned away), and the
+ * latency of the attempts that succeeded (the cost of the option, against the same scenario
+ * without it).
+ */
+function failoverFigures(ops, faults) {
+  const attempts = ops.flatMap((op) => op.attempts).filter((a) => a.done !== undefined);
+  const windows = faults.map((fault, i) => {
+    const until = faults[i + 1]?.start ?? Number.POSITIVE_INFINITY;
+    const refused = attempts.filter((a) => (a.status === 503 || a.status === 409) && a.t >= fault.start && a.t < until);
+    const last = Math.max(fault.start, ...refused.map((a) => a.done));
+    return {
+      kind: fault.kind,
+      windowMs: last - fault.start,
+      promotedMs: fault.promotedAt === null ? null : fault.promotedAt - fault.start,
+      refused503: refused.filter((a) => a.status === 503).length,
+      refused409: refused.filter((a) => a.status === 409).length,
+    };
+  });
+  const sortedWindows = windows.map((w) => w.windowMs).sort((a, b) => a - b);
+  const latencies = attempts
+    .filter((a) => a.status >= 200 && a.status < 300 && !a.replayed)
+    .map((a) => a.done - a.t)
+    .sort((a, b) => a - b);
+  return {
+    faults: faults.length,
+    promotions: faults.filter((f) => f.promotedAt !== null).length,
+    windowMedianMs: quantile(sortedWindows, 0.5),
+    windowMaxMs: sortedWindows.at(-1) ?? null,
+    answers503: attempts.filter((a) => a.status === 503).length,
+    answers409: attempts.filter((a) => a.status === 409).length,
+    latencyP50Ms: quantile(latencies, 0.5),
+    latencyP99Ms: quantile(latencies, 0.99),
+    windows,
+  };
 }
 
 function mergeEvents(slots) {

@@ -6,6 +6,13 @@
 //   npm run chaos -- --quick                       all scenarios, small (about a minute)
 //   npm run chaos -- --scenario gateway-redis --ops 200 --duration 20s
 //   npm run chaos -- --json /tmp/chaos.json        also write every figure and the evidence
+//   npm run chaos -- --failover                    only the Redis Cluster failover scenarios
+//   npm run chaos -- --scenario failover-redis-pause,failover-redis-pause-ack
+//
+// The failover scenarios (failover-redis-<fault>[-ack], see scenarios.js) run every fault without
+// and with the Redis store's replicaAck; those without it are controls: their duplicates are
+// reported, and only the runs with it fail on a duplicate. Each also prints the failover window
+// (fault to last 503/409) and the latency of successful attempts, the option's cost.
 //
 // Flags: --scenario <name[,name]> (repeatable), --ops <n>, --duration <30s|30000>, --quick,
 // --instances <n>, --seed <n>, --json <path>, --list. Build first (`npm run build`): it runs dist/.
@@ -15,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { ALLOWED_CAUSES } from './analysis.js';
 import { runScenario } from './harness.js';
 import { cleanupSync, installCleanupHandlers, ROOT } from './procs.js';
-import { CONTROLS, resolveScenario, SCENARIOS } from './scenarios.js';
+import { CONTROLS, FAILOVER_SCENARIOS, resolveScenario, SCENARIOS } from './scenarios.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,11 +34,12 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     json: { type: 'string' },
     list: { type: 'boolean', default: false },
+    failover: { type: 'boolean', default: false },
   },
 });
 
 if (values.list) {
-  for (const [name, scenario] of Object.entries({ ...SCENARIOS, ...CONTROLS }))
+  for (const [name, scenario] of Object.entries({ ...SCENARIOS, ...FAILOVER_SCENARIOS, ...CONTROLS }))
     console.log(`${name.padEnd(20)} ${scenario.about}`);
   process.exit(0);
 }
@@ -46,7 +54,10 @@ function parseDuration(text) {
   return Number(match[1]) * { ms: 1, s: 1_000, m: 60_000 }[match[2] ?? 'ms'];
 }
 
-const names = (values.scenario ?? Object.keys(SCENARIOS)).flatMap((s) => s.split(',')).filter(Boolean);
+const defaults = values.failover
+  ? Object.keys(FAILOVER_SCENARIOS)
+  : [...Object.keys(SCENARIOS), ...Object.keys(FAILOVER_SCENARIOS)];
+const names = (values.scenario ?? defaults).flatMap((s) => s.split(',')).filter(Boolean);
 const overrides = {
   ...(values.ops ? { ops: Number(values.ops) } : {}),
   ...(values.duration ? { durationMs: parseDuration(values.duration) } : {}),
@@ -79,6 +90,8 @@ const table = (rows) => {
 /** Problems that fail the run. Allowed-kind duplicates are marked by definition (see analysis.js). */
 function failures(result) {
   const out = [];
+  // A control shows what the option prevents: its duplicates are its finding, not a failure.
+  if (result.control) return out;
   if (result.unexplainedDuplicates > 0) out.push(`${result.unexplainedDuplicates} unexplained duplicates`);
   if (result.wrongSuccesses > 0) out.push(`${result.wrongSuccesses} wrong successes`);
   if (result.unexecutedSuccesses > 0) out.push(`${result.unexecutedSuccesses} unexecuted successes`);
@@ -125,6 +138,14 @@ function printScenario(config, result) {
   }
   if (result.evidence.stuck[0]) console.log(`   e.g. stuck: ${JSON.stringify(result.evidence.stuck[0])}`);
   if (result.evidence.wrong[0]) console.log(`   e.g. wrong success: ${JSON.stringify(result.evidence.wrong[0])}`);
+  if (result.failover) {
+    const f = result.failover;
+    console.log(
+      `   failover: ${f.faults} faults (${f.promotions} promotions); clients turned away (503/409) for ` +
+        `${f.windowMedianMs} ms median, ${f.windowMaxMs} ms max after a fault; ${f.answers503} × 503, ` +
+        `${f.answers409} × 409; successful attempts p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms`,
+    );
+  }
   if (result.chaos.restartFailures.length > 0)
     console.log(`   instances that never came back: ${result.chaos.restartFailures.join('; ')}`);
 }
@@ -154,7 +175,7 @@ console.log(
       r.error
         ? [r.name, 'error', '', '', '', '', '', '', '']
         : [
-            r.name,
+            r.control ? `${r.name} (control)` : r.name,
             r.operations,
             r.executions,
             r.duplicates,

@@ -56,6 +56,45 @@ export const SCENARIOS = {
 };
 
 /**
+ * Failover: library-mode apps on an ioredis Cluster client, a private Redis Cluster of 3 masters +
+ * 3 replicas (cluster-node-timeout 1.5 s, AOF everysec), one fault on a random master every ~6 s,
+ * no instance kills and no slow upstream, so that every duplicate comes from the failover. Each
+ * fault runs without and with the store's `replicaAck` ({ replicas: 1, timeout: '100ms' }); the
+ * runs without it report duplicates and do not fail the run (they are the control), the runs with
+ * it must show none.
+ */
+const FAILOVER_FAULTS = {
+  kill: 'master SIGKILLed, restarted 0.5 s later',
+  pause: 'master SIGSTOPped until its replica is promoted, then SIGCONTed',
+  failover: 'graceful CLUSTER FAILOVER',
+  'replica-stall': 'replica SIGSTOPped for 3 s',
+};
+
+export const FAILOVER_SCENARIOS = Object.fromEntries(
+  Object.entries(FAILOVER_FAULTS).flatMap(([fault, about]) =>
+    [false, true].map((replicaAck) => [
+      `failover-redis-${fault}${replicaAck ? '-ack' : ''}`,
+      {
+        mode: 'library',
+        store: 'redis-cluster',
+        fault,
+        replicaAck,
+        control: !replicaAck,
+        about: `Redis Cluster 3+3: ${about}; ${replicaAck ? 'with' : 'without'} replicaAck`,
+        ops: 600,
+        durationMs: 30_000,
+        killEveryMs: 0,
+        slowRate: 0,
+        storeOutageEveryMs: 6_000,
+        storeDownMs: 3_000,
+      },
+    ]),
+  ),
+);
+
+export const FAILOVER_QUICK = { ops: 200, durationMs: 12_000, storeOutageEveryMs: 4_000 };
+
+/**
  * Not in a default run: the harness's own check. The gateway is told to protect PUT only, so the
  * clients' POSTs pass through untouched and every retry that reaches the ledger runs again: the
  * run must show unexplained duplicates, or the harness cannot see any.
@@ -71,10 +110,12 @@ export const CONTROLS = {
 
 /** The scenario `name` with sizes resolved; `overrides` win over quick and defaults. */
 export function resolveScenario(name, { quick = false, overrides = {} } = {}) {
-  const scenario = SCENARIOS[name] ?? CONTROLS[name];
+  const scenario = SCENARIOS[name] ?? FAILOVER_SCENARIOS[name] ?? CONTROLS[name];
   if (!scenario)
     throw new Error(
-      `unknown scenario ${name}; known: ${[...Object.keys(SCENARIOS), ...Object.keys(CONTROLS)].join(', ')}`,
+      `unknown scenario ${name}; known: ${[...Object.keys(SCENARIOS), ...Object.keys(FAILOVER_SCENARIOS), ...Object.keys(CONTROLS)].join(', ')}`,
     );
+  // A failover scenario's own sizes come first; --quick only shrinks its load.
+  if (scenario.fault) return { name, ...DEFAULTS, ...scenario, ...(quick ? FAILOVER_QUICK : {}), ...overrides };
   return { name, ...DEFAULTS, ...(quick ? QUICK : {}), ...scenario, ...overrides };
 }
