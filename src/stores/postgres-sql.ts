@@ -8,6 +8,29 @@ import { hash } from 'node:crypto';
 
 const statementNames = new Map<string, string>();
 
+/** The `synchronous_commit` levels PostgreSQL accepts, from the most to the least durable. */
+export type SynchronousCommit = 'remote_apply' | 'on' | 'remote_write' | 'local' | 'off';
+
+export const SYNCHRONOUS_COMMIT_LEVELS: readonly SynchronousCommit[] = [
+  'remote_apply',
+  'on',
+  'remote_write',
+  'local',
+  'off',
+];
+
+/**
+ * The one-row clock every write reads (`c.now`), and with `commit` the statement's own
+ * `synchronous_commit`: `set_config(…, true)` lasts until the end of the transaction, and each
+ * statement is its own implicit transaction, whose commit reads the setting after the statement
+ * ran. So the statement's commit waits as `commit` says, without `BEGIN`/`COMMIT` round trips,
+ * and the setting never outlives the statement on the pool's shared connection.
+ */
+function clock(commit: SynchronousCommit | undefined): string {
+  if (commit === undefined) return '(SELECT clock_timestamp() AS now) AS c';
+  return `(SELECT clock_timestamp() AS now, set_config('synchronous_commit', '${commit}', true) AS durability) AS c`;
+}
+
 /** A statement's name: a hash of its text, so two tables' statements never share a name on one connection. */
 export function statementName(text: string): string {
   let name = statementNames.get(text);
@@ -37,14 +60,14 @@ export function statementName(text: string): string {
  * the database clock: app servers with skewed clocks still agree. `excluded` carries the values a
  * fresh record would get, so the update reuses them (`excluded.updated_at` is "now").
  */
-export function claimSql(table: string): string {
+export function claimSql(table: string, commit?: SynchronousCommit): string {
   return `
 INSERT INTO ${table} AS r (key, fingerprint, state, token, claim_id, recovered, lease_until, expires_at, steps, updated_at)
 SELECT $1, $2, 'in_flight', floor(extract(epoch FROM c.now) * 1000)::bigint, $5::uuid, false,
        c.now + $3::float8 * interval '1 millisecond',
        c.now + greatest($3::float8, $4::float8) * interval '1 millisecond',
        '{}'::jsonb, c.now
-FROM (SELECT clock_timestamp() AS now) AS c
+FROM ${clock(commit)}
 ON CONFLICT (key) DO UPDATE SET
   (fingerprint, state, token, claim_id, recovered, lease_until, expires_at, steps, status, headers, body, updated_at) = (
     SELECT
@@ -98,13 +121,13 @@ const FENCE = `r.key = $1 AND r.token = $2::bigint AND r.state = 'in_flight' AND
  * waiter always reads the completed row. Params: $1 key, $2 token, $3 status, $4 headers (JSON),
  * $5 body, $6 ttl ms, $7 channel.
  */
-export function completeSql(table: string): string {
+export function completeSql(table: string, commit?: SynchronousCommit): string {
   return `
 WITH changed AS (
   UPDATE ${table} AS r
   SET state = 'completed', status = $3::integer, headers = $4::jsonb, body = $5::bytea, steps = '{}'::jsonb,
       lease_until = NULL, expires_at = c.now + $6::float8 * interval '1 millisecond', updated_at = c.now
-  FROM (SELECT clock_timestamp() AS now) AS c
+  FROM ${clock(commit)}
   WHERE ${FENCE}
   RETURNING r.key
 )
@@ -112,12 +135,12 @@ SELECT pg_notify($7, changed.key) FROM changed`;
 }
 
 /** Release: back to `released` with the steps kept, for the ttl; announces the key. Params: $1 key, $2 token, $3 ttl ms, $4 channel. */
-export function releaseSql(table: string): string {
+export function releaseSql(table: string, commit?: SynchronousCommit): string {
   return `
 WITH changed AS (
   UPDATE ${table} AS r
   SET state = 'released', lease_until = NULL, expires_at = c.now + $3::float8 * interval '1 millisecond', updated_at = c.now
-  FROM (SELECT clock_timestamp() AS now) AS c
+  FROM ${clock(commit)}
   WHERE ${FENCE}
   RETURNING r.key
 )
@@ -125,22 +148,22 @@ SELECT pg_notify($4, changed.key) FROM changed`;
 }
 
 /** Renew: pushes the lease, and the expiry with it when the lease would pass it. Params: $1 key, $2 token, $3 lease ms. */
-export function renewSql(table: string): string {
+export function renewSql(table: string, commit?: SynchronousCommit): string {
   return `
 UPDATE ${table} AS r
 SET lease_until = c.now + $3::float8 * interval '1 millisecond',
     expires_at = greatest(r.expires_at, c.now + $3::float8 * interval '1 millisecond'),
     updated_at = c.now
-FROM (SELECT clock_timestamp() AS now) AS c
+FROM ${clock(commit)}
 WHERE ${FENCE}`;
 }
 
 /** Save a step: merges one name into the steps object (same name overwrites). Params: $1 key, $2 token, $3 name, $4 JSON text. */
-export function saveStepSql(table: string): string {
+export function saveStepSql(table: string, commit?: SynchronousCommit): string {
   return `
 UPDATE ${table} AS r
 SET steps = r.steps || jsonb_build_object($3::text, $4::text), updated_at = c.now
-FROM (SELECT clock_timestamp() AS now) AS c
+FROM ${clock(commit)}
 WHERE ${FENCE}`;
 }
 

@@ -44,10 +44,15 @@ import {
   heldSql,
   releaseSql,
   renewSql,
+  SYNCHRONOUS_COMMIT_LEVELS,
+  type SynchronousCommit,
   saveStepSql,
   statementName,
   sweepSql,
 } from './postgres-sql.js';
+
+export type { SynchronousCommit } from './postgres-sql.js';
+
 import { startSweeper } from './sweeper.js';
 
 export { IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
@@ -116,6 +121,17 @@ export interface PostgresStoreOptions extends PostgresMigrateOptions {
    * @default ignores them
    */
   onBackgroundError?: (error: unknown) => void;
+  /**
+   * The `synchronous_commit` of idempo's own writes (claim, complete, release, renew, saveStep),
+   * set inside each statement with `set_config(…, true)`, so it lasts for that statement's commit
+   * only and never leaks into your other queries on the pool. With a synchronous standby
+   * (`synchronous_standby_names`), `'remote_apply'` or `'on'` make a claim or a completion return
+   * only once the standby has it, so promoting that standby loses no key that ran; `'local'` and
+   * `'off'` do not wait for it. Without `synchronous_standby_names`, every level but `'off'` is
+   * the same as `'local'`. See docs/stores/postgres.md for what each deployment guarantees.
+   * @default undefined (the server's or the role's own setting)
+   */
+  synchronousCommit?: SynchronousCommit;
 }
 
 /**
@@ -175,7 +191,13 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     sweepBatchSize = 1000,
     pollInterval = '1s',
     onBackgroundError,
+    synchronousCommit,
   } = options ?? ({} as PostgresStoreOptions);
+  if (synchronousCommit !== undefined && !SYNCHRONOUS_COMMIT_LEVELS.includes(synchronousCommit)) {
+    throw new IdempotencyConfigError(
+      `synchronousCommit: expected one of ${SYNCHRONOUS_COMMIT_LEVELS.join(', ')}, got ${JSON.stringify(synchronousCommit)}`,
+    );
+  }
   if (typeof pool?.query !== 'function' || typeof pool.connect !== 'function') {
     throw new IdempotencyConfigError(
       'createPostgresStore: options.pool must be a pg Pool (with query() and connect()).',
@@ -192,11 +214,11 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const pollMs = parseDuration(pollInterval, 'pollInterval');
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
 
-  const CLAIM = claimSql(table);
-  const COMPLETE = completeSql(table);
-  const RELEASE = releaseSql(table);
-  const RENEW = renewSql(table);
-  const SAVE_STEP = saveStepSql(table);
+  const CLAIM = claimSql(table, synchronousCommit);
+  const COMPLETE = completeSql(table, synchronousCommit);
+  const RELEASE = releaseSql(table, synchronousCommit);
+  const RENEW = renewSql(table, synchronousCommit);
+  const SAVE_STEP = saveStepSql(table, synchronousCommit);
   const HELD = heldSql(table);
   const SWEEP = sweepSql(table);
 

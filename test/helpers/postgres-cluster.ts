@@ -96,17 +96,89 @@ async function postgresOwner(): Promise<{ uid: number; gid: number }> {
  * ```
  */
 export async function startPostgresCluster(): Promise<PostgresCluster> {
-  const dir = await mkdtemp(join(tmpdir(), 'idempo-pg-'));
+  const dir = await ownedTempDir('idempo-pg-');
+  const data = join(dir, 'data');
+  await pgBin('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+  return serve(dir, data, await freePort());
+}
+
+/** A streaming standby of a {@link PostgresCluster}, which a test may promote. */
+export interface PostgresStandby extends PostgresCluster {
+  /** The `application_name` it connects to its primary with, for `synchronous_standby_names`. */
+  readonly name: string;
+  /** `pg_ctl promote`: it stops following the primary and accepts writes. */
+  promote(): Promise<void>;
+}
+
+/**
+ * Starts a streaming standby of `primary`: `pg_basebackup -R` (which writes `standby.signal` and
+ * `primary_conninfo`, here with `application_name=<name>`) into a temp directory, then the server
+ * on a free port; resolves once the primary reports it streaming. Whether the primary waits for
+ * it is the primary's `synchronous_standby_names`; see {@link makeSynchronous}.
+ */
+export async function startStandby(primary: PostgresCluster, name = 'standby1'): Promise<PostgresStandby> {
+  const dir = await ownedTempDir('idempo-pg-standby-');
+  const data = join(dir, 'data');
+  const conninfo = `host=${HOST} port=${primary.port} user=postgres application_name=${name}`;
+  await pgBin('pg_basebackup', ['-D', data, '-d', conninfo, '-R', '-X', 'stream', '--no-sync']);
+  const standby = await serve(dir, data, await freePort());
+  const deadline = Date.now() + 20_000;
+  while (
+    !(
+      await psql(
+        primary,
+        `SELECT 1 FROM pg_stat_replication WHERE application_name = '${name}' AND state = 'streaming'`,
+      )
+    ).includes('1')
+  ) {
+    if (Date.now() > deadline) throw new Error(`standby ${name} never streamed from the primary`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return Object.assign(standby, {
+    name,
+    async promote() {
+      await pgBin('pg_ctl', ['-D', data, '-w', '-t', '60', 'promote']);
+    },
+  });
+}
+
+/** Makes `primary` wait for `standby` at commit (`synchronous_standby_names`, reloaded). */
+export async function makeSynchronous(primary: PostgresCluster, standby: PostgresStandby): Promise<void> {
+  await psql(primary, `ALTER SYSTEM SET synchronous_standby_names = '${standby.name}'`);
+  await psql(primary, 'SELECT pg_reload_conf()');
+  const deadline = Date.now() + 20_000;
+  while (
+    !(
+      await psql(primary, `SELECT sync_state FROM pg_stat_replication WHERE application_name = '${standby.name}'`)
+    ).includes('sync')
+  ) {
+    if (Date.now() > deadline) throw new Error(`standby ${standby.name} never became synchronous`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Runs one statement with psql as `postgres`; its unaligned output. */
+export function psql(cluster: PostgresCluster, sql: string): Promise<string> {
+  return pgBin(
+    'psql',
+    ['-h', HOST, '-p', String(cluster.port), '-U', 'postgres', '-d', 'postgres', '-At', '-c', sql],
+    30_000,
+  );
+}
+
+async function ownedTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
   if (asRoot) {
     const { uid, gid } = await postgresOwner();
     await chown(dir, uid, gid);
   }
-  const data = join(dir, 'data');
-  const log = join(dir, 'server.log');
-  const port = await freePort();
-  let running = false;
+  return dir;
+}
 
-  await pgBin('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+/** The server of `data` on `port`, started. */
+async function serve(dir: string, data: string, port: number): Promise<PostgresCluster> {
+  const log = join(dir, 'server.log');
+  let running = false;
 
   const serverOptions = [
     `-p ${port}`,
