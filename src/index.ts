@@ -19,6 +19,7 @@ export type {
   IdempotencyContext,
   IdempotencyEvent,
   IdempotencyEventType,
+  IdempotencyObserver,
   IdempotencyOptions,
   IdempotencyRequest,
   IdempotencyResponse,

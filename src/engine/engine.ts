@@ -50,8 +50,10 @@ const POLL_MAX_MS = 200;
 export function createIdempotency(options: IdempotencyOptions): Idempotency {
   const config = resolveOptions(options);
   const renewer = new LeaseRenewer(config.leaseMs);
+  let run = (request: IdempotencyRequest) => begin(config, renewer, request);
+  for (const wrap of config.wrapBegin) run = wrap(run);
   const engine: Idempotency = {
-    begin: (request) => begin(config, renewer, request),
+    begin: run,
     handle: (request, handler) => handleWebRequest(engine, request, handler),
     formatError: (error, request) => errorResponse(config, error, request),
     limits: { maxBodyBytes: config.maxBodyBytes, maxResponseBytes: config.maxResponseBytes },
@@ -203,7 +205,7 @@ function emitter(config: ResolvedOptions, request: IdempotencyRequest): Emit {
     event.url = request.url;
     event.durationMs = performance.now() - started;
     try {
-      onEvent(event);
+      onEvent(event, request);
     } catch {
       // An observer's failure must not change what the client gets.
     }

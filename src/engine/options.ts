@@ -8,7 +8,13 @@ import { IDEMPOTENCY_DEFAULTS } from './defaults.js';
 import { defaultFingerprint } from './fingerprint.js';
 import { storedHeaderFilter } from './headers.js';
 import { problemFormatter, stripeFormatter } from './problem.js';
-import type { ErrorFormatter, IdempotencyOptions, IdempotencyRequest } from './types.js';
+import type {
+  ErrorFormatter,
+  IdempotencyEvent,
+  IdempotencyObserver,
+  IdempotencyOptions,
+  IdempotencyRequest,
+} from './types.js';
 
 /** {@link IdempotencyOptions} with every default applied and every value checked. */
 export interface ResolvedOptions {
@@ -33,7 +39,10 @@ export interface ResolvedOptions {
   fingerprint: NonNullable<IdempotencyOptions['fingerprint']>;
   scope: IdempotencyOptions['scope'];
   formatError: ErrorFormatter;
-  onEvent: IdempotencyOptions['onEvent'];
+  /** `onEvent` and every observer's, in one call; undefined when nothing listens. */
+  onEvent: ((event: IdempotencyEvent, request: IdempotencyRequest) => void) | undefined;
+  /** The observers' `begin` wrappers, innermost first. */
+  wrapBegin: NonNullable<IdempotencyObserver['wrapBegin']>[];
 }
 
 const STORE_METHODS = ['claim', 'complete', 'release', 'renew', 'saveStep'] as const;
@@ -50,15 +59,18 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
       );
     }
   }
+  const observers = options.observe === undefined ? [] : [options.observe].flat();
+  let observed: IdempotencyStore = store;
+  for (const observer of observers) if (observer.wrapStore) observed = observer.wrapStore(observed);
   const leaseMs = parseDuration(options.lease ?? IDEMPOTENCY_DEFAULTS.lease, 'lease');
   const ttlMs = parseDuration(options.ttl ?? IDEMPOTENCY_DEFAULTS.ttl, 'ttl');
   if (ttlMs < leaseMs)
     throw new IdempotencyConfigError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
   return {
-    store,
+    store: observed,
     // A wrapper made by spreading, Object.create or a Proxy may replace claim or complete:
     // the synchronous versions of the store underneath would bypass it.
-    syncStore: store.sync?.store === store ? store.sync : undefined,
+    syncStore: observed.sync?.store === observed ? observed.sync : undefined,
     methods: new Set((options.methods ?? IDEMPOTENCY_DEFAULTS.methods).map((m) => m.toUpperCase())),
     required: requiredPredicate(options.required),
     header: (options.header ?? IDEMPOTENCY_DEFAULTS.header).toLowerCase(),
@@ -87,7 +99,29 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     fingerprint: options.fingerprint ? wellFormed(options.fingerprint) : defaultFingerprint,
     scope: options.scope,
     formatError: formatterFor(options.errorFormat ?? IDEMPOTENCY_DEFAULTS.errorFormat),
-    onEvent: options.onEvent,
+    onEvent: eventListener(options.onEvent, observers),
+    wrapBegin: observers.flatMap((observer) => (observer.wrapBegin ? [observer.wrapBegin.bind(observer)] : [])),
+  };
+}
+
+/** `onEvent` then each observer's, each failure ignored alone; undefined when nothing listens, so requests skip the clock. */
+function eventListener(
+  onEvent: IdempotencyOptions['onEvent'],
+  observers: readonly IdempotencyObserver[],
+): ResolvedOptions['onEvent'] {
+  const listeners = observers.flatMap((observer) => (observer.onEvent ? [observer.onEvent.bind(observer)] : []));
+  if (listeners.length === 0) return onEvent && ((event) => onEvent(event));
+  return (event, request) => {
+    if (onEvent) {
+      try {
+        onEvent(event);
+      } catch {}
+    }
+    for (const listener of listeners) {
+      try {
+        listener(event, request);
+      } catch {}
+    }
   };
 }
 

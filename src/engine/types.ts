@@ -29,6 +29,13 @@ export interface IdempotencyRequest {
    * as more than `maxBytes` arrive.
    */
   body(maxBytes: number): Promise<Uint8Array | ParsedBody | null>;
+  /**
+   * The route pattern the framework matched (`/payments/:id`), when it knows one: observers label
+   * metrics by it, never by the raw path. Adapters set it where the framework gives one.
+   */
+  readonly route?: string | undefined;
+  /** The client's address, when the adapter knows it: key usage groups by it when nothing else names the caller. */
+  readonly remoteAddress?: string | undefined;
 }
 
 /** A response as the engine produces or receives it; the same shape the store keeps. */
@@ -210,6 +217,32 @@ export interface IdempotencyOptions {
   errorFormat?: 'problem' | 'stripe' | ErrorFormatter;
   /** Receives one event per outcome. Must not throw; errors it throws are ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
+  /**
+   * Observers that watch the engine from outside: metrics (`idempoMetrics` from `idempo/metrics`),
+   * traces (`idempoTracing` from `idempo/tracing`), key usage (`createKeyUsage` from `idempo/usage`).
+   * @default []
+   */
+  observe?: IdempotencyObserver | readonly IdempotencyObserver[];
+}
+
+/**
+ * Watches an engine from outside, through three optional hooks; the engine knows no metrics or
+ * tracing library. Made by `idempoMetrics()`, `idempoTracing()` or `createKeyUsage()`.
+ *
+ * @example
+ * ```ts
+ * const idem = createIdempotency({ store, observe: idempoMetrics({ registry }) });
+ * ```
+ */
+export interface IdempotencyObserver {
+  /** Wraps the store once, when the engine is made (e.g. to time each call). The wrapper must keep the contract. */
+  wrapStore?(store: IdempotencyStore): IdempotencyStore;
+  /** Receives each event with the request it is about, after `onEvent`. Must not throw; what it throws is ignored. */
+  onEvent?(event: IdempotencyEvent, request: IdempotencyRequest): void;
+  /** Wraps `begin` once, when the engine is made (e.g. to run each request under a trace span). */
+  wrapBegin?(
+    begin: (request: IdempotencyRequest) => Promise<Decision>,
+  ): (request: IdempotencyRequest) => Promise<Decision>;
 }
 
 /** What {@link Idempotency.begin} decided for a request. */
