@@ -45,6 +45,7 @@ test('events and claim results are tagged unions', () => {
     | 'conflict'
     | 'mismatch'
     | 'invalid_key'
+    | 'invalid_signature'
     | 'store_error'
     | 'released'
     | 'recovered'

@@ -5,7 +5,7 @@
  *
  * @module
  */
-export { IDEMPOTENCY_DEFAULTS } from './engine/defaults.js';
+export { IDEMPOTENCY_DEFAULTS, SIGNATURE_DEFAULTS } from './engine/defaults.js';
 export { createIdempotency } from './engine/engine.js';
 export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
 export { parseIdempotencyKey } from './engine/key.js';
@@ -24,7 +24,19 @@ export type {
   IdempotencyRequest,
   IdempotencyResponse,
   ParsedBody,
+  SignatureOptions,
 } from './engine/types.js';
+// HTTP Message Signatures: keys for the `signatures` option, and the signer the client uses.
+export {
+  type KeyMaterial,
+  type NamedSignatureKey,
+  parseKeySet,
+  type SignatureAlgorithm,
+  type SignatureKey,
+  type SignatureKeyLookup,
+  type SignRequestOptions,
+  signRequest,
+} from './signatures/index.js';
 // The vocabulary every part shares: the engine's coded errors, durations, the store contract.
 export type {
   ClaimInput,
@@ -49,6 +61,9 @@ export {
   IdempotencyMismatchError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
+  IdempotencySignatureExpiredError,
+  IdempotencySignatureInvalidError,
+  IdempotencySignatureMissingError,
   IdempotencyStoreError,
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,

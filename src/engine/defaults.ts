@@ -28,3 +28,20 @@ export const IDEMPOTENCY_DEFAULTS = {
   replayHeaders: { exclude: DEFAULT_EXCLUDED_HEADERS },
   errorFormat: 'problem',
 } as const;
+
+/**
+ * The defaults of the `signatures` option's own fields (`SignatureOptions`); signatures are off
+ * unless `signatures` is given.
+ *
+ * @example
+ * ```ts
+ * import { SIGNATURE_DEFAULTS } from 'idempo';
+ * createIdempotency({ store, signatures: { keys, maxAge: SIGNATURE_DEFAULTS.maxAge } });
+ * ```
+ */
+export const SIGNATURE_DEFAULTS = {
+  required: true,
+  maxAge: '5m',
+  clockSkew: '30s',
+  scheme: 'https',
+} as const;

@@ -1,11 +1,13 @@
+import { verifyRequest } from '../signatures/index.js';
 import {
   type ClaimResult,
   IdempotencyBodyTooLargeError,
   IdempotencyConflictError,
-  type IdempotencyError,
+  IdempotencyError,
   IdempotencyKeyInvalidError,
   IdempotencyKeyMissingError,
   IdempotencyMismatchError,
+  IdempotencySignatureInvalidError,
   IdempotencyStoreError,
   type StoredResponse,
 } from '../vocabulary/index.js';
@@ -68,6 +70,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
  *   no key ──── required? ── yes ──▶ 400            └─ no ──▶ pass
  *   key malformed ──────────────────▶ 400
  *   body over maxBodyBytes ─────────▶ 413
+ *   signatures on, not verified ────▶ 401 (nothing claimed)
  *   claim ── acquired ──▶ execute (lease renewed) ──▶ commit: store | release (releaseOn, too large)
  *         │                                         └▶ abort: release
  *         ├─ replay ────▶ stored response + Idempotent-Replayed
@@ -101,6 +104,13 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
   } catch (error) {
     if (!(error instanceof IdempotencyBodyTooLargeError)) throw error;
     return respond(config, error, request);
+  }
+  if (config.signatures !== undefined) {
+    const refused = await verifySignature(config, request, body);
+    if (refused !== undefined) {
+      emit({ type: 'invalid_signature', key, status: refused.status, reason: refused.code });
+      return respond(config, refused, request);
+    }
   }
   const computed = config.fingerprint(request, body);
   // The default fingerprint is synchronous: awaiting a string would cost a microtask turn.
@@ -161,6 +171,38 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
         return respond(config, error, request, Math.min(claim.retryAfterMs, CONFLICT_RETRY_MS));
       }
     }
+  }
+}
+
+/** The reason a keyed request's signature is refused, or `undefined` when it is accepted. */
+async function verifySignature(
+  config: ResolvedOptions,
+  request: IdempotencyRequest,
+  body: Uint8Array | ParsedBody | null,
+): Promise<IdempotencyError | undefined> {
+  const policy = config.signatures;
+  if (policy === undefined) return undefined;
+  if (body !== null && !(body instanceof Uint8Array)) {
+    return new IdempotencySignatureInvalidError(
+      'The body reached idempo already parsed, so its Content-Digest cannot be checked: mount idempo before the body parser. Nothing was run.',
+    );
+  }
+  try {
+    await verifyRequest(
+      {
+        method: request.method,
+        scheme: policy.scheme,
+        authority: request.header('host'),
+        target: request.url,
+        header: (name) => request.header(name),
+      },
+      body,
+      policy,
+    );
+    return undefined;
+  } catch (error) {
+    if (error instanceof IdempotencyError && error.status === 401) return error;
+    throw error;
   }
 }
 

@@ -1,10 +1,11 @@
+import type { SignatureKeyLookup, VerifyPolicy } from '../signatures/index.js';
 import {
   IdempotencyConfigError,
   type IdempotencyStore,
   parseDuration,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
-import { IDEMPOTENCY_DEFAULTS } from './defaults.js';
+import { IDEMPOTENCY_DEFAULTS, SIGNATURE_DEFAULTS } from './defaults.js';
 import { defaultFingerprint } from './fingerprint.js';
 import { storedHeaderFilter } from './headers.js';
 import { problemFormatter, stripeFormatter } from './problem.js';
@@ -14,6 +15,7 @@ import type {
   IdempotencyObserver,
   IdempotencyOptions,
   IdempotencyRequest,
+  SignatureOptions,
 } from './types.js';
 
 /** {@link IdempotencyOptions} with every default applied and every value checked. */
@@ -41,6 +43,8 @@ export interface ResolvedOptions {
   formatError: ErrorFormatter;
   /** `onEvent` and every observer's, in one call; undefined when nothing listens. */
   onEvent: ((event: IdempotencyEvent, request: IdempotencyRequest) => void) | undefined;
+  /** How keyed requests' signatures are verified; `undefined` when they are not. */
+  signatures: (VerifyPolicy & { readonly scheme: 'http' | 'https' }) | undefined;
   /** The observers' `begin` wrappers, innermost first. */
   wrapBegin: NonNullable<IdempotencyObserver['wrapBegin']>[];
 }
@@ -100,8 +104,46 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     scope: options.scope,
     formatError: formatterFor(options.errorFormat ?? IDEMPOTENCY_DEFAULTS.errorFormat),
     onEvent: eventListener(options.onEvent, observers),
+    signatures: options.signatures === undefined ? undefined : signaturePolicy(options.signatures, options.header),
     wrapBegin: observers.flatMap((observer) => (observer.wrapBegin ? [observer.wrapBegin.bind(observer)] : [])),
   };
+}
+
+function signaturePolicy(
+  options: SignatureOptions,
+  header: string | undefined,
+): VerifyPolicy & { readonly scheme: 'http' | 'https' } {
+  if (!options || typeof options !== 'object')
+    throw new IdempotencyConfigError('signatures: expected an object with keys, e.g. { keys: parseKeySet(text) }.');
+  return {
+    lookup: keyLookup(options.keys),
+    required: options.required ?? SIGNATURE_DEFAULTS.required,
+    maxAgeSeconds: parseDuration(options.maxAge ?? SIGNATURE_DEFAULTS.maxAge, 'signatures.maxAge') / 1_000,
+    clockSkewSeconds: parseDuration(options.clockSkew ?? SIGNATURE_DEFAULTS.clockSkew, 'signatures.clockSkew') / 1_000,
+    keyHeader: (header ?? IDEMPOTENCY_DEFAULTS.header).toLowerCase(),
+    scheme: oneOf(options.scheme ?? SIGNATURE_DEFAULTS.scheme, ['http', 'https'], 'signatures.scheme'),
+  };
+}
+
+function keyLookup(keys: SignatureOptions['keys']): SignatureKeyLookup {
+  if (typeof keys === 'function') return keys;
+  if (!Array.isArray(keys) || keys.length === 0)
+    throw new IdempotencyConfigError(
+      'signatures.keys: expected a non-empty list of { keyid, alg, key } or a function that looks a key up by keyid.',
+    );
+  const byId = new Map<string, (typeof keys)[number]>();
+  for (const key of keys) {
+    if (typeof key?.keyid !== 'string' || key.keyid === '')
+      throw new IdempotencyConfigError('signatures.keys: every key needs a keyid.');
+    if (key.alg !== 'hmac-sha256' && key.alg !== 'ed25519')
+      throw new IdempotencyConfigError(
+        `signatures.keys: key ${JSON.stringify(key.keyid)} has alg ${JSON.stringify(key.alg)}; expected 'hmac-sha256' or 'ed25519'.`,
+      );
+    if (byId.has(key.keyid))
+      throw new IdempotencyConfigError(`signatures.keys: keyid ${JSON.stringify(key.keyid)} is listed twice.`);
+    byId.set(key.keyid, key);
+  }
+  return (keyid) => byId.get(keyid);
 }
 
 /** `onEvent` then each observer's, each failure ignored alone; undefined when nothing listens, so requests skip the clock. */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { NamedSignatureKey, SignatureKeyLookup } from '../signatures/index.js';
 import type { Duration, IdempotencyError, IdempotencyStore, StoredResponse } from '../vocabulary/index.js';
 
 /** A body an adapter already parsed (for example Express after `express.json()`); fingerprinted as canonical JSON. */
@@ -76,6 +77,7 @@ export type IdempotencyEventType =
   | 'conflict'
   | 'mismatch'
   | 'invalid_key'
+  | 'invalid_signature'
   | 'store_error'
   | 'released'
   | 'recovered'
@@ -215,6 +217,16 @@ export interface IdempotencyOptions {
    * @default 'problem'
    */
   errorFormat?: 'problem' | 'stripe' | ErrorFormatter;
+  /**
+   * Verify HTTP Message Signatures (RFC 9421) on keyed requests before anything is claimed: the
+   * signature must cover the method, the target, the key header and, for a body, its
+   * `Content-Digest` (RFC 9530), so a key cannot be moved to another request. Unsigned or bad
+   * requests get `401` (`IDEMPO_SIGNATURE_MISSING`, `IDEMPO_SIGNATURE_INVALID`,
+   * `IDEMPO_SIGNATURE_EXPIRED`). Needs the raw body: a body a framework already parsed cannot
+   * have its digest checked (mount idempo before body parsers).
+   * @default none (requests are not verified)
+   */
+  signatures?: SignatureOptions;
   /** Receives one event per outcome. Must not throw; errors it throws are ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
   /**
@@ -223,6 +235,50 @@ export interface IdempotencyOptions {
    * @default []
    */
   observe?: IdempotencyObserver | readonly IdempotencyObserver[];
+}
+
+/**
+ * Options of {@link IdempotencyOptions.signatures}.
+ *
+ * @example
+ * ```ts
+ * createIdempotency({
+ *   store,
+ *   signatures: { keys: [{ keyid: 'client-1', alg: 'ed25519', key: publicJwk }], maxAge: '2m' },
+ * });
+ * ```
+ */
+export interface SignatureOptions {
+  /**
+   * The keys signatures may name by `keyid`: a list (each with its `keyid`; `parseKeySet()` reads
+   * a JWK Set file into one), or a function that looks a key up (a database, a KMS). A lookup that
+   * returns `undefined` makes the signature invalid; one that throws fails the request.
+   */
+  keys: readonly NamedSignatureKey[] | SignatureKeyLookup;
+  /**
+   * Whether a keyed request must be signed. `false` verifies signed requests and lets unsigned
+   * ones through (a migration).
+   * @default true
+   */
+  required?: boolean;
+  /**
+   * How old a signature's `created` may be. A signed request replayed later than this is refused
+   * (`IDEMPO_SIGNATURE_EXPIRED`); within it, a replay of the same signed request carries the same
+   * key and gets the stored response, never a second run.
+   * @default '5m'
+   */
+  maxAge?: Duration;
+  /**
+   * How far a signature's `created` may be ahead of this server's clock.
+   * @default '30s'
+   */
+  clockSkew?: Duration;
+  /**
+   * The scheme `@target-uri` is read with, where TLS ends before idempo (a load balancer).
+   * Signatures that cover `@authority`, `@path` and `@query` (the client's default) need none.
+   * @default 'https'
+   */
+  scheme?: 'http' | 'https';
 }
 
 /**

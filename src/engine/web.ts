@@ -45,7 +45,8 @@ export function fromWebRequest(request: Request): IdempotencyRequest {
   return {
     method: request.method,
     url: url.pathname + url.search,
-    header: (name) => request.headers.get(name) ?? undefined,
+    // A web Request carries its authority in its URL, not in a Host header.
+    header: (name) => request.headers.get(name) ?? (name === 'host' ? url.host : undefined),
     body: (maxBytes) => readLimited(request, maxBytes),
   };
 }

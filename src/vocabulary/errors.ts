@@ -97,6 +97,42 @@ export class IdempotencyMismatchError extends IdempotencyError {
   }
 }
 
+/**
+ * The API requires signed requests (`signatures`) and this one carries no HTTP Message Signature
+ * (`Signature-Input` and `Signature`, RFC 9421). Nothing was claimed or run.
+ */
+export class IdempotencySignatureMissingError extends IdempotencyError {
+  override readonly code = 'IDEMPO_SIGNATURE_MISSING';
+  override readonly status = 401;
+  override readonly type = `${PROBLEM_BASE}signature-missing`;
+  override readonly title = 'Signature required';
+}
+
+/**
+ * The request's signature does not verify: malformed fields, an unknown `keyid`, a wrong
+ * signature, a `Content-Digest` that does not match the body, or a signature that leaves out a
+ * component it must cover (the method, the target, the `Idempotency-Key`, the digest). Nothing
+ * was claimed or run.
+ */
+export class IdempotencySignatureInvalidError extends IdempotencyError {
+  override readonly code = 'IDEMPO_SIGNATURE_INVALID';
+  override readonly status = 401;
+  override readonly type = `${PROBLEM_BASE}signature-invalid`;
+  override readonly title = 'Invalid signature';
+}
+
+/**
+ * The signature is outside its window: `created` older than `maxAge` (or missing, or in the
+ * future beyond `clockSkew`), or `expires` passed. A replay of an old signed request ends here.
+ * Nothing was claimed or run; the client signs again and retries.
+ */
+export class IdempotencySignatureExpiredError extends IdempotencyError {
+  override readonly code = 'IDEMPO_SIGNATURE_EXPIRED';
+  override readonly status = 401;
+  override readonly type = `${PROBLEM_BASE}signature-expired`;
+  override readonly title = 'Signature expired';
+}
+
 /** The request body is larger than `maxBodyBytes`, so it cannot be fingerprinted. */
 export class IdempotencyBodyTooLargeError extends IdempotencyError {
   override readonly code = 'IDEMPO_BODY_TOO_LARGE';
