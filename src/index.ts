@@ -41,10 +41,15 @@ export {
 export type {
   ClaimInput,
   ClaimResult,
+  DeleteResult,
   Duration,
   FencedResult,
   IdempotencyErrorOptions,
   IdempotencyStore,
+  RecordInfo,
+  RecordPage,
+  RecordQuery,
+  RecordState,
   StoredResponse,
   SyncStoreOperations,
 } from './vocabulary/index.js';

@@ -8,14 +8,19 @@
  */
 import { deepStrictEqual, ok, strictEqual } from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import type { ClaimResult, IdempotencyStore, StoredResponse } from '../vocabulary/index.js';
+import type { ClaimResult, IdempotencyStore, RecordInfo, RecordQuery, StoredResponse } from '../vocabulary/index.js';
 
 // The contract's types, for a store written against `idempo/contract` alone.
 export type {
   ClaimInput,
   ClaimResult,
+  DeleteResult,
   FencedResult,
   IdempotencyStore,
+  RecordInfo,
+  RecordPage,
+  RecordQuery,
+  RecordState,
   StoredResponse,
   SyncStoreOperations,
 } from '../vocabulary/index.js';
@@ -63,6 +68,21 @@ async function acquire(store: IdempotencyStore, key: string, fingerprint = 'fp-a
   const result = await store.claim({ key, fingerprint, leaseMs, ttlMs });
   strictEqual(result.status, 'acquired', `expected to acquire ${key}, got ${result.status}`);
   return result as Extract<ClaimResult, { status: 'acquired' }>;
+}
+
+/** Every record `list` returns for `query`, page after page. */
+async function listAll(store: IdempotencyStore, query: RecordQuery): Promise<RecordInfo[]> {
+  const all: RecordInfo[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await (store.list as NonNullable<IdempotencyStore['list']>)({
+      ...query,
+      ...(cursor === undefined ? {} : { cursor }),
+    });
+    all.push(...page.records);
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return all;
 }
 
 function bytesEqual(actual: Uint8Array, expected: Uint8Array, message: string): void {
@@ -336,6 +356,114 @@ export const storeContractCases: readonly StoreContractCase[] = [
       strictEqual(await store.complete(key, first.token, response('done'), DAY), 'ok');
       await waiting;
       ok(Date.now() - started < 2_500, `woke after ${Date.now() - started} ms`);
+    },
+  },
+  {
+    name: 'inspect shows a record through its states: in flight with its lease and steps, completed with its response, released',
+    async run(h) {
+      const store = await h.store();
+      ok(store.inspect, 'the store offers inspect');
+      const key = freshKey();
+      strictEqual(await store.inspect(key), undefined);
+      const before = Date.now();
+      const first = await acquire(store, key);
+      strictEqual(await store.saveStep(key, first.token, 'charge', '"ch_1"'), 'ok');
+      const running = await store.inspect(key);
+      ok(running, 'an in-flight record is found');
+      strictEqual(running.key, key);
+      strictEqual(running.state, 'in_flight');
+      strictEqual(running.token, first.token);
+      deepStrictEqual(running.steps, ['charge']);
+      ok((running.leaseUntil ?? 0) > Date.now() + LONG / 2, `lease until ${running.leaseUntil}`);
+      ok(running.expiresAt >= (running.leaseUntil ?? 0), 'expiry is never before the lease');
+      // The record's creation, on the store's clock: close to this one's.
+      ok(Math.abs((running.createdAt ?? 0) - before) < 5_000, `created at ${running.createdAt}, claimed at ${before}`);
+
+      strictEqual(await store.complete(key, first.token, response('kept', 201), DAY), 'ok');
+      const done = await store.inspect(key);
+      strictEqual(done?.state, 'completed');
+      strictEqual(done?.response?.status, 201);
+      bytesEqual(done?.response?.body ?? new Uint8Array(), response('kept').body, 'the stored body');
+      deepStrictEqual(done?.response?.headers, response('kept').headers);
+      ok((done?.expiresAt ?? 0) > Date.now() + DAY / 2, 'kept for its ttl');
+
+      const other = freshKey();
+      const owner = await acquire(store, other);
+      strictEqual(await store.release(other, owner.token, DAY), 'ok');
+      const released = await store.inspect(other);
+      strictEqual(released?.state, 'released');
+      strictEqual(released?.response, undefined);
+    },
+  },
+  {
+    name: 'list pages through records by state and age with a cursor, each record in its state',
+    async run(h) {
+      const store = await h.store();
+      ok(store.list, 'the store offers list');
+      const mine = new Map<string, string>();
+      for (let i = 0; i < 7; i++) {
+        const key = freshKey();
+        const owner = await acquire(store, key);
+        if (i % 3 === 1) strictEqual(await store.complete(key, owner.token, response(`r${i}`), DAY), 'ok');
+        if (i % 3 === 2) strictEqual(await store.release(key, owner.token, DAY), 'ok');
+        mine.set(key, ['in_flight', 'completed', 'released'][i % 3] as string);
+      }
+      const seen = new Map<string, string>();
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const page = await store.list({ limit: 3, ...(cursor === undefined ? {} : { cursor }) });
+        ok(page.records.length <= 3, `a page of ${page.records.length} records for a limit of 3`);
+        for (const record of page.records) {
+          const before = seen.get(record.key);
+          ok(before === undefined || before === record.state, `${record.key} listed as ${before} and ${record.state}`);
+          seen.set(record.key, record.state);
+        }
+        cursor = page.cursor;
+        pages++;
+      } while (cursor !== undefined && pages < 10_000);
+      for (const [key, state] of mine) strictEqual(seen.get(key), state, `${key} listed as ${state}`);
+
+      const completed = await listAll(store, { state: 'completed' });
+      ok(completed.every((r) => r.state === 'completed'));
+      deepStrictEqual(
+        [...mine].filter(([, state]) => state === 'completed').every(([key]) => completed.some((r) => r.key === key)),
+        true,
+      );
+      // None of these was created an hour ago.
+      const old = await listAll(store, { olderThanMs: 3_600_000 });
+      ok(![...mine.keys()].some((key) => old.some((r) => r.key === key)), 'a new record listed as an hour old');
+      await sleep(300);
+      const aged = await listAll(store, { olderThanMs: 200, state: 'in_flight' });
+      ok(
+        [...mine].filter(([, state]) => state === 'in_flight').every(([key]) => aged.some((r) => r.key === key)),
+        'in-flight records older than 200 ms are listed',
+      );
+    },
+  },
+  {
+    name: 'delete removes a finished record so the key runs again, refuses a live in-flight one unless forced, and fences its owner out',
+    async run(h) {
+      const store = await h.store();
+      ok(store.delete, 'the store offers delete');
+      const key = freshKey();
+      strictEqual(await store.delete(key), 'absent');
+      const first = await acquire(store, key);
+      strictEqual(await store.complete(key, first.token, response('a 4xx', 422), DAY), 'ok');
+      strictEqual(await store.delete(key), 'deleted');
+      strictEqual(await store.inspect?.(key), undefined);
+      const again = await acquire(store, key);
+
+      strictEqual(await store.delete(key), 'in_flight');
+      strictEqual((await store.claim({ key, fingerprint: 'fp-a', leaseMs: LONG, ttlMs: DAY })).status, 'in_flight');
+      strictEqual(await store.delete(key, { force: true }), 'deleted');
+      const taken = await acquire(store, key);
+      ok(
+        taken.token > again.token,
+        `the next owner's token ${taken.token} is above the deleted owner's ${again.token}`,
+      );
+      strictEqual(await store.complete(key, again.token, response('late'), DAY), 'stale');
+      strictEqual(await store.complete(key, taken.token, response('new'), DAY), 'ok');
     },
   },
 ];

@@ -8,14 +8,19 @@
 import {
   type ClaimInput,
   type ClaimResult,
+  type DeleteResult,
   type Duration,
   type FencedResult,
   IdempotencyConfigError,
   type IdempotencyStore,
   parseDuration,
+  type RecordInfo,
+  type RecordPage,
+  type RecordQuery,
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { outlastToken, pageLimit } from './operations.js';
 import { startSweeper } from './sweeper.js';
 
 /** Options of {@link createMemoryStore}. */
@@ -47,6 +52,8 @@ interface MemoryRecord {
   fingerprint: string;
   state: 'in_flight' | 'completed' | 'released';
   token: number;
+  /** When this lifetime of the record began. */
+  createdAt: number;
   leaseUntil: number;
   expiresAt: number;
   /** Saved steps; `undefined` until the first one, so most records never allocate it. */
@@ -55,6 +62,19 @@ interface MemoryRecord {
 }
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
+
+function infoOf(key: string, record: MemoryRecord): RecordInfo {
+  return {
+    key,
+    state: record.state,
+    token: record.token,
+    createdAt: record.createdAt,
+    ...(record.state === 'in_flight' ? { leaseUntil: record.leaseUntil } : {}),
+    expiresAt: record.expiresAt,
+    steps: Object.keys(record.steps ?? {}),
+    ...(record.response === undefined ? {} : { response: record.response }),
+  };
+}
 
 /**
  * Creates an in-process store with a size bound and expiry.
@@ -129,6 +149,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         fingerprint,
         state: 'in_flight',
         token: Math.max(now, floor),
+        createdAt: now,
         leaseUntil,
         expiresAt: Math.max(now + ttlMs, leaseUntil),
         steps: undefined,
@@ -192,6 +213,38 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       record.steps ??= {};
       record.steps[name] = value;
       return 'ok';
+    },
+
+    async inspect(key: string): Promise<RecordInfo | undefined> {
+      const record = records.get(key);
+      return record === undefined || isExpired(record, Date.now()) ? undefined : infoOf(key, record);
+    },
+
+    async list(query: RecordQuery = {}): Promise<RecordPage> {
+      const now = Date.now();
+      const limit = pageLimit(query.limit);
+      const bornBefore = now - (query.olderThanMs ?? 0);
+      // Key order makes the cursor (the last key listed) stable while records come and go.
+      const keys = [...records.keys()].filter((key) => query.cursor === undefined || key > query.cursor).sort();
+      const page: RecordInfo[] = [];
+      for (const key of keys) {
+        const record = records.get(key) as MemoryRecord;
+        if (isExpired(record, now) || (query.state !== undefined && record.state !== query.state)) continue;
+        if (record.createdAt > bornBefore) continue;
+        if (page.length === limit) return { records: page, cursor: page[page.length - 1]?.key as string };
+        page.push(infoOf(key, record));
+      }
+      return { records: page };
+    },
+
+    async delete(key: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
+      const record = records.get(key);
+      if (record === undefined || isExpired(record, Date.now())) return 'absent';
+      if (isLive(record, Date.now()) && options.force !== true) return 'in_flight';
+      records.delete(key);
+      notify(key);
+      await outlastToken(record.token);
+      return 'deleted';
     },
 
     waitForChange(key: string, timeoutMs: number): Promise<void> {

@@ -38,6 +38,7 @@ import {
   type PostgresMigrateOptions,
   type PostgresMigrationResult,
 } from './postgres-migrate.js';
+import { createPostgresOperations } from './postgres-operations.js';
 import {
   claimSql,
   completeSql,
@@ -358,6 +359,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     sweep,
     close,
     ping,
+    ...createPostgresOperations({ run, table }),
   };
 }
 

@@ -50,6 +50,15 @@ export function responseHead(response: StoredResponse): string {
   return `${response.status}|${Buffer.byteLength(headers)}|${headers}`;
 }
 
+/** The response in a completed record, whatever its fingerprint (for operations, not claims). */
+export function completedResponse(value: Buffer): StoredResponse {
+  const fpEnd = value.indexOf(BAR, 2);
+  const fingerprint = value.toString('utf8', fpEnd + 1, fpEnd + 1 + Number(value.toString('latin1', 2, fpEnd)));
+  const claim = completedClaim(value, fingerprint);
+  if (claim.status !== 'replay') throw new IdempotencyStoreError('A stored response in Redis is malformed');
+  return claim.response;
+}
+
 /**
  * A completed record, `C|<fingerprint bytes>|<fingerprint><status>|<header bytes>|<headers><body>`,
  * as the claim's answer: its response, or a mismatch if the fingerprint differs. The body is a

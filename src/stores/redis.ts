@@ -15,6 +15,7 @@ import {
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { socketCorker } from './redis-corker.js';
+import { createRedisOperations } from './redis-operations.js';
 import {
   COMPLETED,
   completedClaim,
@@ -546,5 +547,6 @@ export function createRedisStore({
     waitForChange: waiter.waitForChange,
     close,
     ping,
+    ...createRedisOperations({ client, prefix, keysOf }),
   };
 }

@@ -18,8 +18,11 @@ import {
   IdempotencyDependencyError,
   type IdempotencyStore,
   parseDuration,
+  type RecordInfo,
+  type RecordState,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { outlastToken, pageLimit } from './operations.js';
 import { startSweeper } from './sweeper.js';
 
 /** Options of {@link createSqliteStore}. */
@@ -100,6 +103,35 @@ const IN_FLIGHT = 0;
 const COMPLETED = 1;
 const RELEASED = 2;
 
+const STATE_CODES: Record<RecordState, number> = { in_flight: IN_FLIGHT, completed: COMPLETED, released: RELEASED };
+const STATE_NAMES: RecordState[] = ['in_flight', 'completed', 'released'];
+
+/**
+ * A row as operations see it. The table has no creation time: a record's first token is its
+ * creating clock's time in ms and each takeover adds one, so the token stands for it.
+ */
+function infoOf(row: Row & { key: string }): RecordInfo {
+  const state = STATE_NAMES[row.state] as RecordState;
+  return {
+    key: row.key,
+    state,
+    token: row.token,
+    createdAt: row.token,
+    ...(state === 'in_flight' ? { leaseUntil: row.lease_until } : {}),
+    expiresAt: row.expires_at,
+    steps: row.steps ? Object.keys(JSON.parse(row.steps) as object) : [],
+    ...(state === 'completed'
+      ? {
+          response: {
+            status: row.status as number,
+            headers: JSON.parse(row.headers ?? '[]') as [string, string][],
+            body: row.body ?? new Uint8Array(),
+          },
+        }
+      : {}),
+  };
+}
+
 interface Row {
   fingerprint: string;
   state: number;
@@ -114,6 +146,7 @@ interface Row {
 
 interface Statement {
   get(...params: unknown[]): unknown;
+  all(...params: unknown[]): unknown[];
   run(...params: unknown[]): { changes: number };
 }
 interface Database {
@@ -223,6 +256,16 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   const stepStmt = db.prepare(
     `UPDATE ${table} SET steps = json_set(coalesce(steps, '{}'), '$.' || json_quote(?), ?) WHERE ${owner}`,
   );
+  // Operations only (inspect, list, delete): never on the request path.
+  const columns = 'key, state, token, lease_until, expires_at, steps, status, headers, body';
+  const current = `(expires_at > @now OR (state = ${IN_FLIGHT} AND lease_until > @now))`;
+  const inspectStmt = db.prepare(`SELECT ${columns} FROM ${table} WHERE key = @key AND ${current}`);
+  const listStmt = db.prepare(
+    `SELECT ${columns} FROM ${table} WHERE key > @after AND ${current} AND token <= @bornBefore
+     AND (@state IS NULL OR state = @state) ORDER BY key LIMIT @limit`,
+  );
+  const deleteStmt = db.prepare(`DELETE FROM ${table} WHERE key = ? AND token = ?`);
+
   const sweepStmt = db.prepare(
     `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE expires_at <= ? AND NOT (state = ${IN_FLIGHT} AND lease_until > ?) LIMIT ?)`,
   );
@@ -346,6 +389,34 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
         const timer = setTimeout(wake, Math.min(timeoutMs, pollMs));
         changes.on(key, wake);
       });
+    },
+    async inspect(key) {
+      const row = inspectStmt.get({ key, now: Date.now() }) as (Row & { key: string }) | undefined;
+      return row === undefined ? undefined : infoOf(row);
+    },
+    async list(query = {}) {
+      const limit = pageLimit(query.limit);
+      const now = Date.now();
+      const rows = listStmt.all({
+        after: query.cursor ?? '',
+        now,
+        bornBefore: now - (query.olderThanMs ?? 0),
+        state: query.state === undefined ? null : STATE_CODES[query.state],
+        limit: limit + 1,
+      }) as (Row & { key: string })[];
+      const records = rows.slice(0, limit).map(infoOf);
+      return rows.length > limit ? { records, cursor: records[records.length - 1]?.key as string } : { records };
+    },
+    async delete(key, options = {}) {
+      const now = Date.now();
+      const row = inspectStmt.get({ key, now }) as (Row & { key: string }) | undefined;
+      if (row === undefined) return 'absent';
+      if (isLive(row, now) && options.force !== true) return 'in_flight';
+      // Only the record read above: one claimed meanwhile has another token and stays.
+      if ((await locked(() => deleteStmt.run(key, row.token))).changes === 0) return 'absent';
+      changes.emit(key);
+      await outlastToken(row.token);
+      return 'deleted';
     },
     sweep,
     async close() {

@@ -47,8 +47,13 @@ export {
 export type {
   ClaimInput,
   ClaimResult,
+  DeleteResult,
   FencedResult,
   IdempotencyStore,
+  RecordInfo,
+  RecordPage,
+  RecordQuery,
+  RecordState,
   StoredResponse,
   SyncStoreOperations,
 } from './store-contract.js';

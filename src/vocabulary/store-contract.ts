@@ -131,7 +131,85 @@ export interface IdempotencyStore {
    * where those reject.
    */
   readonly sync?: SyncStoreOperations;
+  /**
+   * Optional, for operations (`idempo keys`, the gateway's admin routes): the record under `key`
+   * (the scoped, hashed key, as the engine hands it to `claim`), or `undefined` when there is
+   * none or it has expired. Never on the request path.
+   */
+  inspect?(key: string): Promise<RecordInfo | undefined>;
+  /**
+   * Optional, for operations: one page of records, filtered by state and age; pass the page's
+   * `cursor` back for the next one. A record written while a listing runs may or may not be in
+   * it. Stores that list in key order never list a record twice; Redis, which lists with `SCAN`,
+   * may (rarely, while its keyspace is resized).
+   */
+  list?(query?: RecordQuery): Promise<RecordPage>;
+  /**
+   * Optional, for operations: deletes the record under `key`, so the next request with that key
+   * runs as new (a customer may retry a stored `4xx`, say). A live in-flight record is refused
+   * (`'in_flight'`) unless `force` is set: its owner may still be running, and a retry would then
+   * run beside it. A forced delete fences the owner out: its completion is refused as stale.
+   */
+  delete?(key: string, options?: { force?: boolean }): Promise<DeleteResult>;
 }
+
+/** A record's state, as {@link IdempotencyStore.inspect} and {@link IdempotencyStore.list} report it. */
+export type RecordState = 'in_flight' | 'completed' | 'released';
+
+/**
+ * One record as operations see it. The raw `Idempotency-Key` is not in it: stores keep only the
+ * hash of scope and key, so a record is found by hashing the key a client sent (with its scope)
+ * the way the engine does, never by reading keys back.
+ */
+export interface RecordInfo {
+  /** The scoped, hashed key the record is kept under. */
+  key: string;
+  state: RecordState;
+  /**
+   * The fencing token of the record's current (or last) owner. Always there for a record in
+   * flight or released; a store may not keep it once a record completed (Redis does not).
+   */
+  token?: number;
+  /**
+   * When this lifetime of the record began, in ms since the epoch, on the clock of the store that
+   * created it (stores that keep no creation time derive it from the token, which starts at that
+   * clock's time: late by a millisecond per takeover). Missing where the token is.
+   */
+  createdAt?: number;
+  /** In flight: when the lease passes, in ms since the epoch. Past it, the next claim takes the key over. */
+  leaseUntil?: number;
+  /** When the record expires, in ms since the epoch. */
+  expiresAt: number;
+  /** Names of the steps saved under the record (`ctx.step`). */
+  steps: string[];
+  /** Completed: the stored response. */
+  response?: StoredResponse;
+}
+
+/** Which records {@link IdempotencyStore.list} returns. */
+export interface RecordQuery {
+  /** Only records in this state. */
+  state?: RecordState;
+  /**
+   * Only records whose lifetime began at least this long ago, in ms (stuck keys: with
+   * `state: 'in_flight'`). A record without `createdAt` never matches.
+   */
+  olderThanMs?: number;
+  /** Most records in one page; a store may return fewer (and still give a cursor). Default 100. */
+  limit?: number;
+  /** Where to go on: the `cursor` of the previous page. */
+  cursor?: string;
+}
+
+/** One page of {@link IdempotencyStore.list}. */
+export interface RecordPage {
+  records: RecordInfo[];
+  /** Pass it back for the next page; absent on the last one. */
+  cursor?: string;
+}
+
+/** What {@link IdempotencyStore.delete} did. */
+export type DeleteResult = 'deleted' | 'absent' | 'in_flight';
 
 /**
  * The synchronous `claim` and `complete` of a store that needs no I/O: see
