@@ -20,6 +20,7 @@
  * @module
  */
 
+import { signRequest } from '../signatures/index.js';
 import { IdempotencyRetriesExhaustedError } from '../vocabulary/index.js';
 import { backoffDelay } from './backoff.js';
 import {
@@ -60,6 +61,12 @@ async function attempt(
       ms,
     );
     timeoutSignal = controller.signal;
+  }
+  if (options.signing !== undefined) {
+    // Each attempt is signed anew: its created time is now, so a retry after a long wait is
+    // still within the server's maxAge.
+    const { key, components, expiresIn } = options.signing;
+    await signRequest(request, key, expiresIn === undefined ? { components } : { components, expiresIn });
   }
   const init: Record<string, unknown> = {
     ...request.rest,

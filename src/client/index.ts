@@ -23,5 +23,6 @@ export {
   type IdempotentFetchOptions,
   type RetryContext,
   type RetryOptions,
+  type SigningOptions,
 } from './options.js';
 export { parseRetryAfter } from './retry-after.js';

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { DEFAULT_SIGNED_COMPONENTS, type NamedSignatureKey } from '../signatures/index.js';
 import { IdempotencyConfigError } from '../vocabulary/index.js';
 
 /**
@@ -209,6 +210,39 @@ export interface IdempotentFetchOptions {
    * @default undefined
    */
   onRetry?: (context: RetryContext) => void | Promise<void>;
+  /**
+   * Sign every attempt with HTTP Message Signatures (RFC 9421): a fresh `created` time each
+   * attempt, a `Content-Digest` (RFC 9530) of the body, and a signature over the method,
+   * `@authority`, `@path`, `@query`, the key header, the digest and `Content-Type`. WebCrypto
+   * only, so it works in browsers. For servers with the `signatures` option on.
+   * @default undefined (requests are not signed)
+   */
+  signing?: SigningOptions;
+}
+
+/**
+ * Options of {@link IdempotentFetchOptions.signing}.
+ *
+ * @example
+ * ```ts
+ * const idempotentFetch = createIdempotentFetch({
+ *   signing: { key: { keyid: 'client-1', alg: 'ed25519', key: privateJwk } },
+ * });
+ * ```
+ */
+export interface SigningOptions {
+  /** The key to sign with and its `keyid` (HMAC: the shared secret; Ed25519: a private JWK). */
+  key: NamedSignatureKey;
+  /**
+   * The components covered; the key header's name replaces `idempotency-key`.
+   * @default ['@method', '@authority', '@path', '@query', 'idempotency-key', 'content-digest', 'content-type']
+   */
+  components?: readonly string[];
+  /**
+   * Seconds after `created` the signature expires (an `expires` parameter).
+   * @default undefined (the server's maxAge decides)
+   */
+  expiresIn?: number;
 }
 
 /** The defaults, in one place. */
@@ -242,6 +276,14 @@ export interface ResolvedOptions {
   readonly signal: AbortSignal | undefined;
   readonly onFailedAttempt: IdempotentFetchOptions['onFailedAttempt'];
   readonly onRetry: IdempotentFetchOptions['onRetry'];
+  /** The key and components each attempt is signed with, when it is. */
+  readonly signing:
+    | {
+        readonly key: NamedSignatureKey;
+        readonly components: readonly string[];
+        readonly expiresIn: number | undefined;
+      }
+    | undefined;
 }
 
 function defaultDelay(retryCount: number): number {
@@ -285,5 +327,22 @@ export function resolveOptions(options: IdempotentFetchOptions): ResolvedOptions
     signal: options.signal,
     onFailedAttempt: options.onFailedAttempt,
     onRetry: options.onRetry,
+    signing:
+      options.signing === undefined
+        ? undefined
+        : resolveSigning(options.signing, options.keyHeader ?? CLIENT_DEFAULTS.keyHeader),
   };
+}
+
+function resolveSigning(signing: SigningOptions, keyHeader: string): ResolvedOptions['signing'] {
+  const { key } = signing;
+  if (typeof key?.keyid !== 'string' || (key.alg !== 'hmac-sha256' && key.alg !== 'ed25519'))
+    throw new IdempotencyConfigError(
+      "idempo client: signing.key must be { keyid, alg: 'hmac-sha256' | 'ed25519', key }.",
+    );
+  const header = keyHeader.toLowerCase();
+  const components = (signing.components ?? DEFAULT_SIGNED_COMPONENTS).map((name) =>
+    name === 'idempotency-key' ? header : name,
+  );
+  return { key, components, expiresIn: signing.expiresIn };
 }

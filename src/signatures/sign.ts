@@ -69,7 +69,8 @@ export async function signRequest(
   if (body !== undefined && components.includes('content-digest')) {
     headers.set('content-digest', `sha-256=${serializeBareItem(await digest('SHA-256', body))}`);
   }
-  const url = new URL(request.url);
+  // A relative URL (a browser page's fetch('/payments')) is read against the page.
+  const url = new URL(request.url, typeof location === 'undefined' ? undefined : location.href);
   const view: SignedRequestView = {
     method: sentMethod(request.method),
     scheme: url.protocol.slice(0, -1),
