@@ -140,4 +140,14 @@ class ExpressRequest implements IdempotencyRequest {
     const req = this.#req;
     return bodyOf(req, maxBytes, () => req.body, 'req.body');
   }
+
+  /** The matched route's pattern, once Express has matched one (at once for a middleware mounted on the route). */
+  get route(): string | undefined {
+    const path: unknown = this.#req.route?.path;
+    return typeof path === 'string' ? (this.#req.baseUrl ?? '') + path : undefined;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.#req.ip ?? this.#req.socket?.remoteAddress;
+  }
 }

@@ -247,6 +247,15 @@ class FastifyNeutralRequest implements IdempotencyRequest {
     return headerOf(this.#request.headers, name);
   }
 
+  /** The route's URL pattern as registered (`/payments/:id`). */
+  get route(): string | undefined {
+    return this.#request.routeOptions?.url;
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.#request.ip;
+  }
+
   body(maxBytes: number): Promise<Uint8Array | ParsedBody | null> {
     const request = this.#request;
     const record = (request as Tracked)[BODY];

@@ -122,6 +122,10 @@ class NodeRequest implements IdempotencyRequest {
     return headerOf(this.#req.headers, name);
   }
 
+  get remoteAddress(): string | undefined {
+    return this.#req.socket?.remoteAddress;
+  }
+
   /** The bytes stay in req's stream, so the listener reads the body as if idempo had not. */
   body(maxBytes: number): Promise<Buffer | null> {
     return readRestoring(this.#req, maxBytes);

@@ -28,7 +28,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   stores: ['vocabulary'],
   client: ['signatures', 'vocabulary'],
   adapters: ['engine', 'vocabulary'],
-  gateway: ['adapters', 'stores', 'engine', 'signatures', 'vocabulary'],
+  // Metrics, traces and key usage: observers of the engine (its types) and wrappers of a store.
+  observability: ['engine', 'vocabulary'],
+  gateway: ['adapters', 'stores', 'observability', 'engine', 'signatures', 'vocabulary'],
   // src/index.ts, the core's public face: the engine and the words it speaks, no store, no adapter.
   index: ['engine', 'signatures', 'vocabulary'],
 };
