@@ -13,6 +13,7 @@ export const GATEWAY_DEFAULTS = {
   requestTimeout: '5m',
   keepAliveTimeout: '65s',
   healthPath: '/healthz',
+  adminHost: '127.0.0.1',
   logFormat: 'json',
   logLevel: 'info',
 } as const;

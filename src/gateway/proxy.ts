@@ -4,7 +4,7 @@ import { Agent, type Dispatcher } from 'undici';
 import { idempotencyContext, respondEarly, writeResponse } from '../adapters/node.js';
 import { bodyAlreadyRead } from '../adapters/node-body.js';
 import { HOP_BY_HOP } from '../engine/headers.js';
-import type { IdempotencyResponse } from '../engine/types.js';
+import type { IdempotencyContext, IdempotencyResponse } from '../engine/types.js';
 import {
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
@@ -46,6 +46,8 @@ export interface ProxyOptions {
   deadlineMs: number;
   /** The 504 a client gets when the upstream has not answered within `timeoutMs`. */
   timeoutResponse: (req: IncomingMessage) => IdempotencyResponse;
+  /** Writes a keyed request's trace context (`traceparent`) into the headers sent upstream, when tracing. */
+  traceHeaders?: ((context: IdempotencyContext, headers: Record<string, string>) => void) | undefined;
 }
 
 /** Errors raised before the upstream could have seen the request: nothing happened there. */
@@ -165,6 +167,7 @@ export function createProxy(options: ProxyOptions): Proxy {
       // The upstream deduplicates on the key idempo used, whatever header the client sent it in.
       headers[KEY_HEADER] = context.key;
       if (context.recovered) headers[REDRIVE_HEADER] = String(context.token);
+      options.traceHeaders?.(context, headers as Record<string, string>);
     }
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod;
     const hasBody =

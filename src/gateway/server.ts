@@ -18,10 +18,12 @@ import {
   parseDuration,
   retryAfterSeconds,
 } from '../vocabulary/index.js';
+import { startAdmin } from './admin.js';
 import { lingerBeforeClose, readingRequest } from './connections.js';
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { createStoreStatus } from './health.js';
 import { createGatewayLogger, roundMs } from './log.js';
+import { type GatewayUsageOptions, gatewayObservability } from './observability.js';
 import type { OpenedStore } from './opened-store.js';
 import { compilePathPatterns } from './path-patterns.js';
 import { createProxy, RETRY_AFTER_MS } from './proxy.js';
@@ -134,6 +136,24 @@ export interface GatewayOptions {
    */
   logFormat?: 'json' | 'pretty';
   /**
+   * Port of the admin listener, which serves `GET /metrics` (Prometheus) and `GET /usage` (key
+   * usage per scope) off the proxied namespace; `0` picks a free one.
+   * @default none (no admin listener)
+   */
+  adminPort?: number;
+  /**
+   * Interface of the admin listener. Keep it private: it tells who uses which keys.
+   * @default '127.0.0.1'
+   */
+  adminHost?: string;
+  /**
+   * Key usage per scope (the `--scope-header` value, else the client's address), served at
+   * `GET /usage` and as metrics: the window, how many scopes are tracked, and the counts at which
+   * a scope is logged (`warn`).
+   * @default { window: '5m', maxScopes: 10000, topN: 10, thresholds: { mismatches: 20, invalid_keys: 50 } }
+   */
+  usage?: GatewayUsageOptions;
+  /**
    * Any other engine option: `concurrent`, `releaseOn`, `maxBodyBytes`, `maxResponseBytes`,
    * `mismatchStatus`, `errorFormat`, `completeTimeout`, `waitTimeout`, `header`, … (see
    * `IdempotencyOptions`). The gateway's own `methods`, `ttl`, `lease` and `requireKey` win
@@ -146,6 +166,8 @@ export interface GatewayOptions {
 export interface Gateway {
   /** `http://host:port` the gateway listens on. */
   readonly url: string;
+  /** `http://host:port` of the admin listener, when `adminPort` is set. */
+  readonly adminUrl: string | undefined;
   readonly port: number;
   readonly server: Server;
   /**
@@ -216,6 +238,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       ? { store: options.store, description: 'custom', close: async () => {} }
       : await openStore(options.store ?? GATEWAY_DEFAULTS.store, { migrate: options.migrate === true });
   const tracked = trackStore(opened.store);
+  const observability = await gatewayObservability({
+    admin: options.adminPort !== undefined,
+    storeName: storeNameOf(options.store),
+    scopeHeader,
+    usage: options.usage,
+    logger,
+  }).catch(async (error: unknown) => {
+    await opened.close().catch(() => {});
+    throw error;
+  });
   const storeStatus = createStoreStatus(opened.store, opened.check?.bind(opened));
 
   const idem = createIdempotency({
@@ -231,6 +263,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (logger) logEvent(logger, event);
       options.idempotency?.onEvent?.(event);
     },
+    observe: [...[options.idempotency?.observe ?? []].flat(), ...observability.observers],
   });
 
   const answer = (req: IncomingMessage, error: IdempotencyError) =>
@@ -252,6 +285,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           { retryAfterMs: RETRY_AFTER_MS },
         ),
       ),
+    traceHeaders: observability.traceHeaders,
   });
   const protectedProxy = idempotent(idem, proxy.listener);
 
@@ -427,6 +461,23 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
+  const admin =
+    options.adminPort === undefined
+      ? undefined
+      : await startAdmin({
+          port: options.adminPort,
+          host: options.adminHost ?? GATEWAY_DEFAULTS.adminHost,
+          routes: observability.routes,
+        }).catch(async (error: unknown) => {
+          await new Promise((resolve) => server.close(resolve));
+          await proxy.close().catch(() => {});
+          await opened.close().catch(() => {});
+          throw error;
+        });
+  if (admin)
+    logger?.info({ adminUrl: admin.url, routes: observability.routes.map((r) => r.path) }, 'idempo admin listening');
+  if (observability.tracing)
+    logger?.info('idempo tracing: an OpenTelemetry SDK is registered, keyed requests get spans');
   logger?.info(
     { url, port: address.port, upstream, store: opened.description, version: VERSION },
     'idempo gateway listening',
@@ -437,6 +488,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   let closing: Promise<void> | undefined;
   return {
     url,
+    adminUrl: admin?.url,
     port: address.port,
     server,
     close() {
@@ -461,6 +513,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         server.closeAllConnections();
         await closed;
         await proxy.close();
+        await admin?.close();
         await opened.close();
         logger?.info('idempo gateway stopped');
       })();
@@ -473,6 +526,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 const DRAIN_POLL_MS = 20;
 /** After a hand-over, how long the aborted exchanges get to settle before the store closes. */
 const HANDOVER_GRACE_MS = 1_000;
+
+/** The `store` label of the gateway's store metrics: the store URL's scheme. */
+function storeNameOf(store: string | IdempotencyStore | undefined): string {
+  if (typeof store === 'object') return 'custom';
+  const scheme = (store ?? GATEWAY_DEFAULTS.store).split(':')[0] ?? '';
+  return scheme === 'postgresql' ? 'postgres' : scheme === 'rediss' ? 'redis' : scheme;
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

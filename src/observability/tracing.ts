@@ -16,6 +16,7 @@ import {
   type Span,
   SpanKind,
   SpanStatusCode,
+  type TextMapGetter,
   type Tracer,
   trace,
 } from '@opentelemetry/api';
@@ -167,8 +168,10 @@ export function idempoTracing({
     },
     wrapBegin(begin) {
       return function tracedBegin(request: IdempotencyRequest): Promise<Decision> {
+        const active = context.active();
         const traced: Traced = {
-          parent: context.active(),
+          // Under a server span (HTTP instrumentation) it is the parent; without one, the trace the client sent.
+          parent: trace.getSpan(active) === undefined ? propagation.extract(active, request, HEADERS) : active,
           startTime: Date.now(),
           request,
           span: undefined,
@@ -231,3 +234,9 @@ export function idempoTracing({
 }
 
 const ignore = (): void => {};
+
+/** Reads a trace context from a request's headers. */
+const HEADERS: TextMapGetter<IdempotencyRequest> = {
+  get: (request, name) => request.header(name),
+  keys: () => [],
+};
