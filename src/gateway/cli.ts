@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `idempo` command: `idempo serve` runs the gateway, `idempo migrate` prepares a store.
+ * The `idempo` command: `idempo serve` runs the gateway, `idempo migrate` prepares a store,
+ * `idempo keys` looks into one.
  * Every flag has an environment-variable twin, so containers can be configured without flags.
  *
  * @module
@@ -12,6 +13,7 @@ import { IdempotencyConfigError, IdempotencyError, parseDuration } from '../voca
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
 import { redact } from './opened-store.js';
+import { keysCommand } from './keys-command.js';
 import { startGateway } from './server.js';
 import { stopOnSignals } from './shutdown.js';
 import { openStore } from './store-url.js';
@@ -131,9 +133,6 @@ const CONFIG_KEYS = new Set([
   'logFormat',
   'logLevel',
   'healthPath',
-  'adminPort',
-  'adminHost',
-  'usage',
   'idempotency',
 ]);
 
@@ -196,16 +195,6 @@ function buildProgram(): Command {
       new Option('--host <host>', 'interface to listen on (0.0.0.0 in a container)')
         .env('IDEMPO_HOST')
         .default(GATEWAY_DEFAULTS.host),
-    )
-    .addOption(
-      new Option('--admin-port <port>', 'serve GET /metrics and GET /usage on this port, off the proxied paths')
-        .env('IDEMPO_ADMIN_PORT')
-        .argParser(port),
-    )
-    .addOption(
-      new Option('--admin-host <host>', 'interface of the admin listener (keep it private)')
-        .env('IDEMPO_ADMIN_HOST')
-        .default(GATEWAY_DEFAULTS.adminHost),
     )
     .addOption(
       new Option('--store <url>', 'memory: | sqlite:PATH | redis://HOST:PORT | postgres://USER@HOST/DB')
@@ -377,9 +366,6 @@ function buildProgram(): Command {
         requestTimeout: flags.requestTimeout as never,
         keepAliveTimeout: flags.keepAliveTimeout as never,
         ...(flags.healthPath ? { healthPath: flags.healthPath as string } : {}),
-        ...(flags.adminPort !== undefined ? { adminPort: flags.adminPort as number } : {}),
-        adminHost: flags.adminHost as string,
-        ...(flags.usage ? { usage: flags.usage as never } : {}),
         logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
         idempotency: {
           ...extra,
@@ -418,6 +404,8 @@ function buildProgram(): Command {
         await opened.close();
       }
     });
+
+  program.addCommand(keysCommand());
 
   return program;
 }
