@@ -133,6 +133,9 @@ const CONFIG_KEYS = new Set([
   'logFormat',
   'logLevel',
   'healthPath',
+  'adminPort',
+  'adminHost',
+  'usage',
   'idempotency',
 ]);
 
@@ -195,6 +198,16 @@ function buildProgram(): Command {
       new Option('--host <host>', 'interface to listen on (0.0.0.0 in a container)')
         .env('IDEMPO_HOST')
         .default(GATEWAY_DEFAULTS.host),
+    )
+    .addOption(
+      new Option('--admin-port <port>', 'serve GET /metrics and GET /usage on this port, off the proxied paths')
+        .env('IDEMPO_ADMIN_PORT')
+        .argParser(port),
+    )
+    .addOption(
+      new Option('--admin-host <host>', 'interface of the admin listener (keep it private)')
+        .env('IDEMPO_ADMIN_HOST')
+        .default(GATEWAY_DEFAULTS.adminHost),
     )
     .addOption(
       new Option('--store <url>', 'memory: | sqlite:PATH | redis://HOST:PORT | postgres://USER@HOST/DB')
@@ -366,6 +379,9 @@ function buildProgram(): Command {
         requestTimeout: flags.requestTimeout as never,
         keepAliveTimeout: flags.keepAliveTimeout as never,
         ...(flags.healthPath ? { healthPath: flags.healthPath as string } : {}),
+        ...(flags.adminPort !== undefined ? { adminPort: flags.adminPort as number } : {}),
+        adminHost: flags.adminHost as string,
+        ...(flags.usage ? { usage: flags.usage as never } : {}),
         logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
         idempotency: {
           ...extra,
