@@ -16,6 +16,7 @@ import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
 import { redact } from './opened-store.js';
 import { startGateway } from './server.js';
 import { stopOnSignals } from './shutdown.js';
+import { signatureOptionsFrom } from './signature-keys.js';
 import { openStore } from './store-url.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -133,6 +134,9 @@ const CONFIG_KEYS = new Set([
   'logFormat',
   'logLevel',
   'healthPath',
+  'signatureKeys',
+  'signatureOptional',
+  'signatureMaxAge',
   'adminPort',
   'adminHost',
   'usage',
@@ -354,6 +358,22 @@ function buildProgram(): Command {
         .argParser(logLevel),
     )
     .addOption(
+      new Option(
+        '--signature-keys <file>',
+        'require signed keyed requests (RFC 9421), verified with this JWK Set file (or IDEMPO_SIGNATURE_KEYS: the set itself)',
+      ).env('IDEMPO_SIGNATURE_KEYS_FILE'),
+    )
+    .addOption(
+      new Option('--signature-optional', 'accept unsigned keyed requests; signed ones must still verify').env(
+        'IDEMPO_SIGNATURE_OPTIONAL',
+      ),
+    )
+    .addOption(
+      new Option('--signature-max-age <duration>', 'oldest signature accepted (default 5m)')
+        .env('IDEMPO_SIGNATURE_MAX_AGE')
+        .argParser(duration),
+    )
+    .addOption(
       new Option('--config <file>', 'a JSON file of these options (camelCase); flags and env win over it').env(
         'IDEMPO_CONFIG',
       ),
@@ -361,6 +381,7 @@ function buildProgram(): Command {
     .action(async (rawFlags: Record<string, unknown>, command: Command) => {
       const flags = mergeConfig(command, rawFlags);
       const extra = (flags.idempotency ?? {}) as Record<string, unknown>;
+      const signatures = signatureOptionsFrom(flags, process.env);
       const gateway = await startGateway({
         upstream: flags.upstream as string,
         port: flags.port as number,
@@ -392,6 +413,7 @@ function buildProgram(): Command {
           mismatchStatus: flags.mismatchStatus as 400 | 422,
           errorFormat: flags.errorFormat as 'problem' | 'stripe',
           completeTimeout: flags.completeTimeout as never,
+          ...(signatures === undefined ? {} : { signatures }),
         },
       });
       stopOnSignals(() => gateway.close());
