@@ -4,11 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { Cluster } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type RedisCluster, startRedisCluster } from '../../test/helpers/redis-cluster.js';
-import { createIdempotency } from '../engine/engine.js';
-import { type IdempotencyStore, IdempotencyStoreError } from '../vocabulary/index.js';
-import { storeContractCases } from './contract.js';
-import { createRedisStore } from './redis.js';
+import { createIdempotency } from '../../src/engine/engine.js';
+import { storeContractCases } from '../../src/stores/contract.js';
+import { createRedisStore } from '../../src/stores/redis.js';
+import { type IdempotencyStore, IdempotencyStoreError } from '../../src/vocabulary/index.js';
+import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
 
 const DAY = 86_400_000;
 const ACK = { replicas: 1, timeout: '100ms' } as const;
