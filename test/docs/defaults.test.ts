@@ -57,6 +57,7 @@ describe('GATEWAY_DEFAULTS', () => {
     '--keep-alive-timeout': 'keepAliveTimeout',
     '--log-format': 'logFormat',
     '--log-level': 'logLevel',
+    '--admin-host': 'adminHost',
   };
   it.each(Object.entries(flags))("docs/gateway.md flag table: %s's default", (flag, name) => {
     expect(cell(gatewayPage, `${flag} `, 2)).toBe(String(GATEWAY_DEFAULTS[name]));
