@@ -7,9 +7,10 @@
  *
  * @module
  */
-import { Counter, Gauge, register as globalRegistry, Histogram, type Registry } from 'prom-client';
+import { Gauge, register as globalRegistry, type Registry } from 'prom-client';
 import type { IdempotencyEvent, IdempotencyObserver, IdempotencyRequest } from '../engine/types.js';
 import type { ClaimInput, ClaimResult, FencedResult, IdempotencyStore } from '../vocabulary/index.js';
+import { FastCounter, FastHistogram } from './prom-metrics.js';
 import type { KeyUsage } from './usage.js';
 import { resultOf, type StoreCall, watchedStore } from './watched-store.js';
 
@@ -91,64 +92,65 @@ export function idempoMetrics({
   usage,
 }: IdempotencyMetricsOptions = {}): IdempotencyMetrics {
   const registers = [registry];
-  const outcomes = new Counter({
-    name: `${prefix}outcomes_total`,
-    help: 'Outcomes of requests idempo handled, by event type (executed, replayed, conflict, mismatch, invalid_key, released, recovered, lease_lost, store_error, outcome_unknown).',
-    labelNames: ['type', 'route'],
-    registers,
-  });
-  const releases = new Counter({
-    name: `${prefix}releases_total`,
-    help: 'Keys released so that a retry runs again, by reason: status (a status in releaseOn) or threw.',
-    labelNames: ['reason', 'route'],
-    registers,
-  });
-  const storeErrors = new Counter({
-    name: `${prefix}store_errors_total`,
-    help: 'Store failures the engine met, by the operation that failed and what the engine did (action).',
-    labelNames: ['operation', 'action'],
-    registers,
-  });
-  const requestDuration = new Histogram({
-    name: `${prefix}request_duration_seconds`,
-    help: 'Time from the start of idempo handling a keyed request to its outcome, by outcome type; executed includes the handler.',
-    labelNames: ['type', 'route'],
-    buckets: [...durationBuckets],
-    registers,
-  });
-  const handlerDuration = new Histogram({
-    name: `${prefix}handler_duration_seconds`,
-    help: 'Time a run held its key, from the claim to its completion or release: the handler (or the upstream) and the response capture.',
-    labelNames: ['result', 'store'],
-    buckets: [...durationBuckets],
-    registers,
-  });
-  const storeDuration = new Histogram({
-    name: `${prefix}store_operation_duration_seconds`,
-    help: 'Latency of store operations, by operation and store.',
-    labelNames: ['operation', 'store'],
-    buckets: [...storeBuckets],
-    registers,
-  });
-  const storeOperations = new Counter({
-    name: `${prefix}store_operations_total`,
-    help: 'Store operations by result: a claim status (acquired, replay, in_flight, mismatch), ok, stale, or error.',
-    labelNames: ['operation', 'store', 'result'],
-    registers,
-  });
-  const waits = new Counter({
-    name: `${prefix}waits_total`,
-    help: "Duplicates that waited for the first request (concurrent: 'wait') and were answered, by the claim that ended the wait; a wait that timed out counts as a conflict outcome.",
-    labelNames: ['result', 'store'],
-    registers,
-  });
-  const waitDuration = new Histogram({
-    name: `${prefix}wait_duration_seconds`,
-    help: "How long duplicates waited for the first request (concurrent: 'wait') before they were answered.",
-    labelNames: ['store'],
-    buckets: [...durationBuckets],
-    registers,
-  });
+  const counter = (name: string, help: string, labels: string[]) => {
+    const metric = new FastCounter(name, help, labels);
+    registry.registerMetric(metric as never);
+    return metric;
+  };
+  const histogram = (name: string, help: string, labels: string[], buckets: readonly number[]) => {
+    const metric = new FastHistogram(name, help, labels, buckets);
+    registry.registerMetric(metric as never);
+    return metric;
+  };
+  const outcomes = counter(
+    `${prefix}outcomes_total`,
+    'Outcomes of requests idempo handled, by event type (executed, replayed, conflict, mismatch, invalid_key, released, recovered, lease_lost, store_error, outcome_unknown).',
+    ['type', 'route'],
+  );
+  const releases = counter(
+    `${prefix}releases_total`,
+    'Keys released so that a retry runs again, by reason: status (a status in releaseOn) or threw.',
+    ['reason', 'route'],
+  );
+  const storeErrors = counter(
+    `${prefix}store_errors_total`,
+    'Store failures the engine met, by the operation that failed and what the engine did (action).',
+    ['operation', 'action'],
+  );
+  const requestDuration = histogram(
+    `${prefix}request_duration_seconds`,
+    'Time from the start of idempo handling a keyed request to its outcome, by outcome type; executed includes the handler.',
+    ['type', 'route'],
+    durationBuckets,
+  );
+  const handlerDuration = histogram(
+    `${prefix}handler_duration_seconds`,
+    'Time a run held its key, from the claim to its completion or release: the handler (or the upstream) and the response capture.',
+    ['result', 'store'],
+    durationBuckets,
+  );
+  const storeDuration = histogram(
+    `${prefix}store_operation_duration_seconds`,
+    'Latency of store operations, by operation and store.',
+    ['operation', 'store'],
+    storeBuckets,
+  );
+  const storeOperations = counter(
+    `${prefix}store_operations_total`,
+    'Store operations by result: a claim status (acquired, replay, in_flight, mismatch), ok, stale, or error.',
+    ['operation', 'store', 'result'],
+  );
+  const waits = counter(
+    `${prefix}waits_total`,
+    "Duplicates that waited for the first request (concurrent: 'wait') and were answered, by the claim that ended the wait; a wait that timed out counts as a conflict outcome.",
+    ['result', 'store'],
+  );
+  const waitDuration = histogram(
+    `${prefix}wait_duration_seconds`,
+    "How long duplicates waited for the first request (concurrent: 'wait') before they were answered.",
+    ['store'],
+    durationBuckets,
+  );
 
   /** Runs this process claimed, by key and token: when each was claimed, and until when its lease holds. */
   const runs = new Map<string, { started: number; leaseMs: number; leaseUntil: number }>();
@@ -168,17 +170,6 @@ export function idempoMetrics({
   });
   if (usage) registerUsage(usage, prefix, registers);
 
-  // Children of labelled metrics, looked up once: prom-client hashes labels on every call otherwise.
-  const children = new Map<string, { inc(): void } | { observe(value: number): void }>();
-  function child<T extends { inc(): void } | { observe(value: number): void }>(id: string, make: () => T): T {
-    let found = children.get(id);
-    if (found === undefined) {
-      found = make();
-      children.set(id, found);
-    }
-    return found as T;
-  }
-
   /** Claims that met another owner, and when the first of them did: the engine claims with the same object while it waits. */
   const waiting = new WeakMap<ClaimInput, number>();
 
@@ -191,14 +182,14 @@ export function idempoMetrics({
       if (run !== undefined) {
         runs.delete(id);
         const result = operation === 'complete' ? 'completed' : 'released';
-        child(`h${result}`, () => handlerDuration.labels(result, storeName)).observe((started - run.started) / 1_000);
+        handlerDuration.observe(handlerDuration.series(result, [result, storeName]), (started - run.started) / 1_000);
       }
     }
     return (result: ClaimResult | FencedResult | undefined, error?: unknown) => {
       const ended = performance.now();
-      child(`d${operation}`, () => storeDuration.labels(operation, storeName)).observe((ended - started) / 1_000);
+      storeDuration.observe(storeDuration.series(operation, [operation, storeName]), (ended - started) / 1_000);
       const outcome = resultOf(result, error);
-      child(`o${operation} ${outcome}`, () => storeOperations.labels(operation, storeName, outcome)).inc();
+      storeOperations.series(`${operation} ${outcome}`, [operation, storeName, outcome]).value++;
       if (operation === 'claim' && call.claim !== undefined) {
         const input = call.claim;
         if (outcome === 'in_flight') {
@@ -207,8 +198,8 @@ export function idempoMetrics({
           const since = waiting.get(input);
           if (since !== undefined) {
             waiting.delete(input);
-            child(`w${outcome}`, () => waits.labels(outcome, storeName)).inc();
-            child('wd', () => waitDuration.labels(storeName)).observe((ended - since) / 1_000);
+            waits.series(outcome, [outcome, storeName]).value++;
+            waitDuration.observe(waitDuration.series('', [storeName]), (ended - since) / 1_000);
           }
         }
         if (outcome === 'acquired' && typeof result === 'object' && result.status === 'acquired') {
@@ -234,17 +225,18 @@ export function idempoMetrics({
     onEvent(event: IdempotencyEvent, request: IdempotencyRequest): void {
       const { type } = event;
       const route = request.route ?? '';
-      child(`t${type} ${route}`, () => outcomes.labels(type, route)).inc();
+      const key = route === '' ? type : `${type} ${route}`;
+      outcomes.series(key, [type, route]).value++;
       if (type === 'released') {
         const reason = event.reason ?? '';
-        child(`r${reason} ${route}`, () => releases.labels(reason, route)).inc();
+        releases.series(`${reason} ${route}`, [reason, route]).value++;
       } else if (type === 'store_error') {
         const operation = event.reason ?? '';
         const action = event.action ?? '';
-        child(`e${operation} ${action}`, () => storeErrors.labels(operation, action)).inc();
+        storeErrors.series(`${operation} ${action}`, [operation, action]).value++;
       }
       if (FINAL.has(type) || (type === 'store_error' && FINAL_STORE_ACTIONS.has(event.action))) {
-        child(`q${type} ${route}`, () => requestDuration.labels(type, route)).observe(event.durationMs / 1_000);
+        requestDuration.observe(requestDuration.series(key, [type, route]), event.durationMs / 1_000);
       }
     },
   };
