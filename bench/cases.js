@@ -22,6 +22,33 @@ const VARIANTS = [
     kind: 'idempo',
     needs: ['fastify-adapter'],
   },
+  // What observing costs (issue 17): the memory case with Prometheus metrics on a registry of its
+  // own, and with metrics, key usage and traces (an OpenTelemetry SDK batching spans to an exporter
+  // that drops them, so the spans are made, recorded and handed over, but nothing is sent).
+  {
+    id: 'fastify-idempo-memory-metrics',
+    group: 'fastify',
+    label: 'idempo · memory + metrics (diagnostic)',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'memory',
+    observe: 'metrics',
+    kind: 'idempo',
+    diagnostic: true,
+    needs: ['fastify-adapter'],
+  },
+  {
+    id: 'fastify-idempo-memory-observed',
+    group: 'fastify',
+    label: 'idempo · memory + metrics, usage, traces (diagnostic)',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'memory',
+    observe: 'all',
+    kind: 'idempo',
+    diagnostic: true,
+    needs: ['fastify-adapter'],
+  },
   {
     id: 'fastify-idempo-sqlite',
     group: 'fastify',

@@ -5,7 +5,7 @@
  * five rounds. `memory-full` is the memory store already holding its bound of records (so
  * every claim evicts). For before/after figures of hot-path changes:
  *
- *   npm run build && node bench/engine.js
+ *   npm run build && node bench/engine.js [REGEX of the store names to run]
  */
 import { createIdempotency } from 'idempo';
 import { createMemoryStore } from 'idempo/memory';
@@ -69,16 +69,46 @@ async function fullMemoryStore() {
   return store;
 }
 
-for (const [storeName, makeStore, workloads] of [
+/**
+ * Observers for the cost of observing (issue 17): Prometheus metrics; or metrics, key usage and
+ * traces through an OpenTelemetry SDK that batches spans to an exporter dropping them.
+ */
+async function observers(which) {
+  const { Registry } = await import('prom-client');
+  const { idempoMetrics } = await import('idempo/metrics');
+  const registry = new Registry();
+  if (which === 'metrics') return [idempoMetrics({ registry, storeName: 'memory' })];
+  const { createKeyUsage } = await import('idempo/usage');
+  if (which === 'usage') return [createKeyUsage({ scope: () => 'tenant' })];
+  const { idempoTracing } = await import('idempo/tracing');
+  const { BasicTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
+  const dropping = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => {} };
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(dropping)] });
+  const tracing = idempoTracing({ tracer: provider.getTracer('bench') });
+  if (which === 'tracing') return [tracing];
+  const usage = createKeyUsage({ scope: () => 'tenant' });
+  return [idempoMetrics({ registry, storeName: 'memory', usage }), usage, tracing];
+}
+
+const only = process.argv[2] ? new RegExp(process.argv[2]) : undefined;
+for (const [storeName, makeStore, workloads, observe] of [
   ['stub', stubStore, ['fresh', 'replay']],
   ['memory', () => createMemoryStore(), ['fresh', 'replay']],
   ['memory-full', fullMemoryStore, ['fresh']],
+  ['memory+metrics', () => createMemoryStore(), ['fresh', 'replay'], 'metrics'],
+  ['memory+usage', () => createMemoryStore(), ['fresh', 'replay'], 'usage'],
+  ['memory+tracing', () => createMemoryStore(), ['fresh', 'replay'], 'tracing'],
+  ['memory+all', () => createMemoryStore(), ['fresh', 'replay'], 'all'],
 ]) {
+  if (only && !only.test(storeName)) continue;
   for (const workload of workloads) {
     const rounds = [];
     for (let round = 0; round < 6; round++) {
       // A new engine and store per round, so the memory store's size stays the same.
-      const idem = createIdempotency({ store: await makeStore() });
+      const idem = createIdempotency({
+        store: await makeStore(),
+        ...(observe ? { observe: await observers(observe) } : {}),
+      });
       if (workload === 'replay') await measure(idem, (i) => `pool-${i}`, 1000);
       let next = 0;
       const keyOf = workload === 'fresh' ? () => `key-${round}-${next++}` : (i) => `pool-${i % 1000}`;
@@ -86,7 +116,7 @@ for (const [storeName, makeStore, workloads] of [
       if (round > 0) rounds.push(us); // the first round warms the JIT up
     }
     console.log(
-      `${storeName.padEnd(11)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`,
+      `${storeName.padEnd(14)} ${workload.padEnd(6)} ${median(rounds).toFixed(2)} µs CPU/op  (rounds: ${rounds.map((r) => r.toFixed(1)).join(' ')})`,
     );
   }
 }

@@ -179,6 +179,7 @@ async function runOnce(c, env) {
       ...(c.logLevel ? { logLevel: c.logLevel } : {}),
       ...(c.autoPipelining ? { autoPipelining: true } : {}),
       ...(c.fixedFingerprint ? { fixedFingerprint: true } : {}),
+      ...(c.observe ? { observe: c.observe } : {}),
       ...(profile ? { profile } : {}),
     });
     children.push(server.child);

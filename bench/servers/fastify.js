@@ -9,7 +9,7 @@ import { charge, ROUTE } from '../lib/app.js';
 import { KEY_PREFIX, REDIS_URL } from '../lib/env.js';
 import { openIdempoStore } from '../lib/stores.js';
 
-export async function start({ variant, store: storeName, runId, autoPipelining }) {
+export async function start({ variant, store: storeName, runId, autoPipelining, observe }) {
   const app = Fastify({ logger: false });
   let after = async () => {};
 
@@ -23,7 +23,8 @@ export async function start({ variant, store: storeName, runId, autoPipelining }
       const { default: idempotency } = await import('idempo/fastify');
       const opened = await openIdempoStore(storeName, runId, { autoPipelining });
       after = opened.close;
-      await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store }) });
+      const observers = observe ? await observersFor(observe) : [];
+      await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store, observe: observers }) });
       app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
       break;
     }
@@ -106,4 +107,23 @@ export function peerErrorStatus(error) {
   if (/progress|outstanding/i.test(text)) return 409;
   if (/validation|fingerprint|already used/i.test(text)) return 422;
   return 500;
+}
+
+/** Observers for the cost-of-observing cases: metrics alone, or metrics, key usage and traces. */
+async function observersFor(observe) {
+  const { Registry } = await import('prom-client');
+  const { idempoMetrics } = await import('idempo/metrics');
+  const registry = new Registry();
+  if (observe === 'metrics') return [idempoMetrics({ registry, storeName: 'memory' })];
+  const { createKeyUsage } = await import('idempo/usage');
+  const { idempoTracing } = await import('idempo/tracing');
+  const { BasicTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
+  const dropping = { export: (_spans, done) => done({ code: 0 }), shutdown: async () => {} };
+  const provider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(dropping)] });
+  const usage = createKeyUsage();
+  return [
+    idempoMetrics({ registry, storeName: 'memory', usage }),
+    usage,
+    idempoTracing({ tracer: provider.getTracer('bench') }),
+  ];
 }
