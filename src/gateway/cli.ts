@@ -139,6 +139,7 @@ const CONFIG_KEYS = new Set([
   'signatureMaxAge',
   'adminPort',
   'adminHost',
+  'adminTokenFile',
   'usage',
   'idempotency',
 ]);
@@ -212,6 +213,12 @@ function buildProgram(): Command {
       new Option('--admin-host <host>', 'interface of the admin listener (keep it private)')
         .env('IDEMPO_ADMIN_HOST')
         .default(GATEWAY_DEFAULTS.adminHost),
+    )
+    .addOption(
+      new Option(
+        '--admin-token-file <file>',
+        "file holding the bearer token of the admin page's key routes (or IDEMPO_ADMIN_TOKEN: the token itself)",
+      ).env('IDEMPO_ADMIN_TOKEN_FILE'),
     )
     .addOption(
       new Option('--store <url>', 'memory: | sqlite:PATH | redis://HOST:PORT | postgres://USER@HOST/DB')
@@ -402,6 +409,7 @@ function buildProgram(): Command {
         ...(flags.healthPath ? { healthPath: flags.healthPath as string } : {}),
         ...(flags.adminPort !== undefined ? { adminPort: flags.adminPort as number } : {}),
         adminHost: flags.adminHost as string,
+        ...adminTokenFrom(flags.adminTokenFile as string | undefined, process.env),
         ...(flags.usage ? { usage: flags.usage as never } : {}),
         logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
         idempotency: {
@@ -454,6 +462,21 @@ buildProgram()
     console.error(`idempo: ${describe(error)}`);
     process.exit(1);
   });
+
+/**
+ * The admin token from the file `--admin-token-file` names, or from `IDEMPO_ADMIN_TOKEN`; never
+ * from argv, where every user of the machine could read it.
+ */
+function adminTokenFrom(file: string | undefined, env: NodeJS.ProcessEnv): { adminToken?: string } {
+  const token = file !== undefined ? readFileSync(file, 'utf8').trim() : env.IDEMPO_ADMIN_TOKEN?.trim();
+  if (token === undefined) return {};
+  if (token.length < 16) {
+    throw new IdempotencyConfigError(
+      `--admin-token-file: the admin token must be at least 16 characters (got ${token.length}); make one with: openssl rand -hex 24`,
+    );
+  }
+  return { adminToken: token };
+}
 
 /** One line for a failure at start: the coded message, or a system error named for what it hit. */
 function describe(error: unknown): string {

@@ -16,9 +16,9 @@ import {
   type IdempotencyStore,
   IdempotencyUpstreamTimeoutError,
   parseDuration,
-  retryAfterSeconds,
 } from '../vocabulary/index.js';
 import { startAdmin } from './admin.js';
+import { adminPageRoutes } from './admin-page.js';
 import { lingerBeforeClose, readingRequest } from './connections.js';
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { createStoreStatus } from './health.js';
@@ -146,6 +146,12 @@ export interface GatewayOptions {
    * @default '127.0.0.1'
    */
   adminHost?: string;
+  /**
+   * The bearer token the admin page's key routes (records, purge) require. Without one they are
+   * off (`403`); `/metrics`, `/usage` and the page itself never need it.
+   * @default none (key routes off)
+   */
+  adminToken?: string;
   /**
    * Key usage per scope (the `--scope-header` value, else the client's address), served at
    * `GET /usage` and as metrics: the window, how many scopes are tracked, and the counts at which
@@ -467,7 +473,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       : await startAdmin({
           port: options.adminPort,
           host: options.adminHost ?? GATEWAY_DEFAULTS.adminHost,
-          routes: observability.routes,
+          routes: [
+            ...observability.routes,
+            ...adminPageRoutes({
+              store: opened.store,
+              token: options.adminToken,
+              live: observability.routes.length > 0,
+            }),
+          ],
         }).catch(async (error: unknown) => {
           await new Promise((resolve) => server.close(resolve));
           await proxy.close().catch(() => {});
