@@ -56,6 +56,8 @@ interface Traced {
   readonly startTime: number;
   readonly request: IdempotencyRequest;
   span: Span | undefined;
+  /** The context with `span` in it: the parent of its store calls' spans. */
+  within: Context | undefined;
   ended: boolean;
 }
 
@@ -119,7 +121,11 @@ export function idempoTracing({
   function watch(call: StoreCall) {
     const traced = call.token === undefined ? current.getStore() : runs.get(`${call.key} ${call.token}`);
     if (traced === undefined || traced.ended) return ignore;
-    const parent = trace.setSpan(traced.parent, spanOf(traced, call.key));
+    const request = spanOf(traced, call.key);
+    // Sampled out, or no SDK: children would record nothing either.
+    if (!request.isRecording()) return ignore;
+    traced.within ??= trace.setSpan(traced.parent, request);
+    const parent = traced.within;
     const attributes: Attributes = { [ATTR.operation]: call.operation };
     if (call.token !== undefined) attributes[ATTR.token] = call.token;
     const span = tracer.startSpan(`idempo.store.${call.operation}`, { kind: SpanKind.CLIENT, attributes }, parent);
@@ -175,6 +181,7 @@ export function idempoTracing({
           startTime: Date.now(),
           request,
           span: undefined,
+          within: undefined,
           ended: false,
         };
         byRequest.set(request, traced);
@@ -199,7 +206,7 @@ export function idempoTracing({
     onEvent(event: IdempotencyEvent, request: IdempotencyRequest): void {
       const traced = byRequest.get(request);
       const span = traced?.span;
-      if (span === undefined || traced?.ended) return;
+      if (span === undefined || traced?.ended || !span.isRecording()) return;
       const { type } = event;
       if (type === 'recovered') {
         span.setAttribute(ATTR.recovered, true);
@@ -217,7 +224,6 @@ export function idempoTracing({
       }
       span.setAttribute(ATTR.outcome, type);
       span.setAttribute(ATTR.replayed, type === 'replayed');
-      if (!span.isRecording()) return;
       if (event.status !== undefined) span.setAttribute(ATTR.status, event.status);
       if (event.reason !== undefined) span.setAttribute(ATTR.reason, event.reason);
       if (type === 'store_error') {
