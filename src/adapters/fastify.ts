@@ -29,7 +29,7 @@ import type {
   ParsedBody,
 } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';
 import { hasBody, headerOf } from './node-body.js';
@@ -110,7 +110,7 @@ const plugin: FastifyPluginAsync<FastifyIdempotencyOptions> = async function ide
     if (setting === true || setting === undefined) return base;
     if ('idempotency' in setting) return setting.idempotency;
     if ('idempotency' in options && setting.store === undefined) {
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `config.idempotency of ${String(route.method)} ${route.url} sets engine options, but the plugin was given a ready engine; add a store to those options or pass { idempotency: engine }.`,
       );
     }

@@ -9,7 +9,7 @@
 import { type IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { tooLarge } from '../engine/error-responses.js';
 import type { ParsedBody } from '../engine/types.js';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 import { PrototypePatch, swappedPrototype } from './swapped-prototype.js';
 
 /** A header value by lower-case name, several values joined with `, `. */
@@ -295,7 +295,7 @@ function parsedBodyOf(
     return bytes.length > maxBytes ? fail(tooLarge(maxBytes)) : bytes;
   }
   if (body === undefined) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `idempo could not fingerprint the body of ${req.method} ${req.url}: the request stream was already read and ${where} holds no parsed body. Mount idempo before the middleware that reads the body, or after a body parser that sets ${where}.`,
     );
   }

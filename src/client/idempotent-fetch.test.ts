@@ -9,7 +9,7 @@ import {
   status,
   type TestServer,
 } from '../../test/client/server.js';
-import { IdempotencyConfigError, IdempotencyError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError, IdempotencyError } from '../vocabulary/index.js';
 import {
   createIdempotentFetch,
   type FailedAttemptContext,
@@ -203,9 +203,9 @@ describe('when it stops', () => {
   });
 
   it('refuses bad options at creation', () => {
-    expect(() => createIdempotentFetch({ retry: { limit: -1 } })).toThrow(IdempotencyConfigError);
-    expect(() => createIdempotentFetch({ retry: { backoffLimit: Number.NaN } })).toThrow(IdempotencyConfigError);
-    expect(() => createIdempotentFetch({ timeout: -5 })).toThrow(IdempotencyConfigError);
+    expect(() => createIdempotentFetch({ retry: { limit: -1 } })).toThrow(IdempotencyConfigInvalidError);
+    expect(() => createIdempotentFetch({ retry: { backoffLimit: Number.NaN } })).toThrow(IdempotencyConfigInvalidError);
+    expect(() => createIdempotentFetch({ timeout: -5 })).toThrow(IdempotencyConfigInvalidError);
   });
 
   it('raises requests fetch would refuse once, without sending or retrying them', async () => {

@@ -7,7 +7,7 @@
  */
 
 import { DEFAULT_SIGNED_COMPONENTS, type NamedSignatureKey } from '../signatures/index.js';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /**
  * The `fetch` the client calls for each attempt: the global one, undici's, or any function with
@@ -296,7 +296,7 @@ function defaultGenerateKey(): string {
 
 function nonNegative(name: string, value: number): number {
   if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
-    throw new IdempotencyConfigError(`idempo client: ${name} must be a number >= 0, got ${String(value)}`);
+    throw new IdempotencyConfigInvalidError(`idempo client: ${name} must be a number >= 0, got ${String(value)}`);
   }
   return value;
 }
@@ -337,7 +337,7 @@ export function resolveOptions(options: IdempotentFetchOptions): ResolvedOptions
 function resolveSigning(signing: SigningOptions, keyHeader: string): ResolvedOptions['signing'] {
   const { key } = signing;
   if (typeof key?.keyid !== 'string' || (key.alg !== 'hmac-sha256' && key.alg !== 'ed25519'))
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       "idempo client: signing.key must be { keyid, alg: 'hmac-sha256' | 'ed25519', key }.",
     );
   const header = keyHeader.toLowerCase();

@@ -8,7 +8,7 @@ import {
   IdempotencyKeyMissingError,
   IdempotencyMismatchError,
   IdempotencySignatureInvalidError,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { errorResponse } from './error-responses.js';
@@ -129,9 +129,12 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
         emit({ type: 'store_error', key, reason: 'claim', action: 'fail-open', error });
         return { action: 'pass', body };
       }
-      const failure = new IdempotencyStoreError('The idempotency store is unavailable; nothing was run. Retry later.', {
-        cause: error,
-      });
+      const failure = new IdempotencyStoreUnavailableError(
+        'The idempotency store is unavailable; nothing was run. Retry later.',
+        {
+          cause: error,
+        },
+      );
       emit({ type: 'store_error', key, status: 503, reason: 'claim', action: 'fail-closed', error });
       return respond(config, failure, request, STORE_RETRY_MS);
     }

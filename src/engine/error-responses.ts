@@ -9,7 +9,7 @@
 import {
   IdempotencyBodyTooLargeError,
   IdempotencyError,
-  IdempotencyHandlerError,
+  IdempotencyHandlerFailedError,
   retryAfterSeconds,
 } from '../vocabulary/index.js';
 import type { ResolvedOptions } from './options.js';
@@ -30,10 +30,10 @@ export const CLIENT_GONE = new Error('The client closed the connection before th
 /**
  * The error a failed request is answered with: an IdempotencyError (a step refused after a lost
  * lease, the gateway's upstream errors) keeps its own status; anything else becomes a retryable
- * IdempotencyHandlerError with `message`.
+ * IdempotencyHandlerFailedError with `message`.
  */
 export function failureOf(error: unknown, message: string = HANDLER_FAILED_MESSAGE): IdempotencyError {
-  return error instanceof IdempotencyError ? error : new IdempotencyHandlerError(message, { cause: error });
+  return error instanceof IdempotencyError ? error : new IdempotencyHandlerFailedError(message, { cause: error });
 }
 
 /** The 413 error for a body past `maxBytes`; adapters throw it from their body readers. */

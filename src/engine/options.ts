@@ -1,6 +1,6 @@
 import type { SignatureKeyLookup, VerifyPolicy } from '../signatures/index.js';
 import {
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
   parseDuration,
   type SyncStoreOperations,
@@ -54,11 +54,11 @@ const STORE_METHODS = ['claim', 'complete', 'release', 'renew', 'saveStep'] as c
 /** Applies defaults and validates options once, at setup, so no request meets a bad option. */
 export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   if (!options || typeof options !== 'object')
-    throw new IdempotencyConfigError('createIdempotency needs an options object with a store.');
+    throw new IdempotencyConfigInvalidError('createIdempotency needs an options object with a store.');
   const { store } = options;
   for (const method of STORE_METHODS) {
     if (typeof store?.[method] !== 'function') {
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `options.store must implement the IdempotencyStore contract (missing ${method}()); use createMemoryStore(), createSqliteStore(), createRedisStore() or createPostgresStore().`,
       );
     }
@@ -69,7 +69,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
   const leaseMs = parseDuration(options.lease ?? IDEMPOTENCY_DEFAULTS.lease, 'lease');
   const ttlMs = parseDuration(options.ttl ?? IDEMPOTENCY_DEFAULTS.ttl, 'ttl');
   if (ttlMs < leaseMs)
-    throw new IdempotencyConfigError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
+    throw new IdempotencyConfigInvalidError(`ttl (${ttlMs} ms) must not be shorter than lease (${leaseMs} ms).`);
   return {
     store: observed,
     // A wrapper made by spreading, Object.create or a Proxy may replace claim or complete:
@@ -114,7 +114,9 @@ function signaturePolicy(
   header: string | undefined,
 ): VerifyPolicy & { readonly scheme: 'http' | 'https' } {
   if (!options || typeof options !== 'object')
-    throw new IdempotencyConfigError('signatures: expected an object with keys, e.g. { keys: parseKeySet(text) }.');
+    throw new IdempotencyConfigInvalidError(
+      'signatures: expected an object with keys, e.g. { keys: parseKeySet(text) }.',
+    );
   return {
     lookup: keyLookup(options.keys),
     required: options.required ?? SIGNATURE_DEFAULTS.required,
@@ -128,19 +130,19 @@ function signaturePolicy(
 function keyLookup(keys: SignatureOptions['keys']): SignatureKeyLookup {
   if (typeof keys === 'function') return keys;
   if (!Array.isArray(keys) || keys.length === 0)
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'signatures.keys: expected a non-empty list of { keyid, alg, key } or a function that looks a key up by keyid.',
     );
   const byId = new Map<string, (typeof keys)[number]>();
   for (const key of keys) {
     if (typeof key?.keyid !== 'string' || key.keyid === '')
-      throw new IdempotencyConfigError('signatures.keys: every key needs a keyid.');
+      throw new IdempotencyConfigInvalidError('signatures.keys: every key needs a keyid.');
     if (key.alg !== 'hmac-sha256' && key.alg !== 'ed25519')
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `signatures.keys: key ${JSON.stringify(key.keyid)} has alg ${JSON.stringify(key.alg)}; expected 'hmac-sha256' or 'ed25519'.`,
       );
     if (byId.has(key.keyid))
-      throw new IdempotencyConfigError(`signatures.keys: keyid ${JSON.stringify(key.keyid)} is listed twice.`);
+      throw new IdempotencyConfigInvalidError(`signatures.keys: keyid ${JSON.stringify(key.keyid)} is listed twice.`);
     byId.set(key.keyid, key);
   }
   return (keyid) => byId.get(keyid);
@@ -180,7 +182,7 @@ function releasePredicate(releaseOn: NonNullable<IdempotencyOptions['releaseOn']
     if (typeof entry === 'number' && Number.isInteger(entry) && entry >= 100 && entry <= 599) exact.add(entry);
     else if (typeof entry === 'string' && /^[1-5]xx$/.test(entry)) classes.add(Number(entry[0]));
     else
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `releaseOn: expected status codes or classes like '5xx', got ${JSON.stringify(entry)}`,
       );
   }
@@ -191,20 +193,20 @@ function formatterFor(format: NonNullable<IdempotencyOptions['errorFormat']>): E
   if (typeof format === 'function') return format;
   if (format === 'problem') return problemFormatter;
   if (format === 'stripe') return stripeFormatter;
-  throw new IdempotencyConfigError(
+  throw new IdempotencyConfigInvalidError(
     `errorFormat: expected 'problem', 'stripe' or a function, got ${JSON.stringify(format)}`,
   );
 }
 
 function positiveInteger(value: number, option: string): number {
   if (!Number.isSafeInteger(value) || value <= 0)
-    throw new IdempotencyConfigError(`${option}: expected a positive integer, got ${value}`);
+    throw new IdempotencyConfigInvalidError(`${option}: expected a positive integer, got ${value}`);
   return value;
 }
 
 function oneOf<T>(value: T, allowed: readonly T[], option: string): T {
   if (!allowed.includes(value)) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `${option}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, got ${JSON.stringify(value)}`,
     );
   }

@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /** One admin route: an exact path and method, and what answers it. */
 export interface AdminRoute {
@@ -104,7 +104,7 @@ export async function startAdmin({
     });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `--admin-port: ${host}:${port} cannot be listened on (${code ?? String(error)}); pick another with --admin-port.`,
       { cause: error },
     );

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
-import { IdempotencyConfigError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { keysCommand } from './keys-command.js';
 import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
@@ -150,7 +150,7 @@ function readConfig(path: string): Record<string, unknown> {
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `--config: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? error}).`,
     );
   }
@@ -158,13 +158,13 @@ function readConfig(path: string): Record<string, unknown> {
   try {
     config = JSON.parse(text);
   } catch (error) {
-    throw new IdempotencyConfigError(`--config: ${path} is not valid JSON (${(error as Error).message}).`);
+    throw new IdempotencyConfigInvalidError(`--config: ${path} is not valid JSON (${(error as Error).message}).`);
   }
   if (typeof config !== 'object' || config === null || Array.isArray(config))
-    throw new IdempotencyConfigError(`--config: ${path} must hold a JSON object of options.`);
+    throw new IdempotencyConfigInvalidError(`--config: ${path} must hold a JSON object of options.`);
   for (const key of Object.keys(config)) {
     if (!CONFIG_KEYS.has(key))
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `--config: unknown option ${JSON.stringify(key)} in ${path}; expected some of ${[...CONFIG_KEYS].join(', ')}.`,
       );
   }
@@ -451,7 +451,7 @@ function buildProgram(): Command {
       }
     });
 
-  program.addCommand(keysCommand());
+  program.addCommand(keysCommand((line) => console.log(line)));
 
   return program;
 }
@@ -471,7 +471,7 @@ function adminTokenFrom(file: string | undefined, env: NodeJS.ProcessEnv): { adm
   const token = file !== undefined ? readFileSync(file, 'utf8').trim() : env.IDEMPO_ADMIN_TOKEN?.trim();
   if (token === undefined) return {};
   if (token.length < 16) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `--admin-token-file: the admin token must be at least 16 characters (got ${token.length}); make one with: openssl rand -hex 24`,
     );
   }

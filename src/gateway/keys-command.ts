@@ -9,7 +9,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { storeKeyFor } from '../engine/fingerprint.js';
 import {
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
   parseDuration,
   type RecordInfo,
@@ -32,7 +32,7 @@ interface KeyFlags extends StoreFlags {
 }
 
 /** The `keys` command with its three subcommands; `print` receives every line of output. */
-export function keysCommand(print: (line: string) => void = console.log): Command {
+export function keysCommand(print: (line: string) => void): Command {
   const keys = new Command('keys').description(
     "Look up, list and delete a store's records: what a key holds, keys stuck in flight, a stored 4xx a customer may retry.",
   );
@@ -135,12 +135,14 @@ function positiveInteger(value: string): number {
 function storedKeyOf(key: string | undefined, flags: KeyFlags): string {
   if (flags.storedKey !== undefined) {
     if (key !== undefined || flags.scope !== undefined) {
-      throw new IdempotencyConfigError('give either a key (with --scope if it had one) or --stored-key, not both');
+      throw new IdempotencyConfigInvalidError(
+        'give either a key (with --scope if it had one) or --stored-key, not both',
+      );
     }
     return flags.storedKey;
   }
   if (key === undefined)
-    throw new IdempotencyConfigError('give the Idempotency-Key, or --stored-key with a key from `keys list`');
+    throw new IdempotencyConfigInvalidError('give the Idempotency-Key, or --stored-key with a key from `keys list`');
   return storeKeyFor(key, flags.scope);
 }
 
@@ -161,7 +163,7 @@ async function withStore<K extends Operation>(
   try {
     const method = opened.store[operation];
     if (typeof method !== 'function') {
-      throw new IdempotencyConfigError(`${opened.description}: this store cannot ${operation} its records.`);
+      throw new IdempotencyConfigInvalidError(`${opened.description}: this store cannot ${operation} its records.`);
     }
     await use(opened.store, method as NonNullable<IdempotencyStore[K]>);
   } finally {

@@ -1,5 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /** How the gateway writes its log: one JSON object a line for machines, or one readable line for people. */
 export type LogFormat = 'json' | 'pretty';
@@ -23,7 +23,7 @@ export interface GatewayLoggerOptions {
 
 /**
  * The gateway's pino logger. JSON stays the default; `pretty` prints `12:00:01.234 INFO  message
- * key=value …`, with no dependency. A bad level or format is a one-line {@link IdempotencyConfigError}
+ * key=value …`, with no dependency. A bad level or format is a one-line {@link IdempotencyConfigInvalidError}
  * instead of pino's own crash.
  *
  * @example
@@ -46,7 +46,7 @@ export function createGatewayLogger({
 export function checkLevel(level: string): string {
   const lower = level.trim().toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(lower)) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(level)}`,
     );
   }
@@ -56,7 +56,7 @@ export function checkLevel(level: string): string {
 export function checkFormat(format: string): LogFormat {
   const lower = format.trim().toLowerCase();
   if (lower !== 'json' && lower !== 'pretty') {
-    throw new IdempotencyConfigError(`--log-format: expected json or pretty; got ${JSON.stringify(format)}`);
+    throw new IdempotencyConfigInvalidError(`--log-format: expected json or pretty; got ${JSON.stringify(format)}`);
   }
   return lower;
 }

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { IdempotencyContext, IdempotencyObserver, IdempotencyRequest } from '../engine/types.js';
 import { createKeyUsage, type KeyUsageOptions, type UsageCounter } from '../observability/usage.js';
-import { IdempotencyDependencyError } from '../vocabulary/index.js';
+import { IdempotencyDependencyMissingError } from '../vocabulary/index.js';
 import { type AdminRoute, sendJson } from './admin.js';
 
 /** Key usage settings of the gateway (`usage` in a config file). */
@@ -110,7 +110,7 @@ async function loadMetrics() {
     return { promClient, metrics };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw error;
-    throw new IdempotencyDependencyError(
+    throw new IdempotencyDependencyMissingError(
       '--admin-port serves Prometheus metrics with prom-client, which is not installed (an install with --omit=optional leaves it out): npm install prom-client',
       { cause: error },
     );

@@ -1,4 +1,4 @@
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /**
  * Compiles path patterns into one predicate: `*` matches one path segment, `**` any number of
@@ -14,7 +14,7 @@ export function compilePathPatterns(patterns: readonly string[]): (path: string)
   if (patterns.length === 0) return () => false;
   const sources = patterns.map((pattern) => {
     if (!pattern.startsWith('/'))
-      throw new IdempotencyConfigError(`--require-key: patterns start with '/', got ${JSON.stringify(pattern)}`);
+      throw new IdempotencyConfigInvalidError(`--require-key: patterns start with '/', got ${JSON.stringify(pattern)}`);
     const body = pattern
       .split(/(\*\*|\*)/)
       .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]+' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))

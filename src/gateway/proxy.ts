@@ -6,9 +6,9 @@ import { bodyAlreadyRead } from '../adapters/node-body.js';
 import { HOP_BY_HOP } from '../engine/headers.js';
 import type { IdempotencyContext, IdempotencyResponse } from '../engine/types.js';
 import {
-  IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
+  IdempotencyUpstreamUnreachableError,
 } from '../vocabulary/index.js';
 
 /**
@@ -112,7 +112,7 @@ export interface Proxy {
 /**
  * A streaming reverse proxy to one upstream, as a node:http listener, written for "never twice":
  *
- * - An upstream it cannot reach throws {@link IdempotencyUpstreamError}: nothing ran there, so
+ * - An upstream it cannot reach throws {@link IdempotencyUpstreamUnreachableError}: nothing ran there, so
  *   the key is released.
  * - An upstream that has the request but fails (a reset, a hang-up, a body cut short) throws
  *   {@link IdempotencyUpstreamFailedError}, an unknown outcome: the key is kept in flight.
@@ -210,13 +210,13 @@ export function createProxy(options: ProxyOptions): Proxy {
         if (exchange.reason === undefined) {
           const code = (error as { code?: string }).code ?? '';
           if (NOT_REACHED.has(code)) {
-            throw new IdempotencyUpstreamError(
+            throw new IdempotencyUpstreamUnreachableError(
               `The upstream ${origin} could not be reached (${code}); nothing was sent. Retry later.`,
               { cause: error, retryAfterMs: RETRY_AFTER_MS },
             );
           }
           if (NOT_SENT.has(code)) {
-            throw new IdempotencyUpstreamError(
+            throw new IdempotencyUpstreamUnreachableError(
               `The gateway could not forward the request (${code}: ${(error as Error).message}); nothing was sent.`,
               { cause: error, retryAfterMs: RETRY_AFTER_MS },
             );

@@ -10,7 +10,7 @@ import { problemFormatter, stripeFormatter } from '../engine/problem.js';
 import type { ErrorFormatter, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
 import {
   type Duration,
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyError,
   IdempotencyGatewayDrainingError,
   type IdempotencyStore,
@@ -220,7 +220,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     'upstreamDeadline',
   );
   if (upstreamDeadlineMs < upstreamTimeoutMs) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `--upstream-deadline (${upstreamDeadlineMs} ms) must be at least --upstream-timeout (${upstreamTimeoutMs} ms): the deadline is how long the gateway keeps waiting after answering 504.`,
     );
   }
@@ -462,7 +462,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           : code === 'EADDRNOTAVAIL'
             ? `cannot be bound: ${listenHost} is not an address of this machine (--host)`
             : `cannot be listened on (${code ?? String(error)})`;
-    throw new IdempotencyConfigError(`--port: ${listenHost}:${port} ${why}.`, { cause: error });
+    throw new IdempotencyConfigInvalidError(`--port: ${listenHost}:${port} ${why}.`, { cause: error });
   }
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -553,19 +553,19 @@ function sleep(ms: number): Promise<void> {
 
 function checkUpstream(upstream: string | undefined): string {
   if (!upstream)
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       '--upstream is required: the base URL of the service to protect, e.g. http://127.0.0.1:3000',
     );
   let url: URL;
   try {
     url = new URL(upstream);
   } catch {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `--upstream: ${JSON.stringify(upstream)} is not a URL; expected e.g. http://127.0.0.1:3000`,
     );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new IdempotencyConfigError(`--upstream: expected an http:// or https:// URL, got ${url.protocol}`);
+    throw new IdempotencyConfigInvalidError(`--upstream: expected an http:// or https:// URL, got ${url.protocol}`);
   }
   return upstream;
 }
@@ -595,7 +595,7 @@ function gatewayFormatter(
           ? problemFormatter
           : undefined;
   if (base === undefined) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `errorFormat: expected 'problem', 'stripe' or a function, got ${JSON.stringify(format)}`,
     );
   }

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import type { SignatureOptions } from '../engine/types.js';
 import { parseKeySet } from '../signatures/index.js';
-import { type Duration, IdempotencyConfigError } from '../vocabulary/index.js';
+import { type Duration, IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /** The flags (and their environment twins) that turn signatures on. */
 export interface SignatureFlags {
@@ -23,7 +23,7 @@ export interface SignatureFlags {
 
 /**
  * The engine's `signatures` option from the flags and `env`, or `undefined` when no keys are
- * configured. Throws {@link IdempotencyConfigError} for an unreadable or malformed key set.
+ * configured. Throws {@link IdempotencyConfigInvalidError} for an unreadable or malformed key set.
  *
  * @example
  * ```ts
@@ -36,7 +36,7 @@ export function signatureOptionsFrom(
 ): SignatureOptions | undefined {
   const inline = env.IDEMPO_SIGNATURE_KEYS;
   if (flags.signatureKeys !== undefined && inline !== undefined && inline !== '')
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'signature keys: give them in one place, --signature-keys FILE (IDEMPO_SIGNATURE_KEYS_FILE) or IDEMPO_SIGNATURE_KEYS, not both.',
     );
   let text: string | undefined;
@@ -46,7 +46,7 @@ export function signatureOptionsFrom(
     try {
       text = readFileSync(flags.signatureKeys, 'utf8');
     } catch (error) {
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `--signature-keys: cannot read ${flags.signatureKeys} (${(error as NodeJS.ErrnoException).code ?? error}).`,
       );
     }
@@ -56,7 +56,7 @@ export function signatureOptionsFrom(
   }
   if (text === undefined) {
     if (flags.signatureOptional !== undefined || flags.signatureMaxAge !== undefined)
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         '--signature-optional and --signature-max-age need keys: --signature-keys FILE or IDEMPO_SIGNATURE_KEYS.',
       );
     return undefined;
@@ -65,7 +65,7 @@ export function signatureOptionsFrom(
   try {
     keys = parseKeySet(text);
   } catch (error) {
-    throw new IdempotencyConfigError(`${source}: ${(error as Error).message}`, { cause: error });
+    throw new IdempotencyConfigInvalidError(`${source}: ${(error as Error).message}`, { cause: error });
   }
   const optional = flags.signatureOptional === true || flags.signatureOptional === 'true';
   return {

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { createPostgresStore, type PostgresStore } from '../stores/postgres.js';
 import { type PostgresPool, sqlState } from '../stores/postgres-client.js';
 import { DEFAULT_MIGRATIONS_TABLE, DEFAULT_TABLE, POSTGRES_SCHEMA_VERSION } from '../stores/postgres-migrate.js';
-import { IdempotencyDependencyError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
+import { IdempotencyDependencyMissingError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
 import { type OpenedStore, type OpenStoreOptions, redact } from './opened-store.js';
 
 const require = createRequire(import.meta.url);
@@ -43,7 +43,9 @@ export async function openPostgresStore(
   try {
     pg = require('pg') as typeof pg;
   } catch (error) {
-    throw new IdempotencyDependencyError('--store postgres:// needs pg: run `npm install pg`.', { cause: error });
+    throw new IdempotencyDependencyMissingError('--store postgres:// needs pg: run `npm install pg`.', {
+      cause: error,
+    });
   }
   // A short connect timeout turns an outage into 503s at once rather than requests that hang.
   const pool = new pg.Pool({ connectionString: url, connectionTimeoutMillis: 2_000, max: 20 });

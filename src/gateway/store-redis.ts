@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { createRedisStore, type RedisStoreClient } from '../stores/redis.js';
-import { IdempotencyDependencyError } from '../vocabulary/index.js';
+import { IdempotencyDependencyMissingError } from '../vocabulary/index.js';
 import { type OpenedStore, redact } from './opened-store.js';
 
 const require = createRequire(import.meta.url);
@@ -22,7 +22,7 @@ export async function openRedisStore(url: string): Promise<OpenedStore> {
   try {
     Redis = require('ioredis') as typeof Redis;
   } catch (error) {
-    throw new IdempotencyDependencyError('--store redis:// needs ioredis: run `npm install ioredis`.', {
+    throw new IdempotencyDependencyMissingError('--store redis:// needs ioredis: run `npm install ioredis`.', {
       cause: error,
     });
   }

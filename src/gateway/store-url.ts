@@ -1,4 +1,4 @@
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 import { type OpenedStore, type OpenStoreOptions, redact } from './opened-store.js';
 
 /**
@@ -32,7 +32,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     case 'postgresql:':
       return (await import('./store-postgres.js')).openPostgresStore(url, options);
     default:
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `--store: unsupported store URL ${JSON.stringify(redact(url))}; use memory:, sqlite:PATH, redis://HOST:PORT or postgres://USER@HOST/DB`,
       );
   }

@@ -12,7 +12,7 @@ import type {
   IdempotencyObserver,
   IdempotencyRequest,
 } from '../engine/types.js';
-import { type Duration, IdempotencyConfigError, parseDuration } from '../vocabulary/index.js';
+import { type Duration, IdempotencyConfigInvalidError, parseDuration } from '../vocabulary/index.js';
 
 /** What key usage counts per scope. */
 export type UsageCounter = 'new_keys' | 'replays' | 'conflicts' | 'mismatches' | 'invalid_keys';
@@ -128,9 +128,9 @@ export function createKeyUsage({
 }: KeyUsageOptions = {}): KeyUsage {
   const windowMs = parseDuration(window, 'window');
   if (!Number.isSafeInteger(maxScopes) || maxScopes <= 0)
-    throw new IdempotencyConfigError(`maxScopes: expected a positive integer, got ${maxScopes}`);
+    throw new IdempotencyConfigInvalidError(`maxScopes: expected a positive integer, got ${maxScopes}`);
   if (!Number.isSafeInteger(topN) || topN < 0)
-    throw new IdempotencyConfigError(`topN: expected a non-negative integer, got ${topN}`);
+    throw new IdempotencyConfigInvalidError(`topN: expected a non-negative integer, got ${topN}`);
   const bucketMs = Math.max(1, windowMs / BUCKETS);
   const limits = COUNTERS.map((counter) => thresholds[counter] ?? 0);
   /** Insertion order is recency: a scope is moved to the end when it is counted, and the first one is forgotten. */
@@ -185,7 +185,7 @@ export function createKeyUsage({
     },
     top(counter: UsageCounter, n = topN) {
       const index = COUNTERS.indexOf(counter);
-      if (index < 0) throw new IdempotencyConfigError(`top: unknown counter ${JSON.stringify(counter)}`);
+      if (index < 0) throw new IdempotencyConfigInvalidError(`top: unknown counter ${JSON.stringify(counter)}`);
       const bucket = Math.floor(Date.now() / bucketMs);
       const all: { scope: string; count: number }[] = [];
       for (const [name, entry] of scopes) {

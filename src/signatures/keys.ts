@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /** The RFC 9421 algorithms idempo signs and verifies with (the `alg` parameter's values). */
 export type SignatureAlgorithm = 'hmac-sha256' | 'ed25519';
@@ -45,7 +45,9 @@ const imported = new WeakMap<object, Map<Usage, Promise<CryptoKey>>>();
 function subtle(): SubtleCrypto {
   const crypto = (globalThis as { crypto?: Crypto }).crypto;
   if (crypto?.subtle === undefined)
-    throw new IdempotencyConfigError('HTTP Message Signatures need WebCrypto (crypto.subtle), which is missing here.');
+    throw new IdempotencyConfigInvalidError(
+      'HTTP Message Signatures need WebCrypto (crypto.subtle), which is missing here.',
+    );
   return crypto.subtle;
 }
 
@@ -70,13 +72,13 @@ async function importKey({ alg, key }: SignatureKey, usage: Usage): Promise<Cryp
   if (isCryptoKey(key)) return key;
   const algorithm = alg === 'hmac-sha256' ? { name: 'HMAC', hash: 'SHA-256' } : { name: 'Ed25519' };
   if (alg !== 'hmac-sha256' && alg !== 'ed25519')
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `signature key: unknown alg ${JSON.stringify(alg)}; expected hmac-sha256 or ed25519.`,
     );
   try {
     if (key instanceof Uint8Array) {
       if (alg === 'ed25519' && usage === 'sign')
-        throw new IdempotencyConfigError('an Ed25519 signing key must be a JWK with its private part (d).');
+        throw new IdempotencyConfigInvalidError('an Ed25519 signing key must be a JWK with its private part (d).');
       return await subtle().importKey('raw', key as Uint8Array<ArrayBuffer>, algorithm, false, [usage]);
     }
     // A verifier given a private JWK uses its public part only.
@@ -87,10 +89,13 @@ async function importKey({ alg, key }: SignatureKey, usage: Usage): Promise<Cryp
     delete jwk.use;
     return await subtle().importKey('jwk', jwk, algorithm, false, [usage]);
   } catch (error) {
-    if (error instanceof IdempotencyConfigError) throw error;
-    throw new IdempotencyConfigError(`signature key (${alg}) cannot be imported for ${usage}: ${String(error)}`, {
-      cause: error,
-    });
+    if (error instanceof IdempotencyConfigInvalidError) throw error;
+    throw new IdempotencyConfigInvalidError(
+      `signature key (${alg}) cannot be imported for ${usage}: ${String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
 }
 
@@ -123,7 +128,7 @@ export async function digest(algorithm: 'SHA-256' | 'SHA-512', data: Uint8Array)
 /**
  * Reads a key set: a JWK Set (`{ "keys": [{ "kid": "…", "kty": "oct", "k": "…" }, …] }`), each key
  * named by `kid` and typed by its `kty` (`oct` → hmac-sha256, `OKP`/`Ed25519` → ed25519) or an
- * explicit `alg`. Throws {@link IdempotencyConfigError} naming what is wrong.
+ * explicit `alg`. Throws {@link IdempotencyConfigInvalidError} naming what is wrong.
  *
  * @example
  * ```ts
@@ -136,15 +141,15 @@ export function parseKeySet(text: string): NamedSignatureKey[] {
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new IdempotencyConfigError(`signature keys: not JSON (${(error as Error).message}).`);
+    throw new IdempotencyConfigInvalidError(`signature keys: not JSON (${(error as Error).message}).`);
   }
   const keys = (parsed as { keys?: unknown } | null)?.keys;
   if (!Array.isArray(keys) || keys.length === 0)
-    throw new IdempotencyConfigError('signature keys: expected a JWK Set, {"keys": [{"kid": …, "kty": …}, …]}.');
+    throw new IdempotencyConfigInvalidError('signature keys: expected a JWK Set, {"keys": [{"kid": …, "kty": …}, …]}.');
   return keys.map((jwk: unknown, i) => {
     const entry = jwk as JsonWebKey & { kid?: unknown };
     if (typeof entry !== 'object' || entry === null || typeof entry.kid !== 'string' || entry.kid === '')
-      throw new IdempotencyConfigError(`signature keys: key ${i} has no "kid" (its keyid).`);
+      throw new IdempotencyConfigInvalidError(`signature keys: key ${i} has no "kid" (its keyid).`);
     const alg =
       entry.alg === 'hmac-sha256' || entry.alg === 'ed25519'
         ? entry.alg
@@ -154,7 +159,7 @@ export function parseKeySet(text: string): NamedSignatureKey[] {
             ? 'ed25519'
             : undefined;
     if (alg === undefined)
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `signature keys: key ${JSON.stringify(entry.kid)} is neither an HMAC secret (kty "oct") nor an Ed25519 key (kty "OKP", crv "Ed25519").`,
       );
     const { kid, ...key } = entry;

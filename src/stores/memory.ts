@@ -11,7 +11,7 @@ import {
   type DeleteResult,
   type Duration,
   type FencedResult,
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
   parseDuration,
   type RecordInfo,
@@ -88,7 +88,7 @@ function infoOf(key: string, record: MemoryRecord): RecordInfo {
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
   const { maxEntries = 100_000 } = options;
   if (!Number.isSafeInteger(maxEntries) || maxEntries <= 0) {
-    throw new IdempotencyConfigError(`maxEntries: expected a positive integer, got ${maxEntries}`);
+    throw new IdempotencyConfigInvalidError(`maxEntries: expected a positive integer, got ${maxEntries}`);
   }
   const { sweepInterval = '30s' } = options;
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');

@@ -5,7 +5,7 @@
  * @module
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IdempotencyConfigError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 
 /** Records in one page of `list` when the query does not say. */
 export const DEFAULT_PAGE_LIMIT = 100;
@@ -16,7 +16,7 @@ export const MAX_PAGE_LIMIT = 10_000;
 export function pageLimit(limit: number | undefined): number {
   if (limit === undefined) return DEFAULT_PAGE_LIMIT;
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) {
-    throw new IdempotencyConfigError(`list: limit must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${limit}`);
+    throw new IdempotencyConfigInvalidError(`list: limit must be an integer from 1 to ${MAX_PAGE_LIMIT}, got ${limit}`);
   }
   return limit;
 }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { IdempotencyConfigError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError, IdempotencyStoreNotMigratedError } from '../vocabulary/index.js';
 
 /** The part of a `pg` query result the store reads. */
 export interface PostgresQueryResult {
@@ -107,7 +107,7 @@ export function quoteIdentifier(name: string, option: string, allowSchema = true
   const parts = typeof name === 'string' ? name.split('.') : [];
   const valid = parts.length > 0 && parts.length <= (allowSchema ? 2 : 1) && parts.every((p) => IDENTIFIER.test(p));
   if (!valid) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `${option}: expected ${allowSchema ? 'a name or schema.name' : 'a name'} of letters, digits and _ (up to 48 characters), got ${JSON.stringify(name)}`,
     );
   }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { IdempotencyStoreError } from '../vocabulary/index.js';
+import { IdempotencyStoreUnavailableError } from '../vocabulary/index.js';
 import type { PostgresNotification, PostgresPool } from './postgres-client.js';
 
 /** What {@link createChangeListener} needs of its store. */
@@ -82,17 +82,19 @@ export function createChangeListener({
     // A checked-out client with no 'error' listener would crash the process when the server goes away.
     client.on('error', (error) => drop(error));
     client.on('end', () =>
-      drop(closed ? undefined : new IdempotencyStoreError("The PostgreSQL store's LISTEN connection ended.")),
+      drop(
+        closed ? undefined : new IdempotencyStoreUnavailableError("The PostgreSQL store's LISTEN connection ended."),
+      ),
     );
     try {
       await client.query(`LISTEN ${channelIdentifier}`);
     } catch (error) {
-      drop(error instanceof Error ? error : new IdempotencyStoreError(String(error)));
+      drop(error instanceof Error ? error : new IdempotencyStoreUnavailableError(String(error)));
       throw error;
     }
     if (closed) {
       drop();
-      throw new IdempotencyStoreError('The PostgreSQL store is closed.');
+      throw new IdempotencyStoreUnavailableError('The PostgreSQL store is closed.');
     }
     return { drop };
   }

@@ -6,7 +6,7 @@
  */
 import {
   type DeleteResult,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   type RecordInfo,
   type RecordPage,
   type RecordQuery,
@@ -95,7 +95,7 @@ function infoOf(row: Record<string, unknown>): RecordInfo {
   const state = row.state as RecordState;
   const token = Number(row.token);
   if (!Number.isSafeInteger(token))
-    throw new IdempotencyStoreError(`The PostgreSQL store read a bad token: ${String(row.token)}`);
+    throw new IdempotencyStoreUnavailableError(`The PostgreSQL store read a bad token: ${String(row.token)}`);
   const steps = typeof row.steps === 'string' ? JSON.parse(row.steps) : (row.steps ?? {});
   return {
     key: row.key as string,

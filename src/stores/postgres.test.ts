@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConfigError, IdempotencyError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError, IdempotencyError } from '../vocabulary/index.js';
 import { storeContractCases } from './contract.js';
 import {
   createPostgresStore,
@@ -157,10 +157,12 @@ describe('postgres store: migration', () => {
   });
 
   it('rejects table and channel names it cannot quote safely', () => {
-    expect(() => createPostgresStore({ pool: primary, table: 'keys; DROP TABLE x' })).toThrow(IdempotencyConfigError);
-    expect(() => createPostgresStore({ pool: primary, table: 'a.b.c' })).toThrow(IdempotencyConfigError);
-    expect(() => createPostgresStore({ pool: primary, channel: 'app.changes' })).toThrow(IdempotencyConfigError);
-    expect(() => createPostgresStore({ pool: primary, sweepBatchSize: 0 })).toThrow(IdempotencyConfigError);
+    expect(() => createPostgresStore({ pool: primary, table: 'keys; DROP TABLE x' })).toThrow(
+      IdempotencyConfigInvalidError,
+    );
+    expect(() => createPostgresStore({ pool: primary, table: 'a.b.c' })).toThrow(IdempotencyConfigInvalidError);
+    expect(() => createPostgresStore({ pool: primary, channel: 'app.changes' })).toThrow(IdempotencyConfigInvalidError);
+    expect(() => createPostgresStore({ pool: primary, sweepBatchSize: 0 })).toThrow(IdempotencyConfigInvalidError);
   });
 });
 

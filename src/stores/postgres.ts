@@ -23,9 +23,9 @@ import {
   type ClaimResult,
   type Duration,
   type FencedResult,
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   parseDuration,
   type StoredResponse,
 } from '../vocabulary/index.js';
@@ -195,12 +195,12 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     synchronousCommit,
   } = options ?? ({} as PostgresStoreOptions);
   if (synchronousCommit !== undefined && !SYNCHRONOUS_COMMIT_LEVELS.includes(synchronousCommit)) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `synchronousCommit: expected one of ${SYNCHRONOUS_COMMIT_LEVELS.join(', ')}, got ${JSON.stringify(synchronousCommit)}`,
     );
   }
   if (typeof pool?.query !== 'function' || typeof pool.connect !== 'function') {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'createPostgresStore: options.pool must be a pg Pool (with query() and connect()).',
     );
   }
@@ -208,7 +208,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   quoteIdentifier(migrationsTable, 'migrationsTable');
   const channelIdentifier = quoteIdentifier(channel, 'channel', false);
   if (!Number.isSafeInteger(sweepBatchSize) || sweepBatchSize < 1) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `sweepBatchSize: expected a positive integer, got ${JSON.stringify(sweepBatchSize)}`,
     );
   }
@@ -270,7 +270,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     const { rows } = await run(CLAIM, [input.key, input.fingerprint, input.leaseMs, input.ttlMs, randomUUID()]);
     const row = rows[0];
     // INSERT … ON CONFLICT … RETURNING always yields the row; none means something below SQL is wrong.
-    if (!row) throw new IdempotencyStoreError(`The PostgreSQL store's claim returned no row (table ${tableName}).`);
+    if (!row)
+      throw new IdempotencyStoreUnavailableError(`The PostgreSQL store's claim returned no row (table ${tableName}).`);
     if (row.acquired === true) {
       return {
         status: 'acquired',
@@ -293,7 +294,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     if (row.state === 'in_flight') {
       return { status: 'in_flight', retryAfterMs: Math.max(1, Math.ceil(Number(row.retry_after_ms))) };
     }
-    throw new IdempotencyStoreError(
+    throw new IdempotencyStoreUnavailableError(
       `The PostgreSQL store read an unknown record state after a claim: ${String(row.state)}`,
     );
   }
@@ -367,7 +368,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 function parseToken(value: unknown): number {
   const token = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : Number.NaN;
   if (!Number.isSafeInteger(token))
-    throw new IdempotencyStoreError(`The PostgreSQL store read a token that is not a safe integer: ${String(value)}`);
+    throw new IdempotencyStoreUnavailableError(
+      `The PostgreSQL store read a token that is not a safe integer: ${String(value)}`,
+    );
   return token;
 }
 

@@ -7,7 +7,7 @@
  */
 import {
   type DeleteResult,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   type RecordInfo,
   type RecordPage,
   type RecordQuery,
@@ -87,12 +87,16 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
 
   function evaluate(script: string, key: string, arg?: string): Promise<Reply> {
     if (typeof connection.evalBuffer !== 'function') {
-      return Promise.reject(new IdempotencyStoreError('Redis operations need an ioredis client (evalBuffer)'));
+      return Promise.reject(
+        new IdempotencyStoreUnavailableError('Redis operations need an ioredis client (evalBuffer)'),
+      );
     }
     const { record, steps } = keysOf(key);
     const args = arg === undefined ? [record, steps] : [record, steps, arg];
     return connection.evalBuffer(script, 2, ...args).catch((error: unknown) => {
-      throw new IdempotencyStoreError(`Redis operation on ${record} failed: ${String(error)}`, { cause: error });
+      throw new IdempotencyStoreUnavailableError(`Redis operation on ${record} failed: ${String(error)}`, {
+        cause: error,
+      });
     });
   }
 
@@ -125,7 +129,7 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
     while (node < nodes.length) {
       const master = nodes[node] as OperationsConnection;
       if (typeof master.scan !== 'function')
-        throw new IdempotencyStoreError('Redis operations need an ioredis client (scan)');
+        throw new IdempotencyStoreUnavailableError('Redis operations need an ioredis client (scan)');
       const [next, keys] = await master.scan(scanCursor, 'MATCH', pattern, 'COUNT', Math.max(limit, 100));
       const batch = keys.filter((name) => name.endsWith('}')).slice(skip);
       let used = 0;
@@ -147,7 +151,8 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
 
   async function remove(key: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
     const reply = await evaluate(DELETE_SCRIPT, key, options.force === true ? '1' : '0');
-    if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected delete reply from Redis: ${String(reply)}`);
+    if (!Array.isArray(reply))
+      throw new IdempotencyStoreUnavailableError(`Unexpected delete reply from Redis: ${String(reply)}`);
     const outcome = text(reply[0]);
     if (outcome !== 'deleted') return outcome as DeleteResult;
     const token = text(reply[1]);
@@ -161,7 +166,7 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
 function parseCursor(cursor: string | undefined): [number, string, number] {
   if (cursor === undefined) return [0, '0', 0];
   const match = /^(\d+):(\d+):(\d+)$/.exec(cursor);
-  if (!match) throw new IdempotencyStoreError(`Not a cursor of the Redis store: ${cursor}`);
+  if (!match) throw new IdempotencyStoreUnavailableError(`Not a cursor of the Redis store: ${cursor}`);
   return [Number(match[1]), match[2] as string, Number(match[3])];
 }
 

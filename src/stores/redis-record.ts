@@ -7,7 +7,7 @@
 import {
   type ClaimResult,
   type FencedResult,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   type StoredResponse,
 } from '../vocabulary/index.js';
 
@@ -18,7 +18,7 @@ export function text(value: Reply | undefined): string {
   if (Buffer.isBuffer(value)) return value.toString('utf8');
   if (typeof value === 'string') return value;
   if (typeof value === 'number') return String(value);
-  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${String(value)}`);
+  throw new IdempotencyStoreUnavailableError(`Unexpected reply from Redis: ${String(value)}`);
 }
 
 export function toBuffer(body: Uint8Array): Buffer {
@@ -55,7 +55,7 @@ export function completedResponse(value: Buffer): StoredResponse {
   const fpEnd = value.indexOf(BAR, 2);
   const fingerprint = value.toString('utf8', fpEnd + 1, fpEnd + 1 + Number(value.toString('latin1', 2, fpEnd)));
   const claim = completedClaim(value, fingerprint);
-  if (claim.status !== 'replay') throw new IdempotencyStoreError('A stored response in Redis is malformed');
+  if (claim.status !== 'replay') throw new IdempotencyStoreUnavailableError('A stored response in Redis is malformed');
   return claim.response;
 }
 
@@ -66,7 +66,7 @@ export function completedResponse(value: Buffer): StoredResponse {
  */
 export function completedClaim(value: Reply | undefined, fingerprint: string): ClaimResult {
   if (!Buffer.isBuffer(value) || value[0] !== COMPLETED) {
-    throw new IdempotencyStoreError(`Unexpected record in Redis: ${String(value).slice(0, 40)}`);
+    throw new IdempotencyStoreUnavailableError(`Unexpected record in Redis: ${String(value).slice(0, 40)}`);
   }
   const fpEnd = value.indexOf(BAR, 2);
   const fpStart = fpEnd + 1;
@@ -75,7 +75,7 @@ export function completedClaim(value: Reply | undefined, fingerprint: string): C
   const lengthEnd = statusEnd < 0 ? -1 : value.indexOf(BAR, statusEnd + 1);
   const headersEnd = lengthEnd + 1 + Number(value.toString('latin1', statusEnd + 1, lengthEnd));
   if (fpEnd < 0 || lengthEnd < 0 || !(headersEnd <= value.length)) {
-    throw new IdempotencyStoreError('A stored response in Redis is cut short or malformed');
+    throw new IdempotencyStoreUnavailableError('A stored response in Redis is cut short or malformed');
   }
   if (value.toString('utf8', fpStart, statusStart) !== fingerprint) return { status: 'mismatch' };
   return {
@@ -92,12 +92,12 @@ function parseHeaders(json: string): [string, string][] {
   try {
     return JSON.parse(json) as [string, string][];
   } catch (error) {
-    throw new IdempotencyStoreError('A stored response in Redis has unreadable headers', { cause: error });
+    throw new IdempotencyStoreUnavailableError('A stored response in Redis has unreadable headers', { cause: error });
   }
 }
 
 export function fenced(reply: Reply): FencedResult {
   const value = text(reply);
   if (value === 'ok' || value === 'stale') return value;
-  throw new IdempotencyStoreError(`Unexpected reply from Redis: ${value}`);
+  throw new IdempotencyStoreUnavailableError(`Unexpected reply from Redis: ${value}`);
 }

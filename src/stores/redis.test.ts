@@ -5,9 +5,9 @@ import { type RedisServer, startRedisServer } from '../../test/helpers/redis-clu
 import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
 import { watchCommands } from '../../test/redis/monitor.js';
 import {
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { storeContractCases } from './contract.js';
@@ -149,7 +149,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     const key = `k:${randomUUID()}`;
     await clientA.hset(`${prefix}{${key}}`, 'state', 'completed');
     const error = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(IdempotencyStoreError);
+    expect(error).toBeInstanceOf(IdempotencyStoreUnavailableError);
     expect((error as Error).message).toMatch(/WRONGTYPE.*layout of idempo 0\.1/);
   });
 
@@ -179,7 +179,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     expect(plainTries).toBe(1);
   });
 
-  it('turns any other error of the plain claim into IdempotencyStoreError, and keeps claiming plainly', async () => {
+  it('turns any other error of the plain claim into IdempotencyStoreUnavailableError, and keeps claiming plainly', async () => {
     let failures = 1;
     const flaky = Object.assign(Object.create(clientA) as Redis, {
       setBuffer(...args: [string, string, 'PX', string, 'NX', 'GET']): Promise<Buffer | null> {
@@ -191,7 +191,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     const error = await store
       .claim({ key: `k:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY })
       .catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(IdempotencyStoreError);
+    expect(error).toBeInstanceOf(IdempotencyStoreUnavailableError);
     expect((error as Error).message).toBe('Redis claim failed: Connection is closed.');
     expect(
       await store.claim({ key: `k:${randomUUID()}`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }),
@@ -202,7 +202,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     const key = `k:${randomUUID()}`;
     await clientA.set(`${prefix}{${key}}`, 'C|2|fp200|999|[]', 'PX', 60_000);
     const error = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(IdempotencyStoreError);
+    expect(error).toBeInstanceOf(IdempotencyStoreUnavailableError);
     expect((error as Error).message).toMatch(/cut short or malformed/);
   });
 
@@ -388,7 +388,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
   });
 
   it('rejects a prefix with braces and a value that is not a client', () => {
-    expect(() => createRedisStore({ client: clientA, prefix: 'a{b}:' })).toThrow(IdempotencyConfigError);
+    expect(() => createRedisStore({ client: clientA, prefix: 'a{b}:' })).toThrow(IdempotencyConfigInvalidError);
     expect(() => createRedisStore({ client: {} as never })).toThrow(/ioredis/);
   });
 
@@ -399,7 +399,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     );
   });
 
-  it('turns an unreachable server into IdempotencyStoreError at once, with a fail-fast client', async () => {
+  it('turns an unreachable server into IdempotencyStoreUnavailableError at once, with a fail-fast client', async () => {
     const client = new Redis({
       host: '127.0.0.1',
       port: 1,
@@ -410,7 +410,7 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     client.on('error', () => {});
     const store = createRedisStore({ client, prefix });
     const error = await store.claim({ key: 'k', fingerprint: 'fp', leaseMs: 1_000, ttlMs: 1_000 }).catch((e) => e);
-    expect(error).toBeInstanceOf(IdempotencyStoreError);
+    expect(error).toBeInstanceOf(IdempotencyStoreUnavailableError);
     expect(error.code).toBe('IDEMPO_STORE_UNAVAILABLE');
     client.disconnect();
   });

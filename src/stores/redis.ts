@@ -8,9 +8,9 @@ import {
   type ClaimResult,
   type Duration,
   type FencedResult,
-  IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   type IdempotencyStore,
-  IdempotencyStoreError,
+  IdempotencyStoreUnavailableError,
   parseDuration,
   type StoredResponse,
 } from '../vocabulary/index.js';
@@ -204,19 +204,19 @@ interface RecordKeys {
   channel: string;
 }
 
-function storeError(operation: string, error: unknown): IdempotencyStoreError {
-  if (error instanceof IdempotencyStoreError) return error;
+function storeError(operation: string, error: unknown): IdempotencyStoreUnavailableError {
+  if (error instanceof IdempotencyStoreUnavailableError) return error;
   const reason = error instanceof Error ? error.message : String(error);
   const hint = reason.startsWith('WRONGTYPE')
     ? ' (the key holds a record in the layout of idempo 0.1, a hash; see "Upgrading" in docs/stores/redis.md)'
     : '';
-  return new IdempotencyStoreError(`Redis ${operation} failed: ${reason}${hint}`, { cause: error });
+  return new IdempotencyStoreUnavailableError(`Redis ${operation} failed: ${reason}${hint}`, { cause: error });
 }
 
 /** Queues `EVAL script 2 …args` on `pipeline`, replying in Buffers. */
 function evalIn(pipeline: RedisStorePipeline, script: string, args: (string | Buffer)[]): void {
   if (typeof pipeline.evalBuffer !== 'function') {
-    throw new IdempotencyStoreError('replicaAck needs an ioredis pipeline with evalBuffer()');
+    throw new IdempotencyStoreUnavailableError('replicaAck needs an ioredis pipeline with evalBuffer()');
   }
   pipeline.evalBuffer(script, 2, ...args);
 }
@@ -231,16 +231,16 @@ function replicaAckOf(client: RedisStoreClient, option: RedisReplicaAck | undefi
   if (option === undefined) return undefined;
   const replicas = option?.replicas;
   if (!Number.isInteger(replicas) || replicas < 1) {
-    throw new IdempotencyConfigError('createRedisStore: `replicaAck.replicas` must be an integer of at least 1');
+    throw new IdempotencyConfigInvalidError('createRedisStore: `replicaAck.replicas` must be an integer of at least 1');
   }
   const timeoutMs = parseDuration(option.timeout ?? '100ms', 'replicaAck.timeout');
   if (!(timeoutMs >= 1)) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'createRedisStore: `replicaAck.timeout` must be at least 1 ms (WAIT with 0 waits forever)',
     );
   }
   if (typeof client.pipeline !== 'function') {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'createRedisStore: `replicaAck` needs a client with `pipeline()` (an ioredis Redis or Cluster)',
     );
   }
@@ -287,10 +287,10 @@ export function createRedisStore({
   replicaAck,
 }: RedisStoreOptions): IdempotencyStore {
   if (typeof client?.defineCommand !== 'function') {
-    throw new IdempotencyConfigError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
+    throw new IdempotencyConfigInvalidError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
   }
   if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       'createRedisStore: `prefix` must be a string without `{` or `}` (the store adds its own hash tag)',
     );
   }
@@ -333,7 +333,8 @@ export function createRedisStore({
       throw storeError(operation, error);
     }
     const [written, waited] = results ?? [];
-    if (!written || !waited) throw new IdempotencyStoreError(`Redis ${operation} failed: the pipeline had no reply`);
+    if (!written || !waited)
+      throw new IdempotencyStoreUnavailableError(`Redis ${operation} failed: the pipeline had no reply`);
     if (written[0]) throw storeError(operation, written[0]);
     // A WAIT that failed (a demoted master refuses it) acknowledged nothing.
     return { reply: written[1] as Reply, replicas: waited[0] ? 0 : Number(waited[1]) };
@@ -345,8 +346,8 @@ export function createRedisStore({
     operation: string,
     replicas: number,
     what: string,
-  ): IdempotencyStoreError {
-    return new IdempotencyStoreError(
+  ): IdempotencyStoreUnavailableError {
+    return new IdempotencyStoreUnavailableError(
       `Redis ${operation} was acknowledged by ${replicas} of the ${acked.replicas} replicas it needs within ${acked.timeoutMs} ms (replicaAck): ${what}`,
     );
   }
@@ -363,7 +364,8 @@ export function createRedisStore({
 
   function run(name: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     const call = scripted[name];
-    if (!call) return Promise.reject(new IdempotencyStoreError(`Redis script ${name} is not defined on the client`));
+    if (!call)
+      return Promise.reject(new IdempotencyStoreUnavailableError(`Redis script ${name} is not defined on the client`));
     cork();
     return call.apply(client, args).catch((error: unknown) => {
       throw storeError(operation, error);
@@ -421,7 +423,8 @@ export function createRedisStore({
     let replicas = Number.POSITIVE_INFINITY;
     if (ack === undefined) reply = await run(`${COMMANDS.claim}Buffer`, 'claim', args);
     else ({ reply, replicas } = await pipelined(ack, 'claim', (p) => evalIn(p, CLAIM_SCRIPT, args)));
-    if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${String(reply)}`);
+    if (!Array.isArray(reply))
+      throw new IdempotencyStoreUnavailableError(`Unexpected claim reply from Redis: ${String(reply)}`);
     const status = text(reply[0]);
     switch (status) {
       case 'acquired': {
@@ -442,7 +445,7 @@ export function createRedisStore({
       case 'mismatch':
         return { status };
       default:
-        throw new IdempotencyStoreError(`Unexpected claim reply from Redis: ${status}`);
+        throw new IdempotencyStoreUnavailableError(`Unexpected claim reply from Redis: ${status}`);
     }
   }
 
@@ -512,7 +515,8 @@ export function createRedisStore({
   async function peek(key: string): Promise<{ live: boolean; leaseRemainingMs: number }> {
     // Marked only when this store listens: its subscription is up before it peeks (see PEEK_SCRIPT).
     const reply = await run(COMMANDS.peek, 'peek', [keysOf(key).record, notify ? '1' : '']);
-    if (!Array.isArray(reply)) throw new IdempotencyStoreError(`Unexpected peek reply from Redis: ${String(reply)}`);
+    if (!Array.isArray(reply))
+      throw new IdempotencyStoreUnavailableError(`Unexpected peek reply from Redis: ${String(reply)}`);
     const leaseRemainingMs = Number(text(reply[1]));
     return { live: text(reply[0]) === 'in_flight' && leaseRemainingMs > 0, leaseRemainingMs };
   }

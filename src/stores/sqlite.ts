@@ -14,8 +14,8 @@ import {
   type ClaimResult,
   type Duration,
   type FencedResult,
-  IdempotencyConfigError,
-  IdempotencyDependencyError,
+  IdempotencyConfigInvalidError,
+  IdempotencyDependencyMissingError,
   type IdempotencyStore,
   parseDuration,
   type RecordInfo,
@@ -164,7 +164,7 @@ function loadDriver(): DatabaseConstructor {
   try {
     return require('better-sqlite3') as DatabaseConstructor;
   } catch (error) {
-    throw new IdempotencyDependencyError(
+    throw new IdempotencyDependencyMissingError(
       'createSqliteStore needs better-sqlite3, which is not installed: run `npm install better-sqlite3`.',
       { cause: error },
     );
@@ -177,7 +177,7 @@ function openDatabase(Driver: DatabaseConstructor, path: string): Database {
     return new Driver(path);
   } catch (error) {
     if (/bindings file|better_sqlite3\.node|NODE_MODULE_VERSION/.test(String((error as Error)?.message))) {
-      throw new IdempotencyDependencyError(
+      throw new IdempotencyDependencyMissingError(
         'better-sqlite3 is installed but its native module is not built for this Node.js: run `npm rebuild better-sqlite3`.',
         { cause: error },
       );
@@ -200,7 +200,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   const { path = './idempo.db', table = 'idempo_records', sweepInterval = '60s', onBackgroundError } = options;
   const sweepBatchSize = options.sweepBatchSize ?? options.sweepBatch ?? 500;
   if (!Number.isSafeInteger(sweepBatchSize) || sweepBatchSize < 1) {
-    throw new IdempotencyConfigError(
+    throw new IdempotencyConfigInvalidError(
       `sweepBatchSize: expected a positive integer, got ${JSON.stringify(sweepBatchSize)}`,
     );
   }
@@ -209,7 +209,9 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
       ? Math.max(0, options.busyTimeoutMs)
       : parseDuration(options.busyTimeout ?? '5s', 'busyTimeout');
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) {
-    throw new IdempotencyConfigError(`table: expected letters, digits and underscores, got ${JSON.stringify(table)}`);
+    throw new IdempotencyConfigInvalidError(
+      `table: expected letters, digits and underscores, got ${JSON.stringify(table)}`,
+    );
   }
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
   const pollMs = parseDuration(options.pollInterval ?? 50, 'pollInterval');

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { IdempotencyConfigError } from './errors.js';
+import { IdempotencyConfigInvalidError } from './errors.js';
 
 /** A duration: milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'5m'`, `'24h'`, `'7d'`. */
 export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
@@ -28,14 +28,14 @@ export function parseDuration(value: Duration | string, option: string): number 
   } else {
     const match = PATTERN.exec(String(value).trim());
     if (!match) {
-      throw new IdempotencyConfigError(
+      throw new IdempotencyConfigInvalidError(
         `${option}: expected milliseconds or a string like '30s' or '24h', got ${JSON.stringify(value)}`,
       );
     }
     ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
   }
   if (!Number.isFinite(ms) || ms <= 0) {
-    throw new IdempotencyConfigError(`${option}: must be a positive duration, got ${JSON.stringify(value)}`);
+    throw new IdempotencyConfigInvalidError(`${option}: must be a positive duration, got ${JSON.stringify(value)}`);
   }
   return Math.round(ms);
 }

@@ -142,7 +142,7 @@ export class IdempotencyBodyTooLargeError extends IdempotencyError {
 }
 
 /** The store could not be reached or failed; nothing was run. */
-export class IdempotencyStoreError extends IdempotencyError {
+export class IdempotencyStoreUnavailableError extends IdempotencyError {
   override readonly code = 'IDEMPO_STORE_UNAVAILABLE';
   override readonly status = 503;
   override readonly type = `${PROBLEM_BASE}store-unavailable`;
@@ -150,7 +150,7 @@ export class IdempotencyStoreError extends IdempotencyError {
 }
 
 /** The handler threw; the key was released so the client can retry. */
-export class IdempotencyHandlerError extends IdempotencyError {
+export class IdempotencyHandlerFailedError extends IdempotencyError {
   override readonly code = 'IDEMPO_HANDLER_FAILED';
   override readonly status = 500;
   override readonly type = `${PROBLEM_BASE}handler-failed`;
@@ -166,7 +166,7 @@ export class IdempotencyLeaseLostError extends IdempotencyError {
 }
 
 /** The gateway could not reach its upstream; nothing happened there and the key was released. */
-export class IdempotencyUpstreamError extends IdempotencyError {
+export class IdempotencyUpstreamUnreachableError extends IdempotencyError {
   override readonly code = 'IDEMPO_UPSTREAM_UNREACHABLE';
   override readonly status = 502;
   override readonly type = `${PROBLEM_BASE}upstream-unreachable`;
@@ -231,14 +231,14 @@ export class IdempotencyResponseNotKeptError extends IdempotencyError {
 }
 
 /** An option is invalid (thrown at setup, never per request). */
-export class IdempotencyConfigError extends IdempotencyError {
+export class IdempotencyConfigInvalidError extends IdempotencyError {
   override readonly code = 'IDEMPO_CONFIG_INVALID';
   override readonly type = `${PROBLEM_BASE}config-invalid`;
   override readonly title = 'Invalid idempo configuration';
 }
 
 /** An optional dependency a feature needs (better-sqlite3, ioredis, pg, …) is not installed. */
-export class IdempotencyDependencyError extends IdempotencyError {
+export class IdempotencyDependencyMissingError extends IdempotencyError {
   override readonly code = 'IDEMPO_DEPENDENCY_MISSING';
   override readonly type = `${PROBLEM_BASE}dependency-missing`;
   override readonly title = 'Missing optional dependency';
@@ -327,3 +327,27 @@ export class IdempotencyGatewayDrainingError extends IdempotencyError {
   override readonly type = `${PROBLEM_BASE}gateway-draining`;
   override readonly title = 'The gateway is shutting down';
 }
+
+// The names before each class was named after its code. The same classes (so `instanceof`
+// works with either name), kept so code written against idempo 0.2 still compiles and runs.
+
+/** @deprecated Renamed {@link IdempotencyStoreUnavailableError}, after its code; the same class. */
+export const IdempotencyStoreError = IdempotencyStoreUnavailableError;
+/** @deprecated Renamed {@link IdempotencyStoreUnavailableError}, after its code; the same class. */
+export type IdempotencyStoreError = IdempotencyStoreUnavailableError;
+/** @deprecated Renamed {@link IdempotencyHandlerFailedError}, after its code; the same class. */
+export const IdempotencyHandlerError = IdempotencyHandlerFailedError;
+/** @deprecated Renamed {@link IdempotencyHandlerFailedError}, after its code; the same class. */
+export type IdempotencyHandlerError = IdempotencyHandlerFailedError;
+/** @deprecated Renamed {@link IdempotencyUpstreamUnreachableError}, after its code; the same class. */
+export const IdempotencyUpstreamError = IdempotencyUpstreamUnreachableError;
+/** @deprecated Renamed {@link IdempotencyUpstreamUnreachableError}, after its code; the same class. */
+export type IdempotencyUpstreamError = IdempotencyUpstreamUnreachableError;
+/** @deprecated Renamed {@link IdempotencyConfigInvalidError}, after its code; the same class. */
+export const IdempotencyConfigError = IdempotencyConfigInvalidError;
+/** @deprecated Renamed {@link IdempotencyConfigInvalidError}, after its code; the same class. */
+export type IdempotencyConfigError = IdempotencyConfigInvalidError;
+/** @deprecated Renamed {@link IdempotencyDependencyMissingError}, after its code; the same class. */
+export const IdempotencyDependencyError = IdempotencyDependencyMissingError;
+/** @deprecated Renamed {@link IdempotencyDependencyMissingError}, after its code; the same class. */
+export type IdempotencyDependencyError = IdempotencyDependencyMissingError;

@@ -20,12 +20,15 @@ export { type Duration, parseDuration, retryAfterSeconds } from './duration.js';
 export {
   IdempotencyBodyTooLargeError,
   IdempotencyConfigError,
+  IdempotencyConfigInvalidError,
   IdempotencyConflictError,
   IdempotencyDependencyError,
+  IdempotencyDependencyMissingError,
   IdempotencyError,
   type IdempotencyErrorOptions,
   IdempotencyGatewayDrainingError,
   IdempotencyHandlerError,
+  IdempotencyHandlerFailedError,
   IdempotencyKeyInvalidError,
   IdempotencyKeyMissingError,
   IdempotencyLeaseLostError,
@@ -39,9 +42,11 @@ export {
   IdempotencySignatureMissingError,
   IdempotencyStoreError,
   IdempotencyStoreNotMigratedError,
+  IdempotencyStoreUnavailableError,
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
+  IdempotencyUpstreamUnreachableError,
   PROBLEM_BASE,
 } from './errors.js';
 export type {

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/adapters/fastify.js';
 import { createIdempotency } from '../../src/engine/engine.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
-import { IdempotencyConfigError } from '../../src/vocabulary/index.js';
+import { IdempotencyConfigInvalidError } from '../../src/vocabulary/index.js';
 
 let app: FastifyInstance;
 afterEach(() => app?.close());
@@ -79,7 +79,7 @@ describe('fastify plugin', () => {
     app = Fastify();
     await app.register(idempotency, { idempotency: createIdempotency({ store: createMemoryStore() }) });
     expect(() => app.post('/x', { config: { idempotency: { required: true } } }, async () => ({}))).toThrow(
-      IdempotencyConfigError,
+      IdempotencyConfigInvalidError,
     );
   });
 });

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createIdempotency } from '../../src/engine/engine.js';
 import { storeContractCases } from '../../src/stores/contract.js';
 import { createRedisStore } from '../../src/stores/redis.js';
-import { type IdempotencyStore, IdempotencyStoreError } from '../../src/vocabulary/index.js';
+import { type IdempotencyStore, IdempotencyStoreUnavailableError } from '../../src/vocabulary/index.js';
 import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
 
 const DAY = 86_400_000;
@@ -87,7 +87,8 @@ describe('redis store with replicaAck on a Redis Cluster of 3 masters + 3 replic
       const onStalled = (await masterOf(clientA, key)) === stalled!.master;
       const result = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY }).then(
         (claim) => claim.status,
-        (error: unknown) => (error instanceof IdempotencyStoreError ? `refused: ${error.message}` : String(error)),
+        (error: unknown) =>
+          error instanceof IdempotencyStoreUnavailableError ? `refused: ${error.message}` : String(error),
       );
       outcomes.push({ key, onStalled, result });
     }
