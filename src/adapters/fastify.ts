@@ -165,7 +165,7 @@ function hooks<T>(value: T | T[] | undefined): T[] {
  * into a record of at most `maxBytes` as Fastify's parser reads the same bytes.
  */
 function recordBody(maxBytes: number): preParsingHookHandler {
-  return function idempotencyRecordBody(request, _reply, payload, done) {
+  return function idempotencyRecordBody(request, reply, payload, done) {
     if (!hasBody(request.raw)) return done(null, payload);
     if (isJsonContentType(request.headers['content-type'])) {
       (request as Tracked)[BODY] = PARSED;
@@ -196,6 +196,15 @@ function recordBody(maxBytes: number): preParsingHookHandler {
     // finishes, a DOMException with a stack: far more CPU per request than the rest of the adapter.
     payload.on('error', (error) => tee.destroy(error));
     payload.pipe(tee);
+    // Fastify may answer without reading the body (415 for a type it cannot parse). node:http then
+    // discards the rest of a request nobody read, so the connection can carry the next one; but
+    // the pipe has read it, into a tee nobody reads. Give the request back to node:http.
+    reply.raw.once('finish', () => {
+      if (tee.readableFlowing === null && !payload.readableEnded) {
+        payload.unpipe(tee);
+        payload.resume();
+      }
+    });
     done(null, tee);
   };
 }

@@ -1,14 +1,9 @@
 /**
- * Found by the faces fuzzer (faces.test.ts), in the Fastify adapter, not fixed here (the file
- * belongs to another change under way): when Fastify refuses a request before it parses the body
- * (415 for an unparseable Content-Type) and the body is larger than a stream buffer, the idempo
- * plugin's preParsing tee holds the request stream, node:http cannot drain it, and the next
- * request on that kept-alive connection is never answered. Without the plugin it is.
- *
- * The fix belongs in `recordBody` (src/adapters/fastify.ts): when the response finishes with
- * the tee still unread, unpipe it and resume the request so node:http can discard the rest.
- * This test is marked `fails` so that it passes while the bug is there; once fixed it fails and
- * the marker must go.
+ * Found by the faces fuzzer (faces.test.ts), in the Fastify adapter: when Fastify refused a
+ * request before it parsed the body (415 for an unparseable Content-Type) and the body was larger
+ * than a stream buffer, the idempo plugin's preParsing tee held the request stream, node:http
+ * could not drain it, and the next request on that kept-alive connection was never answered.
+ * `recordBody` now gives an unread request back to node:http when the response finishes.
  */
 import { Agent, type Agent as HttpAgent, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -44,7 +39,7 @@ function send(agent: HttpAgent, url: string, contentType: string, body: Buffer):
   });
 }
 
-it.fails('answers the next request on a kept-alive connection after refusing a large body unread', async () => {
+it('answers the next request on a kept-alive connection after refusing a large body unread', async () => {
   const app = Fastify({ forceCloseConnections: true, bodyLimit: 2_097_152 });
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   await app.register(idempotency, { store: createMemoryStore() });
