@@ -66,6 +66,26 @@ describe('the published package', () => {
     expect(out).toBe('false true');
   });
 
+  // Metrics need prom-client (an optional dependency), traces @opentelemetry/api (an optional
+  // peer); key usage needs nothing, and the core loads neither.
+  it('loads prom-client and @opentelemetry/api only for the subpaths that use them', () => {
+    const out = runIn(
+      bare,
+      `const results = [];
+       for (const spec of ['idempo', 'idempo/usage', 'idempo/metrics', 'idempo/tracing']) {
+         try { await import(spec); results.push(spec + ' ok'); }
+         catch (error) { results.push(spec + ' ' + error.code + ' ' + /'([^']+)'/.exec(error.message)?.[1]); }
+       }
+       console.log(results.join(', '));`,
+    );
+    expect(out.split(', ')).toEqual([
+      'idempo ok',
+      'idempo/usage ok',
+      'idempo/metrics ERR_MODULE_NOT_FOUND prom-client',
+      'idempo/tracing ERR_MODULE_NOT_FOUND @opentelemetry/api',
+    ]);
+  });
+
   it('requires the core from CommonJS on Node ≥ 20.19 (no top-level await)', () => {
     const out = execFileSync(process.execPath, ['-e', `console.log(typeof require('idempo').createIdempotency)`], {
       cwd: bare,
