@@ -7,10 +7,12 @@
  * @module
  */
 import type { Logger } from 'pino';
+import { pathOf } from '../engine/path.js';
 import type { IdempotencyContext, IdempotencyObserver, IdempotencyRequest } from '../engine/types.js';
 import { createKeyUsage, type KeyUsageOptions, type UsageCounter } from '../observability/usage.js';
 import { IdempotencyDependencyMissingError } from '../vocabulary/index.js';
 import { type AdminRoute, sendJson } from './admin.js';
+import { compilePathPatterns } from './path-patterns.js';
 
 /** Key usage settings of the gateway (`usage` in a config file). */
 export type GatewayUsageOptions = Pick<KeyUsageOptions, 'window' | 'maxScopes' | 'topN' | 'thresholds'>;
@@ -34,9 +36,12 @@ export async function gatewayObservability({
   storeName,
   scopeHeader,
   usage: usageOptions = {},
+  routes: patterns = [],
   logger,
 }: {
   admin: boolean;
+  /** Path patterns whose match labels a request's route (`--require-key`'s): the first that matches. */
+  routes?: readonly string[];
   storeName: string;
   scopeHeader: string | undefined;
   usage?: GatewayUsageOptions | undefined;
@@ -44,6 +49,7 @@ export async function gatewayObservability({
 }): Promise<GatewayObservability> {
   const observers: IdempotencyObserver[] = [];
   const routes: AdminRoute[] = [];
+  const route = routeOfPatterns(patterns);
   if (admin) {
     const { promClient, metrics } = await loadMetrics();
     const registry = new promClient.Registry();
@@ -60,7 +66,7 @@ export async function gatewayObservability({
           `idempo key usage: ${event.scope} reached ${event.count} ${event.counter} within ${event.windowMs / 1_000} s`,
         ),
     });
-    observers.push(metrics.idempoMetrics({ registry, storeName, usage }), usage);
+    observers.push(metrics.idempoMetrics({ registry, storeName, usage, route }), usage);
     routes.push(
       {
         method: 'GET',
@@ -93,7 +99,7 @@ export async function gatewayObservability({
       },
     );
   }
-  const tracing = await loadTracing();
+  const tracing = await loadTracing(route);
   if (tracing) observers.push(tracing);
   return {
     observers,
@@ -122,7 +128,7 @@ async function loadMetrics() {
  * `node --import` of a setup file, or an auto-instrumentation's register hook); otherwise
  * nothing, and no request pays for tracing.
  */
-async function loadTracing() {
+async function loadTracing(route: (request: IdempotencyRequest) => string | undefined) {
   let api: typeof import('@opentelemetry/api');
   try {
     api = await import('@opentelemetry/api');
@@ -133,5 +139,15 @@ async function loadTracing() {
   const probe = api.trace.getTracer('idempo').startSpan('idempo.probe');
   if (!api.isSpanContextValid(probe.spanContext())) return undefined;
   const { idempoTracing } = await import('../observability/tracing.js');
-  return idempoTracing();
+  return idempoTracing({ route });
+}
+
+/** The first of `patterns` a request's path matches, as its route: the gateway knows no other routes. */
+function routeOfPatterns(patterns: readonly string[]): (request: IdempotencyRequest) => string | undefined {
+  const compiled = patterns.map((pattern) => ({ pattern, matches: compilePathPatterns([pattern]) }));
+  return (request) => {
+    if (compiled.length === 0) return undefined;
+    const path = pathOf(request.url);
+    return compiled.find(({ matches }) => matches(path))?.pattern;
+  };
 }

@@ -249,6 +249,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     storeName: storeNameOf(options.store),
     scopeHeader,
     usage: options.usage,
+    routes: options.requireKey ?? [],
     logger,
   }).catch(async (error: unknown) => {
     await opened.close().catch(() => {});

@@ -43,6 +43,11 @@ export interface IdempotencyMetricsOptions {
   storeBuckets?: readonly number[];
   /** A key usage tracker (`createKeyUsage` from `idempo/usage`) whose top scopes are exported too. */
   usage?: KeyUsage;
+  /**
+   * The `route` label of a request: a route pattern, never a raw path (its values must be few).
+   * @default the pattern the adapter gives (`request.route`: Express, Fastify), else `''`
+   */
+  route?: (request: IdempotencyRequest) => string | undefined;
 }
 
 /** The observer {@link idempoMetrics} returns: pass it to `createIdempotency({ observe })`. */
@@ -90,6 +95,7 @@ export function idempoMetrics({
   durationBuckets = DURATION_BUCKETS,
   storeBuckets = STORE_BUCKETS,
   usage,
+  route: routeOf = (request) => request.route,
 }: IdempotencyMetricsOptions = {}): IdempotencyMetrics {
   const registers = [registry];
   const counter = (name: string, help: string, labels: string[]) => {
@@ -224,7 +230,7 @@ export function idempoMetrics({
     },
     onEvent(event: IdempotencyEvent, request: IdempotencyRequest): void {
       const { type } = event;
-      const route = request.route ?? '';
+      const route = routeOf(request) ?? '';
       const key = route === '' ? type : `${type} ${route}`;
       outcomes.series(key, [type, route]).value++;
       if (type === 'released') {

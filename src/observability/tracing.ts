@@ -38,6 +38,11 @@ export interface IdempotencyTracingOptions {
    * @default trace.getTracer('idempo')
    */
   tracer?: Tracer;
+  /**
+   * The `http.route` attribute of a request span: a route pattern, never a raw path.
+   * @default the pattern the adapter gives (`request.route`: Express, Fastify)
+   */
+  route?: (request: IdempotencyRequest) => string | undefined;
 }
 
 /** The observer {@link idempoTracing} returns, plus what a proxy needs to carry the trace on. */
@@ -92,6 +97,7 @@ const ATTR = {
  */
 export function idempoTracing({
   tracer = trace.getTracer('idempo'),
+  route: routeOf = (request) => request.route,
 }: IdempotencyTracingOptions = {}): IdempotencyTracing {
   /** The request whose `begin` is running, for the claim (and waits) it makes. */
   const current = new AsyncLocalStorage<Traced>();
@@ -102,7 +108,8 @@ export function idempoTracing({
   function spanOf(traced: Traced, key: string): Span {
     if (traced.span === undefined) {
       const attributes: Attributes = { [ATTR.method]: traced.request.method, [ATTR.keyHash]: key };
-      if (traced.request.route !== undefined) attributes[ATTR.route] = traced.request.route;
+      const route = routeOf(traced.request);
+      if (route !== undefined) attributes[ATTR.route] = route;
       traced.span = tracer.startSpan(
         SPAN_REQUEST,
         { kind: SpanKind.INTERNAL, startTime: traced.startTime, attributes },

@@ -42,6 +42,8 @@ describe('idempo serve --admin-port', () => {
       String(adminPort),
       '--scope-header',
       'x-tenant',
+      '--require-key',
+      '/orders/*',
       '--config',
       config,
     ]);
@@ -57,20 +59,23 @@ describe('idempo serve --admin-port', () => {
       );
       for (const a of [2, 3]) expect((await postJson(`${gateway.url}/pay`, { a }, 'k1', tenant)).status).toBe(422);
       expect((await postJson(`${gateway.url}/pay`, { a: 1 }, 'k9', { 'x-tenant': 'globex' })).status).toBe(201);
+      // A path under a --require-key pattern is labelled with the pattern, never the path.
+      expect((await postJson(`${gateway.url}/orders/o_77`, { a: 1 }, 'k10', tenant)).status).toBe(201);
 
       const response = await fetch(`${admin}/metrics`);
       expect(response.headers.get('content-type')).toContain('text/plain');
       const page = await response.text();
       expect(series(page, 'idempo_outcomes_total{type="executed",route=""}')).toBe(2);
+      expect(series(page, 'idempo_outcomes_total{type="executed",route="/orders/*"}')).toBe(1);
       expect(series(page, 'idempo_outcomes_total{type="replayed",route=""}')).toBe(1);
       expect(series(page, 'idempo_outcomes_total{type="mismatch",route=""}')).toBe(2);
-      expect(series(page, 'idempo_store_operation_duration_seconds_count{operation="claim",store="memory"}')).toBe(5);
+      expect(series(page, 'idempo_store_operation_duration_seconds_count{operation="claim",store="memory"}')).toBe(6);
       expect(series(page, 'idempo_keys_in_flight{store="memory"}')).toBe(0);
       expect(series(page, 'idempo_scope_events{counter="mismatches",scope="acme"}')).toBe(2);
       expect(series(page, 'idempo_scope_events{counter="new_keys",scope="globex"}')).toBe(1);
       expect(page).toContain('process_cpu_seconds_total');
       // No key and no raw path in any label.
-      expect(page).not.toMatch(/k1|\/pay/);
+      expect(page).not.toMatch(/k1|\/pay|o_77/);
 
       const usage = (await (await fetch(`${admin}/usage?counter=mismatches`)).json()) as {
         windowMs: number;
