@@ -67,6 +67,7 @@ export {
   IdempotencyKeyMissingError,
   IdempotencyLeaseLostError,
   IdempotencyMismatchError,
+  IdempotencyRateLimitedError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
   IdempotencySignatureExpiredError,

@@ -22,6 +22,7 @@ const PINNED = [
   ['IdempotencyConflictError', 'IDEMPO_CONFLICT', 409, 'conflict'],
   ['IdempotencyMismatchError', 'IDEMPO_MISMATCH', 422, 'mismatch'],
   ['IdempotencyBodyTooLargeError', 'IDEMPO_BODY_TOO_LARGE', 413, 'body-too-large'],
+  ['IdempotencyRateLimitedError', 'IDEMPO_RATE_LIMITED', 429, 'rate-limited'],
   ['IdempotencySignatureMissingError', 'IDEMPO_SIGNATURE_MISSING', 401, 'signature-missing'],
   ['IdempotencySignatureInvalidError', 'IDEMPO_SIGNATURE_INVALID', 401, 'signature-invalid'],
   ['IdempotencySignatureExpiredError', 'IDEMPO_SIGNATURE_EXPIRED', 401, 'signature-expired'],

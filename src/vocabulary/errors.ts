@@ -133,6 +133,19 @@ export class IdempotencySignatureExpiredError extends IdempotencyError {
   override readonly title = 'Signature expired';
 }
 
+/**
+ * The request's scope (its tenant or principal, else its client address) is at one of its limits
+ * (`limits`): too many keys in flight at once, or too many new keys within the window. Refused
+ * before anything was claimed: no record was created or touched, nothing ran. `Retry-After` says
+ * when to try again; a retry then runs as a first request would (or gets its replay).
+ */
+export class IdempotencyRateLimitedError extends IdempotencyError {
+  override readonly code = 'IDEMPO_RATE_LIMITED';
+  override readonly status = 429;
+  override readonly type = `${PROBLEM_BASE}rate-limited`;
+  override readonly title = 'Too many idempotent requests';
+}
+
 /** The request body is larger than `maxBodyBytes`, so it cannot be fingerprinted. */
 export class IdempotencyBodyTooLargeError extends IdempotencyError {
   override readonly code = 'IDEMPO_BODY_TOO_LARGE';

@@ -33,6 +33,7 @@ export {
   IdempotencyKeyMissingError,
   IdempotencyLeaseLostError,
   IdempotencyMismatchError,
+  IdempotencyRateLimitedError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
   IdempotencyRetriesExhaustedError,
