@@ -142,6 +142,8 @@ export function idempoTracing({
         span.recordException(error instanceof Error ? error : String(error));
         span.setStatus({ code: SpanStatusCode.ERROR });
       } else if (typeof result === 'object' && result.status === 'acquired') {
+        // A run an adapter never settles must not hold memory for ever: the oldest go first.
+        if (runs.size >= MAX_RUNS) runs.delete(runs.keys().next().value as string);
         runs.set(`${call.key} ${result.token}`, traced);
       }
       span.end();
@@ -247,6 +249,9 @@ export function idempoTracing({
 }
 
 const ignore = (): void => {};
+
+/** Runs whose spans are tracked at most. */
+const MAX_RUNS = 100_000;
 
 /** Reads a trace context from a request's headers. */
 const HEADERS: TextMapGetter<IdempotencyRequest> = {
