@@ -94,6 +94,23 @@ describe('idempoMetrics', () => {
     expect(await value(registry, 'idempo_keys_in_flight{store="default"}')).toBe(0);
   });
 
+  it('stops counting a key in flight once its lease passes unrenewed (a run whose process gave up on it)', async () => {
+    const metrics = idempoMetrics({ registry: new Registry() });
+    const idem = createIdempotency({ store: createMemoryStore(), lease: 80, observe: metrics });
+    const decision = await idem.begin({
+      method: 'POST',
+      url: '/pay',
+      header: (name) => (name === 'idempotency-key' ? 'gone' : undefined),
+      body: async () => null,
+    });
+    expect(decision.action).toBe('execute');
+    // The client left and nothing tracks the work: the lease is no longer renewed.
+    if (decision.action === 'execute') decision.clientGone();
+    expect(metrics.keysInFlight()).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(metrics.keysInFlight()).toBe(0);
+  });
+
   it("counts the duplicates that waited (concurrent: 'wait') by how the wait ended", async () => {
     const registry = new Registry();
     const idem = createIdempotency({
