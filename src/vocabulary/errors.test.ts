@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as client from '../client/index.js';
 import * as gateway from '../gateway/index.js';
 import * as core from '../index.js';
+import * as encryption from '../stores/encrypted.js';
 import * as postgres from '../stores/postgres.js';
 import { IdempotencyError } from './errors.js';
 
@@ -39,10 +40,11 @@ const PINNED = [
   ['IdempotencyStoreNotMigratedError', 'IDEMPO_STORE_NOT_MIGRATED', 503, 'store-not-migrated'],
   ['IdempotencyRetriesExhaustedError', 'IDEMPO_RETRIES_EXHAUSTED', 503, 'retries-exhausted'],
   ['IdempotencyGatewayDrainingError', 'IDEMPO_GATEWAY_DRAINING', 503, 'gateway-draining'],
+  ['IdempotencyRecordUnreadableError', 'IDEMPO_RECORD_UNREADABLE', 503, 'record-unreadable'],
 ] as const;
 
 // Errors that belong to one store or to the client are exported from that subpath, not the core.
-const exportsOf = { ...core, ...postgres, ...client, ...gateway } as unknown as Record<string, unknown>;
+const exportsOf = { ...core, ...postgres, ...client, ...gateway, ...encryption } as unknown as Record<string, unknown>;
 
 describe('error classes', () => {
   it.each(PINNED)('%s has code %s, status %i and type …/%s', (name, code, status, slug) => {

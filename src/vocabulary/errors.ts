@@ -258,7 +258,7 @@ export class IdempotencyDependencyMissingError extends IdempotencyError {
 }
 
 // Raised by one face only, exported from its subpath: `idempo/postgres`, `idempo/client`,
-// `idempo/gateway`.
+// `idempo/gateway`, `idempo/encryption`.
 
 /**
  * The table the PostgreSQL store needs does not exist or has an older layout: run its migration
@@ -322,6 +322,26 @@ export class IdempotencyRetriesExhaustedError extends IdempotencyError {
     this.attempts = options.attempts;
     this.idempotencyKey = options.idempotencyKey;
   }
+}
+
+/**
+ * A record of an encrypted store (`idempo/encryption`) failed authentication: its ciphertext was
+ * altered, moved from another record, or sealed with a key the key set does not hold (or the
+ * record was written before encryption was turned on). Never a replay: the engine answers
+ * `503 IDEMPO_STORE_UNAVAILABLE` with this error as `cause` and runs nothing (fail-closed).
+ *
+ * @example
+ * ```ts
+ * try { await encrypted.inspect(key); } catch (err) {
+ *   if (err instanceof IdempotencyRecordUnreadableError) console.error(err.message);
+ * }
+ * ```
+ */
+export class IdempotencyRecordUnreadableError extends IdempotencyError {
+  override readonly code = 'IDEMPO_RECORD_UNREADABLE';
+  override readonly status = 503;
+  override readonly type = `${PROBLEM_BASE}record-unreadable`;
+  override readonly title = 'Stored idempotency record failed authentication';
 }
 
 /**

@@ -34,6 +34,7 @@ export {
   IdempotencyLeaseLostError,
   IdempotencyMismatchError,
   IdempotencyRateLimitedError,
+  IdempotencyRecordUnreadableError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
   IdempotencyRetriesExhaustedError,
@@ -60,6 +61,7 @@ export type {
   RecordPage,
   RecordQuery,
   RecordState,
+  RewriteResult,
   StoredResponse,
   SyncStoreOperations,
 } from './store-contract.js';

@@ -151,7 +151,18 @@ export interface IdempotencyStore {
    * run beside it. A forced delete fences the owner out: its completion is refused as stale.
    */
   delete?(key: string, options?: { force?: boolean }): Promise<DeleteResult>;
+  /**
+   * Optional, for operations (re-encryption, `idempo keys reencrypt`): replaces the response of a
+   * completed record whose stored body is byte for byte `expectedBody`, keeping its fingerprint and
+   * expiry. A compare-and-swap: a record that is gone, expired, no longer completed or holds
+   * another body is left alone (`'changed'`). Callers write bodies unique to each write (a sealed
+   * envelope with a random IV), so an equal body means the same completion.
+   */
+  rewriteResponse?(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult>;
 }
+
+/** What {@link IdempotencyStore.rewriteResponse} did: `'ok'`, or `'changed'` when the record was not the one expected. */
+export type RewriteResult = 'ok' | 'changed';
 
 /** A record's state, as {@link IdempotencyStore.inspect} and {@link IdempotencyStore.list} report it. */
 export type RecordState = 'in_flight' | 'completed' | 'released';

@@ -4,6 +4,7 @@ import { expect, it } from 'vitest';
 import * as client from '../../src/client/index.js';
 import * as gateway from '../../src/gateway/index.js';
 import * as core from '../../src/index.js';
+import * as encryption from '../../src/stores/encrypted.js';
 import * as postgres from '../../src/stores/postgres.js';
 import { IdempotencyError } from '../../src/vocabulary/errors.js';
 import { ROOT } from '../helpers/servers.js';
@@ -17,7 +18,10 @@ const rows = page
   .filter((line) => line.startsWith('| `IDEMPO_'))
   .map((line) => line.split(' | ').map((cell) => cell.replace(/^\| /, '')));
 
-const classes = Object.entries({ ...core, ...gateway, ...client, ...postgres } as Record<string, unknown>).filter(
+const classes = Object.entries({ ...core, ...gateway, ...client, ...postgres, ...encryption } as Record<
+  string,
+  unknown
+>).filter(
   (entry): entry is [string, new (message: string, options: object) => IdempotencyError] =>
     typeof entry[1] === 'function' &&
     entry[1].prototype instanceof IdempotencyError &&
