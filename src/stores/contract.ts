@@ -21,6 +21,7 @@ export type {
   RecordPage,
   RecordQuery,
   RecordState,
+  RewriteResult,
   StoredResponse,
   SyncStoreOperations,
 } from '../vocabulary/index.js';
@@ -464,6 +465,42 @@ export const storeContractCases: readonly StoreContractCase[] = [
       );
       strictEqual(await store.complete(key, again.token, response('late'), DAY), 'stale');
       strictEqual(await store.complete(key, taken.token, response('new'), DAY), 'ok');
+    },
+  },
+  {
+    name: 'rewriteResponse swaps the response of a completed record that holds the expected body, keeping its fingerprint and expiry, and leaves every other record alone',
+    async run(h) {
+      const store = await h.store();
+      ok(store.rewriteResponse, 'the store offers rewriteResponse');
+      const key = freshKey();
+      const first = await acquire(store, key);
+      strictEqual(await store.complete(key, first.token, response('old'), DAY), 'ok');
+      const before = await store.inspect?.(key);
+      strictEqual(await store.rewriteResponse(key, response('other').body, response('x')), 'changed');
+      const replacement: StoredResponse = { status: 203, headers: [['x-new', '1']], body: new Uint8Array([0, 255, 1]) };
+      strictEqual(await store.rewriteResponse(key, response('old').body, replacement), 'ok');
+      const replay = await store.claim({ key, fingerprint: 'fp-a', leaseMs: LONG, ttlMs: DAY });
+      strictEqual(replay.status, 'replay');
+      if (replay.status === 'replay') {
+        strictEqual(replay.response.status, 203);
+        deepStrictEqual(replay.response.headers, [['x-new', '1']]);
+        bytesEqual(replay.response.body, replacement.body, 'the new body');
+      }
+      strictEqual((await store.claim({ key, fingerprint: 'fp-b', leaseMs: LONG, ttlMs: DAY })).status, 'mismatch');
+      if (before !== undefined) {
+        const after = await store.inspect?.(key);
+        ok(Math.abs((after?.expiresAt ?? 0) - before.expiresAt) < 2_000, 'the expiry is kept');
+      }
+      // The old body is gone: a second rewrite expecting it changes nothing.
+      strictEqual(await store.rewriteResponse(key, response('old').body, response('y')), 'changed');
+
+      const running = freshKey();
+      const owner = await acquire(store, running);
+      strictEqual(await store.rewriteResponse(running, new Uint8Array(), response('x')), 'changed');
+      strictEqual(await store.release(running, owner.token, DAY), 'ok');
+      strictEqual(await store.rewriteResponse(running, new Uint8Array(), response('x')), 'changed');
+      strictEqual(await store.rewriteResponse(freshKey(), new Uint8Array(), response('x')), 'changed');
+      strictEqual((await acquire(store, running)).status, 'acquired');
     },
   },
 ];

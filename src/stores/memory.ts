@@ -17,6 +17,7 @@ import {
   type RecordInfo,
   type RecordPage,
   type RecordQuery,
+  type RewriteResult,
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
@@ -59,6 +60,10 @@ interface MemoryRecord {
   /** Saved steps; `undefined` until the first one, so most records never allocate it. */
   steps: Record<string, string> | undefined;
   response: StoredResponse | undefined;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 }
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
@@ -245,6 +250,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       notify(key);
       await outlastToken(record.token);
       return 'deleted';
+    },
+
+    async rewriteResponse(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult> {
+      const record = records.get(key);
+      if (record?.state !== 'completed' || isExpired(record, Date.now())) return 'changed';
+      if (!sameBytes(record.response?.body, expectedBody)) return 'changed';
+      record.response = response;
+      return 'ok';
     },
 
     waitForChange(key: string, timeoutMs: number): Promise<void> {

@@ -1,5 +1,5 @@
 /**
- * The PostgreSQL store's operations side (`inspect`, `list`, `delete`), one statement each, on
+ * The PostgreSQL store's operations side (`inspect`, `list`, `delete`, `rewriteResponse`), one statement each, on
  * the database clock like the rest of the store.
  *
  * @module
@@ -11,6 +11,8 @@ import {
   type RecordPage,
   type RecordQuery,
   type RecordState,
+  type RewriteResult,
+  type StoredResponse,
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
 import type { PostgresQueryResult } from './postgres-client.js';
@@ -51,23 +53,35 @@ function deleteSql(table: string): string {
 SELECT target.live, target.token::text AS token, (SELECT count(*) FROM gone)::int AS deleted FROM target`;
 }
 
+/**
+ * Replaces the response of the current completed row that still holds body $6 (a compare-and-swap
+ * in one UPDATE, which re-checks its WHERE on the latest row version); expiry and fingerprint stay.
+ * Params: $1 key, $2 status, $3 headers (JSON), $4 body, $5 the expected body.
+ */
+function rewriteSql(table: string): string {
+  return `UPDATE ${table} SET status = $2::integer, headers = $3::jsonb, body = $4::bytea
+WHERE key = $1 AND state = 'completed' AND expires_at > clock_timestamp() AND body = $5::bytea`;
+}
+
 /** What the operations need of the store: its statement runner (prepared, migrated, errors translated) and table. */
 export interface PostgresOperationsOptions {
   run(text: string, values: unknown[]): Promise<PostgresQueryResult>;
   table: string;
 }
 
-/** The store's `inspect`, `list` and `delete`. */
+/** The store's `inspect`, `list`, `delete` and `rewriteResponse`. */
 export interface PostgresOperations {
   inspect(key: string): Promise<RecordInfo | undefined>;
   list(query?: RecordQuery): Promise<RecordPage>;
   delete(key: string, options?: { force?: boolean }): Promise<DeleteResult>;
+  rewriteResponse(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult>;
 }
 
 export function createPostgresOperations({ run, table }: PostgresOperationsOptions): PostgresOperations {
   const INSPECT = inspectSql(table);
   const LIST = listSql(table);
   const DELETE = deleteSql(table);
+  const REWRITE = rewriteSql(table);
   const NOW = `SELECT ${NOW_MS}::text AS now`;
 
   return {
@@ -87,6 +101,17 @@ export function createPostgresOperations({ run, table }: PostgresOperationsOptio
       if (row.deleted !== 1) return 'in_flight';
       await outlastToken(Number(row.token), async () => Number((await run(NOW, [])).rows[0]?.now));
       return 'deleted';
+    },
+    async rewriteResponse(key, expectedBody, response) {
+      const bytes = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      const { rowCount } = await run(REWRITE, [
+        key,
+        response.status,
+        JSON.stringify(response.headers),
+        bytes(response.body),
+        bytes(expectedBody),
+      ]);
+      return rowCount === 0 ? 'changed' : 'ok';
     },
   };
 }

@@ -1,6 +1,6 @@
 /**
- * The Redis store's operations side (`inspect`, `list`, `delete`): reads and deletes a record in
- * one script each, so what is reported, or deleted, is one consistent state of the record; and
+ * The Redis store's operations side (`inspect`, `list`, `delete`, `rewriteResponse`): reads, deletes
+ * and rewrites a record in one script each, so what is reported, or deleted, is one consistent state of the record; and
  * lists with `SCAN` over the store's prefix on every master.
  *
  * @module
@@ -11,9 +11,11 @@ import {
   type RecordInfo,
   type RecordPage,
   type RecordQuery,
+  type RewriteResult,
+  type StoredResponse,
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
-import { completedResponse, type Reply, text } from './redis-record.js';
+import { completedResponse, type Reply, responseHead, text, toBuffer } from './redis-record.js';
 
 /**
  * Reads a record as operations see it. KEYS: record, steps. Replies `{}` when absent, else
@@ -58,9 +60,27 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return {'deleted', token}
 `;
 
+/**
+ * Replaces the response of a completed record whose body is ARGV[1] with ARGV[2] (`<status>|<header
+ * bytes>|<headers><body>`), keeping its fingerprint and TTL. KEYS: record, steps. Replies 'ok' or
+ * 'changed'. The comparison and the write are one step: nothing completes or deletes in between.
+ */
+const REWRITE_SCRIPT = `
+local rec = redis.call('GET', KEYS[1])
+if not rec or string.sub(rec, 1, 1) ~= 'C' then return 'changed' end
+local a = string.find(rec, '|', 3, true)
+local fpEnd = a + tonumber(string.sub(rec, 3, a - 1))
+local s = string.find(rec, '|', fpEnd + 1, true)
+local l = string.find(rec, '|', s + 1, true)
+local bodyStart = l + 1 + tonumber(string.sub(rec, s + 1, l - 1))
+if string.sub(rec, bodyStart) ~= ARGV[1] then return 'changed' end
+redis.call('SET', KEYS[1], string.sub(rec, 1, fpEnd) .. ARGV[2], 'KEEPTTL')
+return 'ok'
+`;
+
 /** The ioredis calls operations make, on the client or (for `SCAN`) on each master of a Cluster. */
 interface OperationsConnection {
-  evalBuffer?(script: string, keys: number, ...args: string[]): Promise<Reply>;
+  evalBuffer?(script: string, keys: number, ...args: (string | Buffer)[]): Promise<Reply>;
   scan?(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
   nodes?(role: 'master'): OperationsConnection[];
 }
@@ -72,11 +92,12 @@ export interface RedisOperationsOptions {
   keysOf(key: string): { record: string; steps: string };
 }
 
-/** The store's `inspect`, `list` and `delete`. */
+/** The store's `inspect`, `list`, `delete` and `rewriteResponse`. */
 export interface RedisOperations {
   inspect(key: string): Promise<RecordInfo | undefined>;
   list(query?: RecordQuery): Promise<RecordPage>;
   delete(key: string, options?: { force?: boolean }): Promise<DeleteResult>;
+  rewriteResponse(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult>;
 }
 
 /** A token of the Redis store is the creating app server's clock in ms times 1024, plus 10 random bits. */
@@ -85,14 +106,14 @@ const TOKEN_MS = 1024;
 export function createRedisOperations({ client, prefix, keysOf }: RedisOperationsOptions): RedisOperations {
   const connection = client as OperationsConnection;
 
-  function evaluate(script: string, key: string, arg?: string): Promise<Reply> {
+  function evaluate(script: string, key: string, ...extra: (string | Buffer)[]): Promise<Reply> {
     if (typeof connection.evalBuffer !== 'function') {
       return Promise.reject(
         new IdempotencyStoreUnavailableError('Redis operations need an ioredis client (evalBuffer)'),
       );
     }
     const { record, steps } = keysOf(key);
-    const args = arg === undefined ? [record, steps] : [record, steps, arg];
+    const args = [record, steps, ...extra];
     return connection.evalBuffer(script, 2, ...args).catch((error: unknown) => {
       throw new IdempotencyStoreUnavailableError(`Redis operation on ${record} failed: ${String(error)}`, {
         cause: error,
@@ -160,7 +181,19 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
     return 'deleted';
   }
 
-  return { inspect, list, delete: remove };
+  async function rewriteResponse(
+    key: string,
+    expectedBody: Uint8Array,
+    response: StoredResponse,
+  ): Promise<RewriteResult> {
+    const value = Buffer.concat([Buffer.from(responseHead(response), 'utf8'), toBuffer(response.body)]);
+    const outcome = text(await evaluate(REWRITE_SCRIPT, key, toBuffer(expectedBody), value));
+    if (outcome !== 'ok' && outcome !== 'changed')
+      throw new IdempotencyStoreUnavailableError(`Unexpected rewrite reply from Redis: ${outcome}`);
+    return outcome;
+  }
+
+  return { inspect, list, delete: remove, rewriteResponse };
 }
 
 function parseCursor(cursor: string | undefined): [number, string, number] {
