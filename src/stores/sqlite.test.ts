@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -147,6 +148,25 @@ describe('sqlite store', () => {
         expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID' }),
       );
     }
+  });
+
+  it('opens a file another process is writing to: setting up waits for its lock', async () => {
+    const file = join(dir, 'opening.db');
+    // Another process takes the write lock of the new file and keeps it for 400 ms.
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const db = new (require('better-sqlite3'))(${JSON.stringify(file)}); db.exec('BEGIN IMMEDIATE');
+         process.stdout.write('locked'); setTimeout(() => { db.exec('COMMIT'); db.close(); }, 400);`,
+      ],
+      { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    await new Promise((resolve) => holder.stdout?.once('data', resolve));
+    const store = createSqliteStore({ path: file, busyTimeout: '5s' });
+    expect((await store.claim({ key: 'k', fingerprint: 'f', leaseMs: 1_000, ttlMs: 1_000 })).status).toBe('acquired');
+    await store.close();
+    await new Promise((resolve) => holder.once('exit', resolve));
   });
 
   it('rejects an unsafe table name with a coded error', () => {

@@ -17,6 +17,7 @@ import {
   IdempotencyConfigInvalidError,
   IdempotencyDependencyMissingError,
   type IdempotencyStore,
+  IdempotencyStoreUnavailableError,
   parseDuration,
   type RecordInfo,
   type RecordState,
@@ -90,6 +91,31 @@ export interface SqliteStore extends IdempotencyStore {
 /** The longest pause between two tries for another connection's write lock. */
 const LOCK_PAUSE_MAX_MS = 20;
 
+/**
+ * Switches the file to WAL mode (kept in the file: later opens find it so). The switch does not
+ * wait on the busy handler: a second process creating the same new file at the same moment gets
+ * SQLITE_BUSY at once, so it is tried again here, blocking (this runs once, at start), until the
+ * busy timeout.
+ */
+function useWal(db: Database, busyTimeoutMs: number): void {
+  const giveUpAt = Date.now() + busyTimeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (String(mode).toLowerCase() === 'wal') return;
+    } catch (error) {
+      if (!isBusy(error)) throw error;
+    }
+    if (Date.now() >= giveUpAt) {
+      throw new IdempotencyStoreUnavailableError(
+        'The SQLite store could not switch the database to WAL mode: another process kept it locked past busyTimeout.',
+      );
+    }
+    Atomics.wait(pause, 0, 0, 10);
+  }
+}
+
 /** SQLITE_BUSY and its extended codes: another connection holds the lock; trying again may work. */
 function isBusy(error: unknown): boolean {
   return (
@@ -150,7 +176,7 @@ interface Statement {
   run(...params: unknown[]): { changes: number };
 }
 interface Database {
-  pragma(source: string): unknown;
+  pragma(source: string, options?: { simple: boolean }): unknown;
   exec(source: string): unknown;
   prepare(source: string): Statement;
   transaction<T extends (...args: never[]) => unknown>(fn: T): T & { immediate: T };
@@ -216,11 +242,11 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
   const pollMs = parseDuration(options.pollInterval ?? 50, 'pollInterval');
   const db = openDatabase(loadDriver(), path);
-  db.pragma('journal_mode = WAL');
+  // Setting up waits for other processes opening the same file at the same time (WAL switch,
+  // table creation): once, at start, where waiting inside the call does no harm.
+  db.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
+  useWal(db, busyTimeoutMs);
   db.pragma('synchronous = NORMAL');
-  // SQLite's own busy handler sleeps inside the call, freezing this process's event loop (other
-  // requests, lease renewals) for up to busyTimeoutMs; `locked()` below waits asynchronously instead.
-  db.pragma('busy_timeout = 0');
   // A WITHOUT ROWID table clusters rows by key, the only way they are looked up; the index on
   // expires_at lets the sweep find expired rows without a scan.
   db.exec(`
@@ -238,6 +264,10 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS ${table}_expires_at ON ${table} (expires_at);
   `);
+  // From here on, SQLite's own busy handler would sleep inside the call, freezing this process's
+  // event loop (other requests, lease renewals) for up to busyTimeoutMs; `locked()` below waits
+  // asynchronously instead.
+  db.pragma('busy_timeout = 0');
 
   const select = db.prepare(
     `SELECT fingerprint, state, token, lease_until, expires_at, steps, status, headers, body FROM ${table} WHERE key = ?`,
