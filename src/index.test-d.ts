@@ -51,6 +51,7 @@ test('events and claim results are tagged unions', () => {
     | 'recovered'
     | 'lease_lost'
     | 'outcome_unknown'
+    | 'rate_limited'
   >();
   const narrow = (result: ClaimResult) => {
     if (result.status === 'acquired') expectTypeOf(result.token).toBeNumber();

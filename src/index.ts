@@ -5,7 +5,7 @@
  *
  * @module
  */
-export { IDEMPOTENCY_DEFAULTS, SIGNATURE_DEFAULTS } from './engine/defaults.js';
+export { IDEMPOTENCY_DEFAULTS, LIMIT_DEFAULTS, SIGNATURE_DEFAULTS } from './engine/defaults.js';
 export { createIdempotency } from './engine/engine.js';
 export { canonicalJson, defaultFingerprint } from './engine/fingerprint.js';
 export { parseIdempotencyKey } from './engine/key.js';
@@ -23,6 +23,7 @@ export type {
   IdempotencyOptions,
   IdempotencyRequest,
   IdempotencyResponse,
+  LimitOptions,
   ParsedBody,
   SignatureOptions,
 } from './engine/types.js';

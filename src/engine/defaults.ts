@@ -45,3 +45,17 @@ export const SIGNATURE_DEFAULTS = {
   clockSkew: '30s',
   scheme: 'https',
 } as const;
+
+/**
+ * The defaults of the `limits` option's own fields (`LimitOptions`); limits are off unless
+ * `limits` is given.
+ *
+ * @example
+ * ```ts
+ * import { LIMIT_DEFAULTS } from 'idempo';
+ * createIdempotency({ store, limits: { inFlight: 20, maxScopes: LIMIT_DEFAULTS.maxScopes * 10 } });
+ * ```
+ */
+export const LIMIT_DEFAULTS = {
+  maxScopes: 10_000,
+} as const;

@@ -7,6 +7,7 @@ import {
   IdempotencyKeyInvalidError,
   IdempotencyKeyMissingError,
   IdempotencyMismatchError,
+  IdempotencyRateLimitedError,
   IdempotencySignatureInvalidError,
   IdempotencyStoreUnavailableError,
   type StoredResponse,
@@ -17,6 +18,7 @@ import { storeKeyFor } from './fingerprint.js';
 import { REPLAYED_HEADER } from './headers.js';
 import { parseIdempotencyKey } from './key.js';
 import { LeaseRenewer } from './lease-renewer.js';
+import { LimitTicket } from './limits.js';
 import { type ResolvedOptions, resolveOptions } from './options.js';
 import { pathOf } from './path.js';
 import type {
@@ -71,6 +73,7 @@ export function createIdempotency(options: IdempotencyOptions): Idempotency {
  *   key malformed ──────────────────▶ 400
  *   body over maxBodyBytes ─────────▶ 413
  *   signatures on, not verified ────▶ 401 (nothing claimed)
+ *   scope at a limit ───────────────▶ 429 (nothing claimed)
  *   claim ── acquired ──▶ execute (lease renewed) ──▶ commit: store | release (releaseOn, too large)
  *         │                                         └▶ abort: release
  *         ├─ replay ────▶ stored response + Idempotent-Replayed
@@ -112,10 +115,59 @@ async function begin(config: ResolvedOptions, renewer: LeaseRenewer, request: Id
       return respond(config, refused, request);
     }
   }
+  const scope = config.scope?.(request);
+  const { limiter } = config;
+  // `return await`: one microtask turn, where returning the promise would cost three.
+  if (limiter === undefined) return await claim(config, renewer, emit, request, key, scope, body);
+  // Before the claim, so a refused request creates or touches no record.
+  const ticket = limiter.admit(limitScopeOf(scope, request));
+  if (!(ticket instanceof LimitTicket)) {
+    emit({ type: 'rate_limited', key, status: 429, reason: ticket.limit });
+    return respond(config, rateLimited(ticket.limit), request, ticket.retryAfterMs);
+  }
+  let decision: Decision;
+  try {
+    decision = await claim(config, renewer, emit, request, key, scope, body);
+  } catch (error) {
+    ticket.refund();
+    throw error;
+  }
+  if (decision instanceof ClaimedExecution) decision.holdUntilSettled(ticket);
+  else ticket.refund();
+  return decision;
+}
+
+/**
+ * Who a limit counts a request for: its scope, else its client's address, else everyone without
+ * either, together. Prefixed, so that a scope value cannot share an address's allowance.
+ */
+function limitScopeOf(scope: string | undefined, request: IdempotencyRequest): string {
+  if (scope !== undefined) return `s:${scope}`;
+  return request.remoteAddress === undefined ? '' : `a:${request.remoteAddress}`;
+}
+
+function rateLimited(limit: 'in_flight' | 'new_keys'): IdempotencyRateLimitedError {
+  return new IdempotencyRateLimitedError(
+    limit === 'in_flight'
+      ? 'Too many requests with an Idempotency-Key are in progress for this caller at once; nothing was run. Retry after the time in Retry-After.'
+      : 'This caller has started as many new Idempotency-Keys as it may within the current window; nothing was run. Retry after the time in Retry-After.',
+  );
+}
+
+/** The claim of an admitted request and what follows from it: fingerprint, claim, and wait. */
+async function claim(
+  config: ResolvedOptions,
+  renewer: LeaseRenewer,
+  emit: Emit,
+  request: IdempotencyRequest,
+  key: string,
+  scope: string | undefined,
+  body: Uint8Array | ParsedBody | null,
+): Promise<Decision> {
   const computed = config.fingerprint(request, body);
   // The default fingerprint is synchronous: awaiting a string would cost a microtask turn.
   const fingerprint = typeof computed === 'string' ? computed : await computed;
-  const storeKey = storeKeyFor(key, config.scope?.(request));
+  const storeKey = storeKeyFor(key, scope);
   const claimInput = { key: storeKey, fingerprint, leaseMs: config.leaseMs, ttlMs: config.ttlMs };
   const deadline = config.concurrent === 'wait' ? Date.now() + config.waitTimeoutMs : 0;
   let pollMs = POLL_MIN_MS;

@@ -10,6 +10,7 @@ import {
 } from '../vocabulary/index.js';
 import { errorResponse } from './error-responses.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
+import type { LimitTicket } from './limits.js';
 import type { ResolvedOptions } from './options.js';
 import type {
   CapturedResponse,
@@ -64,6 +65,8 @@ export class ClaimedExecution implements Execution, Renewable {
   #tracked = 0;
   /** A step's result could not be stored: whatever the handler does next, the key must not be released. */
   #mustKeep = false;
+  /** This run's place in its scope's keys in flight (`limits`), freed when the run ends. */
+  #limitTicket: LimitTicket | undefined;
 
   constructor(
     config: ResolvedOptions,
@@ -113,6 +116,12 @@ export class ClaimedExecution implements Execution, Renewable {
     );
   }
 
+  /** Holds `ticket`'s place in flight until this run ends (commit or abort). */
+  holdUntilSettled(ticket: LimitTicket): void {
+    if (this.#settled) ticket.finish();
+    else this.#limitTicket = ticket;
+  }
+
   clientGone(): void {
     this.#clientGone = true;
     // Nothing the adapter can see is still working: renewing on would pin the key for as long as
@@ -136,6 +145,7 @@ export class ClaimedExecution implements Execution, Renewable {
   commitNow(response: CapturedResponse): IdempotencyResponse | undefined | Promise<IdempotencyResponse | undefined> {
     if (this.#settled) return undefined;
     this.#settled = true;
+    this.#limitTicket?.finish();
     const config = this.#config;
     if (config.releases(response.status)) {
       this.#renewer.delete(this);
@@ -294,6 +304,7 @@ export class ClaimedExecution implements Execution, Renewable {
   async abort(error: unknown): Promise<void> {
     if (this.#settled) return;
     this.#settled = true;
+    this.#limitTicket?.finish();
     this.#renewer.delete(this);
     if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) return this.#keep(error);
     await this.#release('threw', undefined, error);

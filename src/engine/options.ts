@@ -1,13 +1,15 @@
 import type { SignatureKeyLookup, VerifyPolicy } from '../signatures/index.js';
 import {
+  type Duration,
   IdempotencyConfigInvalidError,
   type IdempotencyStore,
   parseDuration,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
-import { IDEMPOTENCY_DEFAULTS, SIGNATURE_DEFAULTS } from './defaults.js';
+import { IDEMPOTENCY_DEFAULTS, LIMIT_DEFAULTS, SIGNATURE_DEFAULTS } from './defaults.js';
 import { defaultFingerprint } from './fingerprint.js';
 import { storedHeaderFilter } from './headers.js';
+import { ScopeLimiter } from './limits.js';
 import { problemFormatter, stripeFormatter } from './problem.js';
 import type {
   ErrorFormatter,
@@ -15,6 +17,7 @@ import type {
   IdempotencyObserver,
   IdempotencyOptions,
   IdempotencyRequest,
+  LimitOptions,
   SignatureOptions,
 } from './types.js';
 
@@ -45,6 +48,8 @@ export interface ResolvedOptions {
   onEvent: ((event: IdempotencyEvent, request: IdempotencyRequest) => void) | undefined;
   /** How keyed requests' signatures are verified; `undefined` when they are not. */
   signatures: (VerifyPolicy & { readonly scheme: 'http' | 'https' }) | undefined;
+  /** Per-scope limits, in this process; `undefined` when there are none. */
+  limiter: ScopeLimiter | undefined;
   /** The observers' `begin` wrappers, innermost first. */
   wrapBegin: NonNullable<IdempotencyObserver['wrapBegin']>[];
 }
@@ -105,6 +110,7 @@ export function resolveOptions(options: IdempotencyOptions): ResolvedOptions {
     formatError: formatterFor(options.errorFormat ?? IDEMPOTENCY_DEFAULTS.errorFormat),
     onEvent: eventListener(options.onEvent, observers),
     signatures: options.signatures === undefined ? undefined : signaturePolicy(options.signatures, options.header),
+    limiter: options.limits === undefined ? undefined : scopeLimiter(options.limits),
     wrapBegin: observers.flatMap((observer) => (observer.wrapBegin ? [observer.wrapBegin.bind(observer)] : [])),
   };
 }
@@ -125,6 +131,35 @@ function signaturePolicy(
     keyHeader: (header ?? IDEMPOTENCY_DEFAULTS.header).toLowerCase(),
     scheme: oneOf(options.scheme ?? SIGNATURE_DEFAULTS.scheme, ['http', 'https'], 'signatures.scheme'),
   };
+}
+
+function scopeLimiter(options: LimitOptions): ScopeLimiter {
+  if (!options || typeof options !== 'object' || (options.inFlight === undefined && options.newKeys === undefined))
+    throw new IdempotencyConfigInvalidError(
+      "limits: expected inFlight, newKeys or both, e.g. { inFlight: 20, newKeys: { max: 600, window: '1m' } }.",
+    );
+  const { newKeys } = options;
+  if (newKeys !== undefined && (!newKeys || typeof newKeys !== 'object'))
+    throw new IdempotencyConfigInvalidError(
+      "limits.newKeys: expected { max, window }, e.g. { max: 600, window: '1m' }.",
+    );
+  return new ScopeLimiter({
+    inFlight: options.inFlight === undefined ? undefined : positiveInteger(options.inFlight, 'limits.inFlight'),
+    newKeys:
+      newKeys === undefined
+        ? undefined
+        : {
+            max: positiveInteger(newKeys.max, 'limits.newKeys.max'),
+            windowMs: positiveDuration(newKeys.window, 'limits.newKeys.window'),
+          },
+    maxScopes: positiveInteger(options.maxScopes ?? LIMIT_DEFAULTS.maxScopes, 'limits.maxScopes'),
+  });
+}
+
+function positiveDuration(value: Duration, option: string): number {
+  const ms = parseDuration(value, option);
+  if (ms <= 0) throw new IdempotencyConfigInvalidError(`${option}: expected a duration above zero, got ${value}`);
+  return ms;
 }
 
 function keyLookup(keys: SignatureOptions['keys']): SignatureKeyLookup {

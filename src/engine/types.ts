@@ -82,7 +82,8 @@ export type IdempotencyEventType =
   | 'released'
   | 'recovered'
   | 'lease_lost'
-  | 'outcome_unknown';
+  | 'outcome_unknown'
+  | 'rate_limited';
 
 /** One event per outcome, for logs and metrics. */
 export interface IdempotencyEvent {
@@ -96,7 +97,10 @@ export interface IdempotencyEvent {
   key?: string;
   /** The response status the client got, when the engine decided it. */
   status?: number;
-  /** Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'response_too_large'`, `'claim'`). */
+  /**
+   * Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'response_too_large'`, `'claim'`),
+   * or which limit refused a request (`'in_flight'`, `'new_keys'`).
+   */
   reason?: string;
   /**
    * For `store_error`: what the engine did. `'fail-closed'` or `'fail-open'` for a claim;
@@ -227,6 +231,15 @@ export interface IdempotencyOptions {
    * @default none (requests are not verified)
    */
   signatures?: SignatureOptions;
+  /**
+   * Per-scope limits on keyed requests, checked before the claim: a request over one gets `429`
+   * (`IDEMPO_RATE_LIMITED`) with `Retry-After`, and nothing is claimed, run or touched. A scope is
+   * the `scope` option's value, else the client's address (where the adapter knows it), else one
+   * scope shared by all. Kept in this process's memory: with N instances a scope gets N times the
+   * limits.
+   * @default none (no limits)
+   */
+  limits?: LimitOptions;
   /** Receives one event per outcome. Must not throw; errors it throws are ignored. */
   onEvent?: (event: IdempotencyEvent) => void;
   /**
@@ -279,6 +292,41 @@ export interface SignatureOptions {
    * @default 'https'
    */
   scheme?: 'http' | 'https';
+}
+
+/**
+ * Options of {@link IdempotencyOptions.limits}: per scope, in this process. Set `inFlight`,
+ * `newKeys` or both.
+ *
+ * @example
+ * ```ts
+ * createIdempotency({
+ *   store,
+ *   scope: (request) => request.header('x-tenant-id'),
+ *   limits: { inFlight: 20, newKeys: { max: 600, window: '1m' } },
+ * });
+ * ```
+ */
+export interface LimitOptions {
+  /**
+   * Keys one scope may have in flight at once: claimed, and their run not ended yet (a duplicate
+   * waiting with `concurrent: 'wait'` holds a place too, while it waits).
+   * @default none (no limit)
+   */
+  inFlight?: number;
+  /**
+   * New keys one scope may claim within a sliding `window` (counted in tenths of it). Every claim
+   * that starts a run counts, a released key run again included; replays, conflicts and
+   * mismatches do not.
+   * @default none (no limit)
+   */
+  newKeys?: { max: number; window: Duration };
+  /**
+   * Most scopes tracked at once; past it the least recently seen scope with no key in flight is
+   * forgotten (its window starts afresh). Scopes with keys in flight are never forgotten.
+   * @default 10000
+   */
+  maxScopes?: number;
 }
 
 /**
