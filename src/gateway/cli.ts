@@ -11,6 +11,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
 import { IdempotencyConfigInvalidError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
 import { GATEWAY_DEFAULTS } from './defaults.js';
+import { encryptionOptionsFrom } from './encryption-keys.js';
 import { keysCommand } from './keys-command.js';
 import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
 import { redact } from './opened-store.js';
@@ -137,6 +138,7 @@ const CONFIG_KEYS = new Set([
   'signatureKeys',
   'signatureOptional',
   'signatureMaxAge',
+  'encryptionKeys',
   'adminPort',
   'adminHost',
   'adminTokenFile',
@@ -381,6 +383,12 @@ function buildProgram(): Command {
         .argParser(duration),
     )
     .addOption(
+      new Option(
+        '--encryption-keys <file>',
+        'encrypt stored responses and steps at rest with this key set file (or IDEMPO_ENCRYPTION_KEYS: the set itself)',
+      ).env('IDEMPO_ENCRYPTION_KEYS_FILE'),
+    )
+    .addOption(
       new Option('--config <file>', 'a JSON file of these options (camelCase); flags and env win over it').env(
         'IDEMPO_CONFIG',
       ),
@@ -389,6 +397,7 @@ function buildProgram(): Command {
       const flags = mergeConfig(command, rawFlags);
       const extra = (flags.idempotency ?? {}) as Record<string, unknown>;
       const signatures = signatureOptionsFrom(flags, process.env);
+      const encryption = encryptionOptionsFrom(flags.encryptionKeys as string | undefined, process.env);
       const gateway = await startGateway({
         upstream: flags.upstream as string,
         port: flags.port as number,
@@ -411,6 +420,7 @@ function buildProgram(): Command {
         adminHost: flags.adminHost as string,
         ...adminTokenFrom(flags.adminTokenFile as string | undefined, process.env),
         ...(flags.usage ? { usage: flags.usage as never } : {}),
+        ...(encryption === undefined ? {} : { encryption }),
         logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
         idempotency: {
           ...extra,

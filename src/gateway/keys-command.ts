@@ -1,13 +1,15 @@
 /**
- * `idempo keys list|show|delete`: the operator's view of a store's records. Stores keep only the
+ * `idempo keys list|show|delete|reencrypt`: the operator's view of a store's records. Stores keep only the
  * hash of scope and key, so `show` and `delete` hash the key a client sent (with `--scope`, the
  * value of the gateway's `--scope-header`) exactly as the engine does; `--stored-key` takes a
- * hash as `list` prints it instead.
+ * hash as `list` prints it instead. With `--encryption-keys` (or `IDEMPO_ENCRYPTION_KEYS`) they read
+ * an encrypted store's records opened; `reencrypt` moves completed records to the current key.
  *
  * @module
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { storeKeyFor } from '../engine/fingerprint.js';
+import { encryptStore } from '../stores/encrypted.js';
 import {
   IdempotencyConfigInvalidError,
   type IdempotencyStore,
@@ -16,6 +18,7 @@ import {
   type RecordQuery,
   type RecordState,
 } from '../vocabulary/index.js';
+import { encryptionOptionsFrom } from './encryption-keys.js';
 import { openStore } from './store-url.js';
 
 const STATES: readonly RecordState[] = ['in_flight', 'completed', 'released'];
@@ -25,6 +28,7 @@ const BODY_PREVIEW_BYTES = 2_048;
 interface StoreFlags {
   store: string;
   json?: boolean;
+  encryptionKeys?: string;
 }
 interface KeyFlags extends StoreFlags {
   scope?: string;
@@ -41,12 +45,18 @@ export function keysCommand(print: (line: string) => void): Command {
       .env('IDEMPO_STORE')
       .makeOptionMandatory();
   const jsonOption = () => new Option('--json', 'print JSON instead of text');
+  const encryptionOption = () =>
+    new Option(
+      '--encryption-keys <file>',
+      "the gateway's key set file, to read an encrypted store (or IDEMPO_ENCRYPTION_KEYS: the set itself)",
+    ).env('IDEMPO_ENCRYPTION_KEYS_FILE');
   const keyOptions = (command: Command) =>
     command
       .argument('[key]', 'the Idempotency-Key the client sent')
       .addOption(new Option('--scope <value>', 'the scope the key was sent under (the --scope-header value)'))
       .addOption(new Option('--stored-key <hash>', 'the record key as `keys list` prints it, instead of a client key'))
       .addOption(storeOption())
+      .addOption(encryptionOption())
       .addOption(jsonOption());
 
   keys
@@ -56,9 +66,10 @@ export function keysCommand(print: (line: string) => void): Command {
     .addOption(new Option('--state <state>', 'only records in this state').choices(STATES))
     .addOption(new Option('--older-than <duration>', 'only records created at least this long ago, e.g. 5m'))
     .addOption(new Option('--limit <n>', 'most records to print').default(100).argParser(positiveInteger))
+    .addOption(encryptionOption())
     .addOption(jsonOption())
     .action(async (flags: StoreFlags & { state?: RecordState; olderThan?: string; limit: number }) => {
-      await withStore(flags.store, 'list', async (store, list) => {
+      await withStore(flags, 'list', async (store, list) => {
         const query: RecordQuery = {
           ...(flags.state === undefined ? {} : { state: flags.state }),
           ...(flags.olderThan === undefined ? {} : { olderThanMs: parseDuration(flags.olderThan, '--older-than') }),
@@ -91,7 +102,7 @@ export function keysCommand(print: (line: string) => void): Command {
     keys.command('show').description('Show one record: state, lease, expiry, steps and the stored response.'),
   ).action(async (key: string | undefined, flags: KeyFlags) => {
     const storedKey = storedKeyOf(key, flags);
-    await withStore(flags.store, 'inspect', async (store, inspect) => {
+    await withStore(flags, 'inspect', async (store, inspect) => {
       const record = await inspect.call(store, storedKey);
       if (record === undefined) {
         if (flags.json) print(JSON.stringify({ record: null, key: storedKey }));
@@ -110,7 +121,7 @@ export function keysCommand(print: (line: string) => void): Command {
     )
     .action(async (key: string | undefined, flags: KeyFlags & { force?: boolean }) => {
       const storedKey = storedKeyOf(key, flags);
-      await withStore(flags.store, 'delete', async (store, remove) => {
+      await withStore(flags, 'delete', async (store, remove) => {
         const result = await remove.call(store, storedKey, { force: flags.force === true });
         if (flags.json) print(JSON.stringify({ key: storedKey, result }));
         else if (result === 'deleted') print(`Deleted the record under ${describeKey(key, flags, storedKey)}.`);
@@ -121,6 +132,43 @@ export function keysCommand(print: (line: string) => void): Command {
           );
         if (result === 'in_flight') process.exitCode = 1;
       });
+    });
+
+  keys
+    .command('reencrypt')
+    .description(
+      'Move completed records sealed with an older encryption key to the current one (a compare-and-swap per record; safe while the gateway runs).',
+    )
+    .addOption(storeOption())
+    .addOption(encryptionOption())
+    .addOption(jsonOption())
+    .action(async (flags: StoreFlags) => {
+      const encryption = encryptionOptionsFrom(flags.encryptionKeys, process.env);
+      if (encryption === undefined)
+        throw new IdempotencyConfigInvalidError(
+          'reencrypt needs the key set: --encryption-keys FILE (IDEMPO_ENCRYPTION_KEYS_FILE) or IDEMPO_ENCRYPTION_KEYS.',
+        );
+      const opened = await openStore(flags.store);
+      try {
+        const report = await encryptStore(opened.store, encryption).reencrypt();
+        if (flags.json) {
+          print(JSON.stringify(report));
+        } else {
+          print(
+            `${report.examined} records examined: ${report.moved} moved to key ${JSON.stringify(encryption.currentKeyId)}, ${report.current} already under it, ${report.changed} changed meanwhile (left alone).`,
+          );
+          const byKey = Object.entries(report.byKeyId).map(([id, n]) => `${id}: ${n}`);
+          if (byKey.length > 0) print(`Completed records by key: ${byKey.join(', ')}.`);
+          if (report.withSteps > 0)
+            print(
+              `${report.withSteps} record${report.withSteps === 1 ? '' : 's'} in flight or released hold steps, which move only when they complete or expire: keep older keys until then.`,
+            );
+          for (const key of report.unreadable) print(`Unreadable (failed authentication): ${key}`);
+        }
+        if (report.unreadable.length > 0) process.exitCode = 1;
+      } finally {
+        await opened.close();
+      }
     });
 
   return keys;
@@ -153,19 +201,21 @@ function describeKey(key: string | undefined, flags: KeyFlags, storedKey: string
 
 type Operation = 'list' | 'inspect' | 'delete';
 
-/** Opens the store, hands its operation to `use`, and closes it. */
+/** Opens the store (wrapped to open sealed records when keys are given), hands its operation to `use`, and closes it. */
 async function withStore<K extends Operation>(
-  url: string,
+  flags: StoreFlags,
   operation: K,
   use: (store: IdempotencyStore, method: NonNullable<IdempotencyStore[K]>) => Promise<void>,
 ): Promise<void> {
-  const opened = await openStore(url);
+  const encryption = encryptionOptionsFrom(flags.encryptionKeys, process.env);
+  const opened = await openStore(flags.store);
   try {
-    const method = opened.store[operation];
+    const store = encryption === undefined ? opened.store : encryptStore(opened.store, encryption);
+    const method = store[operation];
     if (typeof method !== 'function') {
       throw new IdempotencyConfigInvalidError(`${opened.description}: this store cannot ${operation} its records.`);
     }
-    await use(opened.store, method as NonNullable<IdempotencyStore[K]>);
+    await use(store, method as NonNullable<IdempotencyStore[K]>);
   } finally {
     await opened.close();
   }

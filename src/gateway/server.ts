@@ -8,6 +8,7 @@ import { createIdempotency } from '../engine/engine.js';
 import { pathOf } from '../engine/path.js';
 import { problemFormatter, stripeFormatter } from '../engine/problem.js';
 import type { ErrorFormatter, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
+import { type EncryptionOptions, encryptStore } from '../stores/encrypted.js';
 import {
   type Duration,
   IdempotencyConfigInvalidError,
@@ -166,6 +167,12 @@ export interface GatewayOptions {
    * over the same options given here.
    */
   idempotency?: Omit<Partial<IdempotencyOptions>, 'store'>;
+  /**
+   * Encryption at rest (`idempo/encryption`): the store is wrapped with `encryptStore` under these
+   * keys, so responses and steps are sealed and fingerprints keyed (CLI: `--encryption-keys`).
+   * @default none (records kept as they are)
+   */
+  encryption?: EncryptionOptions;
 }
 
 /** A running gateway. */
@@ -243,7 +250,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     typeof options.store === 'object'
       ? { store: options.store, description: 'custom', close: async () => {} }
       : await openStore(options.store ?? GATEWAY_DEFAULTS.store, { migrate: options.migrate === true });
-  const tracked = trackStore(opened.store);
+  // Sealing sits directly on the store, under everything that watches it, so watchers see plaintext.
+  const store = options.encryption ? encryptStore(opened.store, options.encryption) : opened.store;
+  const tracked = trackStore(store);
   const observability = await gatewayObservability({
     admin: options.adminPort !== undefined,
     storeName: storeNameOf(options.store),
@@ -477,7 +486,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           routes: [
             ...observability.routes,
             ...adminPageRoutes({
-              store: opened.store,
+              store,
               token: options.adminToken,
               live: observability.routes.length > 0,
             }),
