@@ -297,6 +297,10 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
      AND (@state IS NULL OR state = @state) ORDER BY key LIMIT @limit`,
   );
   const deleteStmt = db.prepare(`DELETE FROM ${table} WHERE key = ? AND token = ?`);
+  // A compare-and-swap in one UPDATE: only the completed, unexpired row that still holds the body read.
+  const rewriteStmt = db.prepare(
+    `UPDATE ${table} SET status = ?, headers = ?, body = ? WHERE key = ? AND state = ${COMPLETED} AND expires_at > ? AND body = ?`,
+  );
 
   const sweepStmt = db.prepare(
     `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE expires_at <= ? AND NOT (state = ${IN_FLIGHT} AND lease_until > ?) LIMIT ?)`,
@@ -449,6 +453,20 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
       changes.emit(key);
       await outlastToken(row.token);
       return 'deleted';
+    },
+    async rewriteResponse(key, expectedBody, response) {
+      const bytes = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      const { changes } = await locked(() =>
+        rewriteStmt.run(
+          response.status,
+          JSON.stringify(response.headers),
+          bytes(response.body),
+          key,
+          Date.now(),
+          bytes(expectedBody),
+        ),
+      );
+      return changes === 0 ? 'changed' : 'ok';
     },
     sweep,
     async close() {
