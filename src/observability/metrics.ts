@@ -71,6 +71,7 @@ const FINAL: ReadonlySet<string> = new Set([
   'released',
   'lease_lost',
   'outcome_unknown',
+  'rate_limited',
 ]);
 const FINAL_STORE_ACTIONS: ReadonlySet<string | undefined> = new Set(['fail-closed', 'fail-open', 'result_lost']);
 
@@ -110,13 +111,18 @@ export function idempoMetrics({
   };
   const outcomes = counter(
     `${prefix}outcomes_total`,
-    'Outcomes of requests idempo handled, by event type (executed, replayed, conflict, mismatch, invalid_key, released, recovered, lease_lost, store_error, outcome_unknown).',
+    'Outcomes of requests idempo handled, by event type (executed, replayed, conflict, mismatch, invalid_key, released, recovered, lease_lost, store_error, outcome_unknown, rate_limited).',
     ['type', 'route'],
   );
   const releases = counter(
     `${prefix}releases_total`,
     'Keys released so that a retry runs again, by reason: status (a status in releaseOn) or threw.',
     ['reason', 'route'],
+  );
+  const rateLimited = counter(
+    `${prefix}rate_limited_total`,
+    'Keyed requests refused 429 by a per-scope limit before their claim, by the limit that refused them: in_flight or new_keys.',
+    ['limit', 'route'],
   );
   const storeErrors = counter(
     `${prefix}store_errors_total`,
@@ -236,6 +242,9 @@ export function idempoMetrics({
       if (type === 'released') {
         const reason = event.reason ?? '';
         releases.series(`${reason} ${route}`, [reason, route]).value++;
+      } else if (type === 'rate_limited') {
+        const limit = event.reason ?? '';
+        rateLimited.series(`${limit} ${route}`, [limit, route]).value++;
       } else if (type === 'store_error') {
         const operation = event.reason ?? '';
         const action = event.action ?? '';
