@@ -174,16 +174,19 @@ describe('the packed tarball', () => {
     });
   });
 
-  it('runs `npx idempo serve` on its default SQLite store and replays a keyed POST', async () => {
+  it('runs `npx idempo serve` on its default SQLite store, replays a keyed POST, and serves /metrics on --admin-port', async () => {
     const upstream = await startUpstream((_req, res, body) => {
       res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ got: body.toString() }));
     });
     const port = await freePort();
+    const adminPort = await freePort();
     let gateway: ChildProcess | undefined;
     try {
       // Its own process group: npx runs the bin through a shell, and the whole group gets SIGTERM
       // as from a terminal or a service manager, so nothing is left behind whatever happens.
-      gateway = spawn('npx', ['idempo', 'serve', '--upstream', upstream.url, '--port', String(port)], {
+      // --admin-port: prom-client came with the install (an optional dependency), as better-sqlite3 did.
+      const args = ['serve', '--upstream', upstream.url, '--port', String(port), '--admin-port', String(adminPort)];
+      gateway = spawn('npx', ['idempo', ...args], {
         cwd: app,
         env: cleanEnv(),
         detached: true,
@@ -215,6 +218,9 @@ describe('the packed tarball', () => {
       expect(await second.text()).toBe(firstBody);
       expect(upstream.hits).toHaveLength(1);
       expect(existsSync(join(app, 'idempo.db'))).toBe(true);
+      const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      expect(metrics).toContain('idempo_outcomes_total{type="replayed",route=""} 1');
+      expect(metrics).toContain('idempo_store_operations_total{operation="claim",store="sqlite",result="acquired"} 1');
 
       // The whole group gets SIGTERM; the gateway drains (nothing under way) and every process ends.
       const pid = gateway.pid as number;
