@@ -8,8 +8,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
-import { IdempotencyConfigInvalidError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
+import { IDEMPOTENCY_DEFAULTS, LIMIT_DEFAULTS } from '../engine/defaults.js';
+import type { LimitOptions } from '../engine/types.js';
+import { type Duration, IdempotencyConfigInvalidError, IdempotencyError, parseDuration } from '../vocabulary/index.js';
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { encryptionOptionsFrom } from './encryption-keys.js';
 import { keysCommand } from './keys-command.js';
@@ -80,6 +81,43 @@ function bytes(value: string): number {
   return n;
 }
 
+function positiveCount(value: string): number {
+  const n = Number(value.trim());
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError('expected a positive whole number, e.g. 20.');
+  return n;
+}
+
+/** `--limit-new-keys 600/1m`: at most 600 new keys per scope within any minute. */
+function perWindow(value: string): string {
+  const [max, window, extra] = value.trim().split('/');
+  if (max === undefined || window === undefined || extra !== undefined)
+    throw new InvalidArgumentError('expected new keys per window, e.g. 600/1m.');
+  positiveCount(max);
+  duration(window);
+  return value.trim();
+}
+
+/**
+ * `limits` from `--limit-in-flight`, `--limit-new-keys` and `--limit-scopes` (a config file's
+ * values too, which no argument parser has seen); `undefined` when none is set.
+ */
+function limitsFrom(flags: Record<string, unknown>): LimitOptions | undefined {
+  const asText = (value: unknown) => (typeof value === 'number' ? String(value) : (value as string));
+  const inFlight = flags.limitInFlight === undefined ? undefined : positiveCount(asText(flags.limitInFlight));
+  const newKeys = flags.limitNewKeys === undefined ? undefined : perWindow(asText(flags.limitNewKeys)).split('/');
+  if (inFlight === undefined && newKeys === undefined) {
+    if (flags.limitScopes !== undefined)
+      throw new IdempotencyConfigInvalidError('--limit-scopes needs --limit-in-flight or --limit-new-keys.');
+    return undefined;
+  }
+  return {
+    ...(inFlight === undefined ? {} : { inFlight }),
+    ...(newKeys === undefined ? {} : { newKeys: { max: Number(newKeys[0]), window: newKeys[1] as Duration } }),
+    ...(flags.limitScopes === undefined ? {} : { maxScopes: positiveCount(asText(flags.limitScopes)) }),
+  };
+}
+
 /** `--release-on 5xx,429`, or `none` for Stripe's rule (every answer kept). */
 function releaseOn(value: string): (number | `${1 | 2 | 3 | 4 | 5}xx`)[] {
   const items = list(value);
@@ -139,6 +177,9 @@ const CONFIG_KEYS = new Set([
   'signatureOptional',
   'signatureMaxAge',
   'encryptionKeys',
+  'limitInFlight',
+  'limitNewKeys',
+  'limitScopes',
   'adminPort',
   'adminHost',
   'adminTokenFile',
@@ -389,6 +430,27 @@ function buildProgram(): Command {
       ).env('IDEMPO_ENCRYPTION_KEYS_FILE'),
     )
     .addOption(
+      new Option(
+        '--limit-in-flight <n>',
+        'keys one scope (--scope-header value, else client address) may have in flight (else 429)',
+      )
+        .env('IDEMPO_LIMIT_IN_FLIGHT')
+        .argParser(positiveCount),
+    )
+    .addOption(
+      new Option(
+        '--limit-new-keys <n/duration>',
+        'new keys one scope may start per sliding window, e.g. 600/1m (else 429)',
+      )
+        .env('IDEMPO_LIMIT_NEW_KEYS')
+        .argParser(perWindow),
+    )
+    .addOption(
+      new Option('--limit-scopes <n>', `scopes the limits track at most (default ${LIMIT_DEFAULTS.maxScopes})`)
+        .env('IDEMPO_LIMIT_SCOPES')
+        .argParser(positiveCount),
+    )
+    .addOption(
       new Option('--config <file>', 'a JSON file of these options (camelCase); flags and env win over it').env(
         'IDEMPO_CONFIG',
       ),
@@ -398,6 +460,7 @@ function buildProgram(): Command {
       const extra = (flags.idempotency ?? {}) as Record<string, unknown>;
       const signatures = signatureOptionsFrom(flags, process.env);
       const encryption = encryptionOptionsFrom(flags.encryptionKeys as string | undefined, process.env);
+      const limits = limitsFrom(flags);
       const gateway = await startGateway({
         upstream: flags.upstream as string,
         port: flags.port as number,
@@ -421,6 +484,7 @@ function buildProgram(): Command {
         ...adminTokenFrom(flags.adminTokenFile as string | undefined, process.env),
         ...(flags.usage ? { usage: flags.usage as never } : {}),
         ...(encryption === undefined ? {} : { encryption }),
+        ...(limits === undefined ? {} : { limits }),
         logger: createGatewayLogger({ level: flags.logLevel as string, format: flags.logFormat as string }),
         idempotency: {
           ...extra,

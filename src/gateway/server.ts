@@ -7,7 +7,13 @@ import { IDEMPOTENCY_DEFAULTS } from '../engine/defaults.js';
 import { createIdempotency } from '../engine/engine.js';
 import { pathOf } from '../engine/path.js';
 import { problemFormatter, stripeFormatter } from '../engine/problem.js';
-import type { ErrorFormatter, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from '../engine/types.js';
+import type {
+  ErrorFormatter,
+  IdempotencyEvent,
+  IdempotencyOptions,
+  IdempotencyRequest,
+  LimitOptions,
+} from '../engine/types.js';
 import { type EncryptionOptions, encryptStore } from '../stores/encrypted.js';
 import {
   type Duration,
@@ -173,6 +179,14 @@ export interface GatewayOptions {
    * @default none (records kept as they are)
    */
   encryption?: EncryptionOptions;
+  /**
+   * Per-scope limits (`limits` of the engine; CLI: `--limit-in-flight`, `--limit-new-keys`,
+   * `--limit-scopes`): a scope is the `scopeHeader` value, else the client's address. A request
+   * over a limit gets `429` with `Retry-After` before anything is claimed or sent upstream. Kept in
+   * this process: with N gateways a scope gets N times the limits.
+   * @default none (no limits)
+   */
+  limits?: LimitOptions;
 }
 
 /** A running gateway. */
@@ -275,6 +289,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ...(options.lease !== undefined ? { lease: options.lease } : {}),
     required: options.idempotency?.required ?? ((request: IdempotencyRequest) => requiresKey(pathOf(request.url))),
     ...(scopeHeader ? { scope: (request: IdempotencyRequest) => request.header(scopeHeader) } : {}),
+    ...(options.limits ? { limits: options.limits } : {}),
     onEvent: (event) => {
       if (logger) logEvent(logger, event);
       options.idempotency?.onEvent?.(event);
