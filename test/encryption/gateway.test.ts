@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encryptionOptionsFrom } from '../../src/gateway/encryption-keys.js';
 import { keysCommand } from '../../src/gateway/keys-command.js';
 import { startGateway } from '../../src/gateway/server.js';
-import { startUpstream } from '../helpers/servers.js';
+import { spawnGateway, startUpstream } from '../helpers/servers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'idempo-encryption-gw-'));
 const k1 = randomBytes(32).toString('base64');
@@ -86,6 +86,30 @@ describe('gateway encryption keys', () => {
     expect(() => encryptionOptionsFrom(undefined, { IDEMPO_ENCRYPTION_KEYS: `{"keys":"${k1}"}` })).toThrow(
       expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID', message: expect.not.stringContaining(k1) }),
     );
+  });
+});
+
+describe('idempo serve with encryption at rest', () => {
+  it('takes the key set file from IDEMPO_ENCRYPTION_KEYS_FILE and seals what it stores', async () => {
+    const db = join(dir, 'cli.db');
+    const gateway = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${db}`], {
+      IDEMPO_ENCRYPTION_KEYS_FILE: V1,
+    });
+    try {
+      expect((await post(`${gateway.url}/cli`, 'cli-1')).status).toBe(201);
+      const retry = await post(`${gateway.url}/cli`, 'cli-1');
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(await retry.text()).toContain('card-4242-/cli');
+    } finally {
+      gateway.child.kill('SIGTERM');
+      await gateway.exited;
+    }
+    const raw = new (createRequire(import.meta.url)('better-sqlite3'))(db);
+    const rows = raw.prepare('SELECT status, body FROM idempo_records').all() as { status: number; body: Buffer }[];
+    raw.close();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.status).toBe(0);
+    expect(rows[0]?.body.toString('latin1')).not.toContain('card-4242');
   });
 });
 
