@@ -133,6 +133,23 @@ describe('limits.inFlight', () => {
     expect((await send('a')).status).toBe(201);
   });
 
+  it('gives the place back when the request fails before its claim (a fingerprint that throws)', async () => {
+    let failures = 1;
+    const { send } = setup({
+      limits: { inFlight: 1 },
+      fingerprint: () => {
+        if (failures-- > 0) throw new Error('fingerprint failed');
+        return 'same';
+      },
+    });
+    const failed = await send('a').then(
+      (response) => response.status,
+      () => 'rejected',
+    );
+    expect(failed).not.toBe(201);
+    expect((await send('b')).status).toBe(201);
+  });
+
   it('counts a duplicate waiting with concurrent: wait, and admits again once the wait is answered', async () => {
     const { send, finish, started } = setup({ limits: { inFlight: 2 }, concurrent: 'wait', waitTimeout: '5s' });
     const original = send('a', 'acme', true);

@@ -3,6 +3,9 @@
  * sockets, a slow upstream holding keys in flight, and the flags with their environment twins.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, postJson, ROOT, sleep, spawnGateway, startUpstream } from '../helpers/servers.js';
 
@@ -109,6 +112,22 @@ describe('gateway limits', () => {
       },
       { IDEMPO_LIMIT_NEW_KEYS: '3/1m' },
     );
+  });
+
+  it('takes limits from a --config file (limitNewKeys as text, limitInFlight as a number)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'idempo-limits-'));
+    const config = join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ limitInFlight: 5, limitNewKeys: '2/1m', limitScopes: 100 }));
+    try {
+      await withGateway(['--config', config], async (url) => {
+        expect((await postJson(`${url}/pay`, { n: 1 }, 'config-1')).status).toBe(201);
+        expect((await postJson(`${url}/pay`, { n: 2 }, 'config-2')).status).toBe(201);
+        expect((await postJson(`${url}/pay`, { n: 3 }, 'config-3')).status).toBe(429);
+        expect(hitsOf('config-3')).toBe(0);
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses malformed limit flags with one line naming the flag', () => {
