@@ -102,8 +102,9 @@ function useWal(db: Database, busyTimeoutMs: number): void {
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
     try {
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (String(mode).toLowerCase() === 'wal') return;
+      // Answers the mode it is in: 'wal', or 'memory' for ':memory:', which has no WAL.
+      db.pragma('journal_mode = WAL', { simple: true });
+      return;
     } catch (error) {
       if (!isBusy(error)) throw error;
     }
