@@ -4,18 +4,18 @@
  *
  * @module
  */
-import {
-  type DeleteResult,
-  IdempotencyStoreUnavailableError,
-  type RecordInfo,
-  type RecordPage,
-  type RecordQuery,
-  type RecordState,
-  type RewriteResult,
-  type StoredResponse,
+import type {
+  DeleteResult,
+  RecordInfo,
+  RecordPage,
+  RecordQuery,
+  RecordState,
+  RewriteResult,
+  StoredResponse,
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
 import type { PostgresQueryResult } from './postgres-client.js';
+import { json, parseToken, toBytes } from './postgres-rows.js';
 
 /** A row that is still current: not expired, or in flight under a live lease. */
 const CURRENT = `(expires_at > clock_timestamp() OR (state = 'in_flight' AND lease_until > clock_timestamp()))`;
@@ -118,10 +118,7 @@ export function createPostgresOperations({ run, table }: PostgresOperationsOptio
 
 function infoOf(row: Record<string, unknown>): RecordInfo {
   const state = row.state as RecordState;
-  const token = Number(row.token);
-  if (!Number.isSafeInteger(token))
-    throw new IdempotencyStoreUnavailableError(`The PostgreSQL store read a bad token: ${String(row.token)}`);
-  const steps = typeof row.steps === 'string' ? JSON.parse(row.steps) : (row.steps ?? {});
+  const token = parseToken(row.token);
   return {
     key: row.key as string,
     state,
@@ -130,19 +127,13 @@ function infoOf(row: Record<string, unknown>): RecordInfo {
     createdAt: token,
     ...(state === 'in_flight' ? { leaseUntil: Math.round(Number(row.lease_until_ms)) } : {}),
     expiresAt: Math.round(Number(row.expires_at_ms)),
-    steps: Object.keys(steps as object),
+    steps: Object.keys(json(row.steps, {}) as object),
     ...(state === 'completed'
       ? {
           response: {
             status: Number(row.status),
-            headers: (typeof row.headers === 'string' ? JSON.parse(row.headers) : (row.headers ?? [])) as [
-              string,
-              string,
-            ][],
-            body:
-              row.body instanceof Uint8Array
-                ? new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength)
-                : new Uint8Array(),
+            headers: json(row.headers, []) as [string, string][],
+            body: toBytes(row.body),
           },
         }
       : {}),
