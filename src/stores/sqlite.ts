@@ -133,6 +133,15 @@ const RELEASED = 2;
 const STATE_CODES: Record<RecordState, number> = { in_flight: IN_FLIGHT, completed: COMPLETED, released: RELEASED };
 const STATE_NAMES: RecordState[] = ['in_flight', 'completed', 'released'];
 
+/** The response a completed row holds. */
+function responseOf(row: Row): StoredResponse {
+  return {
+    status: row.status as number,
+    headers: JSON.parse(row.headers ?? '[]') as [string, string][],
+    body: row.body ?? new Uint8Array(),
+  };
+}
+
 /**
  * A row as operations see it. The table has no creation time: a record's first token is its
  * creating clock's time in ms and each takeover adds one, so the token stands for it.
@@ -147,15 +156,7 @@ function infoOf(row: Row & { key: string }): RecordInfo {
     ...(state === 'in_flight' ? { leaseUntil: row.lease_until } : {}),
     expiresAt: row.expires_at,
     steps: row.steps ? Object.keys(JSON.parse(row.steps) as object) : [],
-    ...(state === 'completed'
-      ? {
-          response: {
-            status: row.status as number,
-            headers: JSON.parse(row.headers ?? '[]') as [string, string][],
-            body: row.body ?? new Uint8Array(),
-          },
-        }
-      : {}),
+    ...(state === 'completed' ? { response: responseOf(row) } : {}),
   };
 }
 
@@ -317,14 +318,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     if (!row || (row.expires_at <= now && !isLive(row, now))) return undefined;
     if (row.fingerprint !== fingerprint) return { status: 'mismatch' };
     if (row.state === COMPLETED) {
-      return {
-        status: 'replay',
-        response: {
-          status: row.status as number,
-          headers: JSON.parse(row.headers ?? '[]') as [string, string][],
-          body: row.body ?? new Uint8Array(),
-        },
-      };
+      return { status: 'replay', response: responseOf(row) };
     }
     if (isLive(row, now)) return { status: 'in_flight', retryAfterMs: row.lease_until - now };
     return undefined;
