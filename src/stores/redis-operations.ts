@@ -16,22 +16,19 @@ import {
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { completedResponse, type Reply, responseHead, text, toBuffer } from './redis-record.js';
+import { PRELUDE } from './redis-scripts.js';
 
 /**
  * Reads a record as operations see it. KEYS: record, steps. Replies `{}` when absent, else
  * `{record, pttl, step names…}` (step names only while the record's flags say they are its own).
  */
-const INSPECT_SCRIPT = `
+const INSPECT_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {} end
 local reply = {rec, tostring(redis.call('PTTL', KEYS[1]))}
-local state = string.sub(rec, 1, 1)
-if state ~= 'C' then
-  local a = string.find(rec, '|', 3, true)
-  local b = string.find(rec, '|', a + 1, true)
-  local c = string.find(rec, '|', b + 1, true)
-  local flags = string.sub(rec, b + 1, c - 1)
-  if string.find(flags, 's', 1, true) then
+if string.sub(rec, 1, 1) ~= 'C' then
+  local _, _, flags = open_fields(rec)
+  if has(flags, 's') then
     for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do reply[#reply + 1] = name end
   end
 end
@@ -43,16 +40,14 @@ return reply
  * steps. Replies `{'absent'}`, `{'in_flight'}` or `{'deleted', token}` (token '' for a completed
  * record, which keeps none). The read and the delete are one step: nothing claims in between.
  */
-const DELETE_SCRIPT = `
+const DELETE_SCRIPT = `${PRELUDE}
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {'absent'} end
 local token = ''
 if string.sub(rec, 1, 1) ~= 'C' then
-  local a = string.find(rec, '|', 3, true)
-  local b = string.find(rec, '|', a + 1, true)
-  token = string.sub(rec, 3, a - 1)
-  local ttl = tonumber(string.sub(rec, a + 1, b - 1))
-  if string.sub(rec, 1, 1) == 'I' and redis.call('PTTL', KEYS[1]) - ttl > 0 and ARGV[1] ~= '1' then
+  local ttl
+  token, ttl = open_fields(rec)
+  if string.sub(rec, 1, 1) == 'I' and redis.call('PTTL', KEYS[1]) - tonumber(ttl) > 0 and ARGV[1] ~= '1' then
     return {'in_flight'}
   end
 end

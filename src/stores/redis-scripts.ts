@@ -39,7 +39,7 @@
  * record's flags, and its fields (its state is the first byte) read and written. A completed
  * record is parsed by the client, never by a script.
  */
-const PRELUDE = `
+export const PRELUDE = `
 local function int(n)
   return string.format('%d', n)
 end
