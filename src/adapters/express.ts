@@ -88,8 +88,8 @@ function setContext(req: Request, context: IdempotencyContext): void {
  * app.use(express.json());
  * app.use(idempotency({ store: createMemoryStore() }));
  * app.post('/payments', async (req, res) => {
- *   const charge = await req.idempotency.step('charge', () => charge(req.body));
- *   res.status(201).json(charge);
+ *   const payment = await req.idempotency.step('charge', () => chargeCard(req.body));
+ *   res.status(201).json(payment);
  * });
  * ```
  */

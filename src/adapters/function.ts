@@ -81,6 +81,7 @@ const NOT_KEPT = 410;
  *
  * @example
  * ```ts
+ * import { Redis } from 'ioredis';
  * import { makeIdempotent } from 'idempo/functions';
  * import { createRedisStore } from 'idempo/redis';
  *
@@ -89,9 +90,10 @@ const NOT_KEPT = 410;
  *     const charge = await ctx.step('charge', () => payments.charge(message.orderId, message.amount));
  *     return { chargeId: charge.id };
  *   },
- *   { store: createRedisStore({ client }), name: 'handle-order', key: (message) => message.id },
+ *   { store: createRedisStore({ client: new Redis() }), name: 'handle-order', key: (message) => message.id },
  * );
- * await handleOrder(message); // runs once per message id, however often the message is delivered
+ * // Runs once per message id, however often the message is delivered.
+ * await handleOrder({ id: 'msg-1', orderId: 'order-1', amount: 1200 });
  * ```
  */
 export function makeIdempotent<I, R>(

@@ -20,8 +20,14 @@ import {
  *
  * @example
  * ```ts
+ * import type { IncomingMessage } from 'node:http';
  * import { REDRIVE_HEADER } from 'idempo/gateway';
- * if (req.headers[REDRIVE_HEADER] && payments.has(req.headers['idempotency-key'])) return existingPayment;
+ *
+ * // In the upstream: a re-drive of a payment already made answers with that payment.
+ * function alreadyMade(req: IncomingMessage, payments: Map<string, { id: string }>) {
+ *   const key = req.headers['idempotency-key'];
+ *   return req.headers[REDRIVE_HEADER] !== undefined && typeof key === 'string' ? payments.get(key) : undefined;
+ * }
  * ```
  */
 export const REDRIVE_HEADER = 'idempo-redrive' as const;

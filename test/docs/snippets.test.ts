@@ -10,6 +10,10 @@ import { ROOT } from '../helpers/servers.js';
 // names it leaves out (the app, the business functions) are declared before it, each only where
 // the snippet uses and does not define it. A snippet that drifts from the API fails here, not in a
 // reader's editor.
+//
+// The TSDoc examples an editor shows on hover are snippets too: those of the adapters, the
+// gateway, the client and the observability subpaths that import from idempo (whole programs, not
+// fragments of their module) are compiled the same way.
 
 const PAGES = [
   'README.md',
@@ -24,6 +28,18 @@ const snippets = PAGES.flatMap((page) =>
   })),
 );
 const readmeSnippets = snippets.filter(({ page }) => page === 'README.md');
+
+/** Directories of src/ whose TSDoc examples are compiled. */
+const EXAMPLE_DIRS = ['adapters', 'gateway', 'client', 'observability'];
+const examples = EXAMPLE_DIRS.flatMap((sub) =>
+  readdirSync(join(ROOT, 'src', sub), { recursive: true, encoding: 'utf8' })
+    .filter((file) => file.endsWith('.ts') && !/\.test(-d)?\.ts$/.test(file))
+    .map((file) => join('src', sub, file)),
+).flatMap((page) =>
+  [...readFileSync(join(ROOT, page), 'utf8').matchAll(/^\s*\* @example\n\s*\* ```ts\n([\s\S]*?)^\s*\* ```$/gm)]
+    .map((match) => ({ page, code: (match[1] as string).replace(/^\s*\* ?/gm, '') }))
+    .filter(({ code }) => /from 'idempo[/']/.test(code)),
+);
 
 /** What a snippet may use without defining it, and how it is declared then. */
 const GIVEN: [name: string, declaration: (snippet: string) => string][] = [
@@ -49,6 +65,8 @@ const GIVEN: [name: string, declaration: (snippet: string) => string][] = [
   ['express', () => `import express from 'express';`],
   ['app', appFor],
   ['charge', () => `declare function charge(input: unknown): Promise<{ id: string }>;`],
+  ['chargeCard', () => `declare function chargeCard(input?: unknown): Promise<{ id: string }>;`],
+  ['payments', () => `declare const payments: { charge(orderId: string, amount: number): Promise<{ id: string }> };`],
   ['createOrder', () => `declare function createOrder(input?: unknown): Promise<{ id: string }>;`],
   ['psp', () => `declare const psp: { charge(card: string, amount: number): Promise<{ id: string }> };`],
   ['card', () => `declare const card: string;`],
@@ -86,13 +104,16 @@ function preludeFor(snippet: string): string {
 const dir = mkdtempSync(join(ROOT, 'test', 'docs', '.snippets-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-it('finds the snippets: one per face in the README', () => {
+it("finds the snippets: one per face in the README, and the adapters' TSDoc examples", () => {
   expect(readmeSnippets.length).toBeGreaterThanOrEqual(8);
   expect(snippets.length).toBeGreaterThan(readmeSnippets.length);
+  const pages = examples.map(({ page }) => page);
+  for (const adapter of ['express', 'fastify', 'hono', 'koa', 'node', 'function'])
+    expect(pages).toContain(join('src', 'adapters', `${adapter}.ts`));
 });
 
-it('compiles every TypeScript snippet of the README and the docs against the built package', () => {
-  const files = snippets.map(({ page, code }, index) => {
+it('compiles every TypeScript snippet of the README and the docs, and those TSDoc examples, against the built package', () => {
+  const files = [...snippets, ...examples].map(({ page, code }, index) => {
     const file = join(dir, `${page.replace(/\W+/g, '-')}-${index}.ts`);
     writeFileSync(file, `${preludeFor(code)}\n${code}\nexport {};\n`);
     return file;
