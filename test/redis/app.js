@@ -10,7 +10,9 @@
 //                                   `respond` picks how it answers: `write-head` (default:
 //                                   writeHead then end), `status` (statusCode and end only), or
 //                                   `head-first` (writeHead and flushHeaders, reports `head`, then
-//                                   waits for its `go` before end).
+//                                   waits for its `go` before end). With `blockInStep`, the step's
+//                                   own work reports `step` and waits for a `go` before it returns,
+//                                   so a test can act while the side effect is under way, unsaved.
 //
 // Its configuration comes as JSON in IDEMPO_TEST_CONFIG.
 import { randomUUID } from 'node:crypto';
@@ -99,7 +101,11 @@ if (mode === 'load') {
     idempotent(idem, async (req, res) => {
       const ctx = idempotencyContext(req);
       const charge = ctx
-        ? await ctx.step('charge', () => ({ id: `ch_${config.name}_${process.pid}` }))
+        ? await ctx.step('charge', async () => {
+            send({ type: 'step', key: ctx.key });
+            if (config.blockInStep) await go();
+            return { id: `ch_${config.name}_${process.pid}` };
+          })
         : { id: 'unprotected' };
       send({
         type: 'started',

@@ -26,6 +26,8 @@ export interface AppConfig {
   handlerMs?: number;
   name?: string;
   block?: boolean;
+  /** `serve`: the step's work reports `step` and waits for a `go` before it returns. */
+  blockInStep?: boolean;
   /** How a `serve` handler answers (see app.js); `write-head` by default. */
   respond?: 'write-head' | 'status' | 'head-first';
 }
