@@ -31,6 +31,10 @@ interface ScenarioResult {
   wrongSuccesses: number;
   unexecutedSuccesses: number;
   stuckKeys: number;
+  finalFailed: number;
+  unverifiedSuccesses: number;
+  abandonedAttempts: number;
+  slowExecutions: number;
   neverExecuted: number;
   chaos: { kills: number; storeOutages: number; balancer: { droppedResponses: number } };
   evidence: unknown;
@@ -64,6 +68,8 @@ function expectNeverTwice(result: ScenarioResult): void {
   expect(result.executions).toBeGreaterThanOrEqual(result.operations - result.neverExecuted);
   expect(result.chaos.balancer.droppedResponses).toBeGreaterThan(0);
   expect(result.chaos.kills).toBeGreaterThan(0);
+  expect(result.abandonedAttempts).toBeGreaterThan(0);
+  expect(result.slowExecutions).toBeGreaterThan(0);
   const evidence = JSON.stringify(result.evidence);
   expect(
     Object.keys(result.causes).filter((cause) => !ALLOWED.includes(cause)),
@@ -74,6 +80,10 @@ function expectNeverTwice(result: ScenarioResult): void {
   expect(result.wrongSuccesses, evidence).toBe(0);
   expect(result.unexecutedSuccesses, evidence).toBe(0);
   expect(result.stuckKeys, evidence).toBe(0);
+  // Every key's final retry got its kept result, so every success a client got was compared with
+  // it: a success is judged wrong only against a final replay, and none may go unjudged.
+  expect(result.finalFailed, evidence).toBe(0);
+  expect(result.unverifiedSuccesses, evidence).toBe(0);
 }
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
