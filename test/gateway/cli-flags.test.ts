@@ -1,17 +1,21 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signRequest } from '../../src/signatures/index.js';
+import { startRedisServer } from '../helpers/redis-cluster.js';
 import { CLI, freePort, postJson, ROOT, sleep, spawnGateway, startUpstream } from '../helpers/servers.js';
 
 // Every flag of `idempo serve` and `idempo migrate`, passed to the real CLI, with its effect.
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
 const dir = mkdtempSync(join(tmpdir(), 'idempo-flags-'));
 const hitsFor = (path: string) => upstream.hits.filter((h) => h.url === path).length;
+/** When the upstream sent its answer to each request target, last one wins. */
+const upstreamAnsweredAt = new Map<string, number>();
 
 beforeAll(async () => {
   upstream = await startUpstream(async (req, res) => {
@@ -19,6 +23,7 @@ beforeAll(async () => {
     if (url.pathname === '/slow') await sleep(Number(url.searchParams.get('ms') ?? 800));
     if (url.pathname === '/fail') return void res.writeHead(500, { 'content-type': 'text/plain' }).end('boom');
     if (url.pathname === '/large') return void res.writeHead(200).end('x'.repeat(4096));
+    upstreamAnsweredAt.set(req.url ?? '', Date.now());
     res
       .writeHead(201, { 'content-type': 'application/json' })
       .end(JSON.stringify({ n: upstream.hits.length, tenant: req.headers['x-tenant'] ?? null }));
@@ -210,6 +215,20 @@ describe('idempo serve flags', () => {
     expect(quietOut).not.toMatch(/"level":30/);
   });
 
+  it('JSON logs (the default) give durations rounded to 0.1 ms, never float noise', async () => {
+    await withGateway([], async (gateway) => {
+      await postJson(`${gateway.url}/rounded`, {}, 'round-1');
+      await postJson(`${gateway.url}/rounded`, {}, 'round-1');
+      await sleep(100);
+      const durations = gateway.logs.flatMap((line) => {
+        const entry = JSON.parse(line) as { durationMs?: number };
+        return entry.durationMs === undefined ? [] : [String(entry.durationMs)];
+      });
+      expect(durations.length).toBeGreaterThanOrEqual(2);
+      expect(durations.filter((d) => !/^\d+(\.\d)?$/.test(d))).toEqual([]);
+    });
+  });
+
   it('--config reads a JSON file; flags and environment win over it', async () => {
     const file = join(dir, 'idempo.json');
     writeFileSync(file, JSON.stringify({ methods: ['PUT'], requireKey: ['/cfg-required'], upstreamTimeout: '150ms' }));
@@ -222,6 +241,205 @@ describe('idempo serve flags', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/^idempo: IDEMPO_CONFIG_INVALID: --config: unknown option "upstreem"/);
   });
+});
+
+describe('idempo serve flags whose effect takes longer to see', () => {
+  it('--ttl: a completed key replays within it and runs again once it has passed', async () => {
+    await withGateway(['--ttl', '1s', '--lease', '1s'], async (gateway) => {
+      await postJson(`${gateway.url}/ttl`, {}, 'ttl-1');
+      expect((await postJson(`${gateway.url}/ttl`, {}, 'ttl-1')).headers.get('idempotent-replayed')).toBe('true');
+      await sleep(1_300);
+      const again = await postJson(`${gateway.url}/ttl`, {}, 'ttl-1');
+      expect(again.headers.get('idempotent-replayed')).toBeNull();
+      expect(hitsFor('/ttl')).toBe(2);
+    });
+  });
+
+  it('--upstream-deadline: past it the late answer is not stored and the key stays in flight (409), where the default would replay it', async () => {
+    const flags = ['--upstream-timeout', '200ms', '--upstream-deadline', '400ms'];
+    await withGateway(flags, async (gateway) => {
+      expect((await postJson(`${gateway.url}/slow?ms=1000`, {}, 'dl-1')).status).toBe(504);
+      await sleep(1_200);
+      const retry = await postJson(`${gateway.url}/slow?ms=1000`, {}, 'dl-1');
+      expect(retry.status).toBe(409);
+      expect(hitsFor('/slow?ms=1000')).toBe(1);
+    });
+    await withGateway(['--upstream-timeout', '200ms'], async (gateway) => {
+      expect((await postJson(`${gateway.url}/slow?ms=900`, {}, 'dl-2')).status).toBe(504);
+      await sleep(1_100);
+      const retry = await postJson(`${gateway.url}/slow?ms=900`, {}, 'dl-2');
+      expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+    });
+  });
+
+  it('--keep-alive-timeout closes an idle connection; --request-timeout 0 lets a slow body finish, a short one answers 408', async () => {
+    const slowBody = async (url: string) => {
+      const socket = connect(Number(new URL(url).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += chunk;
+      });
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.write('POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab');
+      await sleep(900);
+      if (!socket.destroyed) socket.write('cd');
+      await closed;
+      return text;
+    };
+    const timeouts = ['--headers-timeout', '300ms', '--keep-alive-timeout', '300ms'];
+    await withGateway([...timeouts, '--request-timeout', '0'], async (gateway) => {
+      const socket = connect(Number(new URL(gateway.url).port), '127.0.0.1');
+      socket.resume();
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.write('GET /idle HTTP/1.1\r\nHost: x\r\n\r\n');
+      const started = Date.now();
+      await closed;
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(await slowBody(gateway.url)).toMatch(/^HTTP\/1\.1 201/);
+    });
+    await withGateway([...timeouts, '--request-timeout', '500ms'], async (gateway) => {
+      expect(await slowBody(gateway.url)).toMatch(/^HTTP\/1\.1 408/);
+    });
+  });
+
+  it('--complete-timeout: a result the store cannot take ends the response once it passes, not after the default 5 s', async () => {
+    const redis = await startRedisServer();
+    try {
+      const store = `redis://127.0.0.1:${redis.port}`;
+      await withGateway(['--store', store, '--complete-timeout', '300ms'], async (gateway) => {
+        const answer = postJson(`${gateway.url}/slow?ms=600&case=complete-timeout`, {}, 'ct-1');
+        while (hitsFor('/slow?ms=600&case=complete-timeout') === 0) await sleep(20);
+        await redis.kill();
+        // The upstream's status and headers stream through; the end of the body waits for the
+        // store, and is never sent when the store does not take the result: the client retries.
+        const outcome = await answer.then(
+          (res) =>
+            res.text().then(
+              () => `${res.status} complete`,
+              () => `${res.status} aborted`,
+            ),
+          () => 'failed',
+        );
+        const waited = Date.now() - (upstreamAnsweredAt.get('/slow?ms=600&case=complete-timeout') ?? Number.NaN);
+        expect(outcome).toBe('201 aborted');
+        expect(waited).toBeLessThan(2_500);
+        expect(gateway.logs.some((l) => l.includes('"type":"store_error"'))).toBe(true);
+      });
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  it('--admin-host and --admin-token-file: the admin listener on that interface, its key routes behind the token', async () => {
+    const file = join(dir, 'admin-token');
+    writeFileSync(file, 'a-token-long-enough-1234\n');
+    const flags = ['--admin-port', '0', '--admin-host', '127.0.0.3', '--admin-token-file', file];
+    await withGateway(flags, async (gateway) => {
+      const line = gateway.logs.map((l) => JSON.parse(l)).find((entry) => entry.msg === 'idempo admin listening');
+      expect(line?.adminUrl).toMatch(/^http:\/\/127\.0\.0\.3:\d+$/);
+      const records = `${line.adminUrl}/admin/api/records`;
+      expect((await fetch(records)).status).toBe(401);
+      const allowed = await fetch(records, { headers: { authorization: 'Bearer a-token-long-enough-1234' } });
+      expect(allowed.status).toBe(200);
+    });
+  });
+
+  it('--signature-keys refuses unsigned keyed requests; --signature-optional lets them through; --signature-max-age refuses older signatures', async () => {
+    const publicJwk = { kty: 'OKP', crv: 'Ed25519', x: 'JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs' };
+    const privateJwk = { ...publicJwk, d: 'n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU' };
+    const file = join(dir, 'signature-keys.json');
+    writeFileSync(file, JSON.stringify({ keys: [{ kid: 'client-1', ...publicJwk }] }));
+    const signed = async (url: string, key: string, ageSeconds: number) => {
+      const headers = new Headers({ 'content-type': 'application/json', 'idempotency-key': key });
+      const body = new TextEncoder().encode('{}');
+      const created = Math.floor(Date.now() / 1_000) - ageSeconds;
+      await signRequest(
+        { method: 'POST', url, headers, body },
+        { keyid: 'client-1', alg: 'ed25519', key: privateJwk },
+        { created },
+      );
+      return fetch(url, { method: 'POST', headers, body });
+    };
+    const code = async (res: Response) => [res.status, ((await res.json()) as { code?: string }).code];
+
+    await withGateway(['--signature-keys', file, '--signature-max-age', '5s'], async (gateway) => {
+      expect(await code(await postJson(`${gateway.url}/sig`, {}, 'sig-unsigned'))).toEqual([
+        401,
+        'IDEMPO_SIGNATURE_MISSING',
+      ]);
+      expect((await signed(`${gateway.url}/sig`, 'sig-fresh', 0)).status).toBe(201);
+      const old = await signed(`${gateway.url}/sig`, 'sig-old', 60);
+      expect(old.status).toBe(401);
+      expect(((await old.json()) as { code: string }).code).toBe('IDEMPO_SIGNATURE_EXPIRED');
+    });
+    await withGateway(['--signature-keys', file, '--signature-optional'], async (gateway) => {
+      expect((await postJson(`${gateway.url}/sig`, {}, 'sig-unsigned-2')).status).toBe(201);
+      // Without --signature-max-age, a signature a minute old is within the default 5 minutes.
+      expect((await signed(`${gateway.url}/sig`, 'sig-old-2', 60)).status).toBe(201);
+    });
+  });
+});
+
+describe('every flag is exercised', () => {
+  /** Where a test spawns the CLI with each flag and asserts its effect (this file unless named). */
+  const EXERCISED: Record<string, Record<string, string>> = {
+    serve: {
+      '--upstream': 'test/gateway/cli-flags.test.ts',
+      '--port': 'test/gateway/cli-flags.test.ts',
+      '--host': 'test/gateway/cli-flags.test.ts',
+      '--admin-port': 'test/gateway/admin.test.ts',
+      '--admin-host': 'test/gateway/cli-flags.test.ts',
+      '--admin-token-file': 'test/gateway/cli-flags.test.ts',
+      '--store': 'test/gateway/stores.test.ts',
+      '--migrate': 'test/gateway/cli-flags.test.ts',
+      '--methods': 'test/gateway/cli-flags.test.ts',
+      '--require-key': 'test/gateway/admin.test.ts',
+      '--scope-header': 'test/gateway/cli-flags.test.ts',
+      '--ttl': 'test/gateway/cli-flags.test.ts',
+      '--lease': 'test/gateway/process.test.ts',
+      '--concurrent': 'test/gateway/cli-flags.test.ts',
+      '--release-on': 'test/gateway/cli-flags.test.ts',
+      '--max-body-bytes': 'test/gateway/cli-flags.test.ts',
+      '--max-response-bytes': 'test/gateway/cli-flags.test.ts',
+      '--mismatch-status': 'test/gateway/cli-flags.test.ts',
+      '--error-format': 'test/gateway/cli-flags.test.ts',
+      '--complete-timeout': 'test/gateway/cli-flags.test.ts',
+      '--upstream-timeout': 'test/gateway/cli-flags.test.ts',
+      '--upstream-deadline': 'test/gateway/cli-flags.test.ts',
+      '--drain-timeout': 'test/gateway/never-twice.test.ts',
+      '--headers-timeout': 'test/gateway/cli-flags.test.ts',
+      '--request-timeout': 'test/gateway/cli-flags.test.ts',
+      '--keep-alive-timeout': 'test/gateway/cli-flags.test.ts',
+      '--log-format': 'test/gateway/cli-flags.test.ts',
+      '--log-level': 'test/gateway/cli-flags.test.ts',
+      '--signature-keys': 'test/gateway/cli-flags.test.ts',
+      '--signature-optional': 'test/gateway/cli-flags.test.ts',
+      '--signature-max-age': 'test/gateway/cli-flags.test.ts',
+      '--encryption-keys': 'test/encryption/gateway.test.ts',
+      '--limit-in-flight': 'test/gateway/limits.test.ts',
+      '--limit-new-keys': 'test/gateway/limits.test.ts',
+      '--limit-scopes': 'test/gateway/limits.test.ts',
+      '--config': 'test/gateway/cli-flags.test.ts',
+    },
+    migrate: { '--store': 'test/gateway/stores.test.ts' },
+  };
+
+  it.each(Object.keys(EXERCISED))(
+    'idempo %s: each flag of --help has a test that passes it, and is in the docs flag table',
+    (command) => {
+      const help = cli([command, '--help']).stdout;
+      const flags = [...help.matchAll(/^ {2}(?:-\w, )?(--[a-z-]+)/gm)]
+        .map((m) => m[1] as string)
+        .filter((f) => f !== '--help');
+      expect(flags.sort()).toEqual(Object.keys(EXERCISED[command] ?? {}).sort());
+      for (const [flag, file] of Object.entries(EXERCISED[command] ?? {}))
+        expect(readFileSync(join(ROOT, file), 'utf8'), `${file} passes ${flag}`).toContain(`'${flag}'`);
+      if (command === 'serve') {
+        const table = readFileSync(join(ROOT, 'docs', 'gateway.md'), 'utf8');
+        expect(flags.filter((flag) => !table.includes(`| \`${flag}`))).toEqual([]);
+      }
+    },
+  );
 });
 
 describe('one-line errors at start', () => {
