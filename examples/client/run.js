@@ -31,9 +31,19 @@ function fail(message) {
   process.exit(2);
 }
 
+// A negative number after an option (`--drop-rate -0.1`) is its value, to be refused with the
+// option's own range below: parseArgs (Node 20) would call it an ambiguous option instead.
+const args = [];
+for (const arg of process.argv.slice(2)) {
+  const last = args.length - 1;
+  if (/^-\.?\d/.test(arg) && /^--(operations|drop-rate|seed|retries)$/.test(args[last] ?? '')) args[last] += `=${arg}`;
+  else args.push(arg);
+}
+
 let values;
 try {
   ({ values } = parseArgs({
+    args,
     options: {
       operations: { type: 'string', default: '100' },
       'drop-rate': { type: 'string', default: '0.3' },

@@ -185,4 +185,17 @@ describe('the demo and the example API', () => {
     expect(bad.status).toBe(2);
     expect(bad.stderr.split('\n')[0]).toBe('demo: --drop-rate "2": expected a number from 0 to 1.');
   });
+
+  it.each([
+    [['--operations', '0'], 'demo: --operations "0": expected an integer from 1 to 100000.'],
+    [['--seed', 'x'], 'demo: --seed "x": expected an integer from 0 to 2147483647.'],
+    [['--retries', '1.5'], 'demo: --retries "1.5": expected an integer from 0 to 100.'],
+    [['--drop-rate', '-0.1'], 'demo: --drop-rate "-0.1": expected a number from 0 to 1.'],
+    [['--bogus'], "demo: Unknown option '--bogus'"],
+  ])('npm run demo -- %j is refused in one line, before anything starts', (args, line) => {
+    const out = spawnSync(process.execPath, ['examples/client/run.js', ...args], { cwd: ROOT, encoding: 'utf8' });
+    expect(out.status).toBe(2);
+    expect(out.stderr.split('\n')[0]).toBe(line);
+    expect(out.stdout).toBe('');
+  });
 });
