@@ -271,26 +271,37 @@ export function encryptStore(store: IdempotencyStore, options: EncryptionOptions
     fingerprint: (hmacs[i] as (fp: string) => string)(input.fingerprint),
   });
 
-  function opened(input: ClaimInput, result: ClaimResult): ClaimResult {
-    if (result.status === 'replay') return { status: 'replay', response: openResponse(input.key, result.response) };
-    if (result.status === 'acquired' && Object.keys(result.steps).length > 0) {
-      try {
-        return { ...result, steps: openSteps(input.key, result.steps) };
-      } catch (error) {
-        // The claim took the key: hand it back (steps kept) so it does not sit in flight until its
-        // lease passes. Every later claim meets the same error, and nothing runs.
-        store.release(input.key, result.token, input.ttlMs).catch(() => {});
-        throw error;
+  /**
+   * Opens what a claim returned. A claim that took the key but whose steps fail authentication
+   * hands the key back (steps kept), so it does not sit in flight until its lease passes; every
+   * later claim meets the same error, and nothing runs. `handedBack` is the release's promise.
+   */
+  function opened(
+    input: ClaimInput,
+    result: ClaimResult,
+  ): { result: ClaimResult } | { error: unknown; handedBack?: Promise<unknown> } {
+    try {
+      if (result.status === 'replay')
+        return { result: { status: 'replay', response: openResponse(input.key, result.response) } };
+      if (result.status === 'acquired' && Object.keys(result.steps).length > 0) {
+        return { result: { ...result, steps: openSteps(input.key, result.steps) } };
       }
+      return { result };
+    } catch (error) {
+      if (result.status !== 'acquired') return { error };
+      return { error, handedBack: store.release(input.key, result.token, input.ttlMs).catch(() => {}) };
     }
-    return result;
   }
 
   async function claim(input: ClaimInput): Promise<ClaimResult> {
     let result = await store.claim(keyed(input, 0));
     // A record made under an earlier fingerprint key: match it with that key's HMAC.
     for (let i = 1; result.status === 'mismatch' && i < hmacs.length; i++) result = await store.claim(keyed(input, i));
-    return opened(input, result);
+    const open = opened(input, result);
+    if ('result' in open) return open.result;
+    // Awaited, so a caller that tries again once this claim has failed finds the key released.
+    await open.handedBack;
+    throw open.error;
   }
 
   function infoOpened(info: RecordInfo): RecordInfo {
@@ -417,7 +428,9 @@ export function encryptStore(store: IdempotencyStore, options: EncryptionOptions
       claim(input) {
         let result = inner.claim(keyed(input, 0));
         for (let i = 1; result.status === 'mismatch' && i < hmacs.length; i++) result = inner.claim(keyed(input, i));
-        return opened(input, result);
+        const open = opened(input, result);
+        if ('result' in open) return open.result;
+        throw open.error;
       },
       complete: (key, token, response, ttlMs) => inner.complete(key, token, sealResponse(key, response), ttlMs),
     };
