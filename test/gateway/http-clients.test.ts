@@ -10,7 +10,7 @@ import pino from 'pino';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Gateway, startGateway } from '../../src/gateway/index.js';
-import { startUpstream } from '../helpers/servers.js';
+import { spawnGateway, startUpstream } from '../helpers/servers.js';
 
 // The gateway in front of real HTTP clients: curl, undici, node:http, and raw sockets.
 const run = promisify(execFile);
@@ -188,8 +188,23 @@ describe('real clients through the gateway', () => {
     expect(hits('/refused')).toHaveLength(0);
   });
 
-  it('keep-alive clients (undici and node:http) see no reset when one body in ten is over the limit (randomised)', async () => {
-    let seed = Number(process.env.IDEMPO_TEST_SEED ?? Date.now() % 100_000);
+  it('keep-alive clients (undici and node:http) see no reset when one body in ten is over the limit (randomised, idempo serve in its own process)', async () => {
+    // The gateway in a process of its own, as users run it: in this process, the clients and
+    // the gateway share one event loop, and a 413 sent with Connection: close and no lingering
+    // close met no reset in 3,600 requests; from another process, about 3% of all requests do.
+    const served = await spawnGateway([
+      '--upstream',
+      upstream.url,
+      '--port',
+      '0',
+      '--store',
+      'memory:',
+      '--max-body-bytes',
+      String(LIMIT),
+    ]);
+    // Reported on failure: IDEMPO_TEST_SEED=<it> replays the same sizes.
+    const initialSeed = Number(process.env.IDEMPO_TEST_SEED ?? Date.now() % 100_000);
+    let seed = initialSeed;
     const random = () => {
       seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff;
       return seed / 0x7fffffff;
@@ -204,10 +219,10 @@ describe('real clients through the gateway', () => {
     const total = 400;
     let next = 0;
     const viaUndici = async (n: number, body: Buffer, chunked: boolean) => {
-      const res = await request(`${gateway.url}/random/${n}`, {
+      const res = await request(`${served.url}/random/${n}`, {
         method: 'POST',
         dispatcher: undiciAgent,
-        headers: { 'idempotency-key': `rnd-${seed}-${n}` },
+        headers: { 'idempotency-key': `rnd-${initialSeed}-${n}` },
         body: chunked
           ? Readable.from(
               (function* () {
@@ -222,11 +237,14 @@ describe('real clients through the gateway', () => {
     const viaNode = (n: number, body: Buffer, chunked: boolean) =>
       new Promise<number>((resolve, reject) => {
         const req = httpRequest(
-          `${gateway.url}/random/${n}`,
+          `${served.url}/random/${n}`,
           {
             method: 'POST',
             agent: nodeAgent,
-            headers: { 'idempotency-key': `rnd-${seed}-${n}`, ...(chunked ? {} : { 'content-length': body.length }) },
+            headers: {
+              'idempotency-key': `rnd-${initialSeed}-${n}`,
+              ...(chunked ? {} : { 'content-length': body.length }),
+            },
           },
           (res) => {
             res.resume();
@@ -251,11 +269,16 @@ describe('real clients through the gateway', () => {
         }
       }
     };
-    await Promise.all([worker(viaUndici), worker(viaUndici), worker(viaNode), worker(viaNode)]);
-    await undiciAgent.close();
-    nodeAgent.destroy();
+    try {
+      await Promise.all([worker(viaUndici), worker(viaUndici), worker(viaNode), worker(viaNode)]);
+    } finally {
+      await undiciAgent.close();
+      nodeAgent.destroy();
+      served.child.kill('SIGTERM');
+      await served.exited;
+    }
     // Every request got its answer, 201 within the limit and 413 over it: no ECONNRESET, no EPIPE.
-    expect({ seed, outcomes }).toEqual({ seed, outcomes: expected });
+    expect({ seed: initialSeed, outcomes }).toEqual({ seed: initialSeed, outcomes: expected });
   }, 120_000);
 
   it('undici: a chunked unkeyed upload of 5 MiB streams to the upstream whole', async () => {
