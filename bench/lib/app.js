@@ -26,6 +26,20 @@ export function charge(body) {
   };
 }
 
+/** The table the insert-one-row handler writes its payments to. */
+export const PAYMENTS_TABLE = 'ibench_payments';
+
+/** The business logic with its effect in PostgreSQL: one INSERT of the payment, then the answer. */
+export async function chargeIntoTable(queryable, body) {
+  const payment = charge(body);
+  await queryable.query(`INSERT INTO ${PAYMENTS_TABLE} (id, amount, currency) VALUES ($1, $2, $3)`, [
+    `${process.pid}_${payment.id}`,
+    payment.amount,
+    payment.currency,
+  ]);
+  return payment;
+}
+
 /** Reads a node:http request body as JSON (for the node:http and proxy-upstream servers). */
 export function readJson(req) {
   return new Promise((resolve, reject) => {

@@ -1,6 +1,6 @@
 /**
  * The results chart as a plain SVG string: for each framework, one bar per variant and workload,
- * its length the median req/s relative to the bare framework, with issue 6's target as a tick.
+ * its length the median req/s relative to the bare framework, with issue 20's target as a tick.
  */
 import { GROUPS, TARGETS } from '../cases.js';
 
@@ -33,7 +33,7 @@ export function chartSvg({ cases, byCase, meta }) {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="16" y="24" font-size="16" font-weight="bold">idempo: req/s relative to the bare framework (median of ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''})</text>`,
-    `<text x="16" y="44" fill="#555">${escapeXml(`${meta.nproc} cores, Node ${meta.node}, commit ${meta.commit}, ${meta.startedAt.slice(0, 10)}; ${meta.config.connections} connections, ${meta.config.duration} s per run. Ticks: issue 6 targets.`)}</text>`,
+    `<text x="16" y="44" fill="#555">${escapeXml(`${meta.nproc} cores, Node ${meta.node}, commit ${meta.commit}, ${meta.startedAt.slice(0, 10)}; ${meta.config.connections} connections, ${meta.config.duration} s per run. Ticks: issue 20 targets.`)}</text>`,
   );
   workloads.forEach((workload, i) => {
     const x0 = LABEL_WIDTH + i * (PANEL_WIDTH + PANEL_GAP);

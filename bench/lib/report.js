@@ -97,6 +97,18 @@ function evaluateTargets(byCase, meta) {
         ok: delta <= t.cpu,
       });
     }
+    if (t.peerRatio !== undefined) {
+      const peer = byCase.get(`${t.peer}/${t.workload}`);
+      const ratio = peer?.rps ? m.rps / peer.rps : undefined;
+      checks.push({
+        what: `≥ ${t.peerRatio.toFixed(2)}× ${t.peer}`,
+        value:
+          ratio === undefined
+            ? 'peer not measured'
+            : `${fmt(ratio, 2)}× (${fmt(m.rps, 0)} vs ${fmt(peer.rps, 0)} req/s)`,
+        ok: ratio !== undefined && ratio >= t.peerRatio,
+      });
+    }
     if (t.rt !== undefined) {
       const rt = m.clientRoundTripsPerReq ?? m.redisCommandsPerReq;
       checks.push({
@@ -225,7 +237,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
     push('');
   }
 
-  push('## Targets (issue 6)', '');
+  push('## Targets (issue 20)', '');
   push('| case | target | measured | holds |', '|---|---|---|---|');
   for (const t of targets) {
     if (!t.checks) {

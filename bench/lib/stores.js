@@ -3,7 +3,7 @@
  * store between runs, and reading Redis's command counters.
  */
 import { rmSync } from 'node:fs';
-import { counters } from './app.js';
+import { counters, PAYMENTS_TABLE } from './app.js';
 import {
   IDEMPO_REDIS_PREFIX,
   KEY_PREFIX,
@@ -14,8 +14,11 @@ import {
   sqlitePath,
 } from './env.js';
 
-/** Opens an idempo store by name inside a server process. Returns `{ store, close }`. */
-export async function openIdempoStore(name, runId, { autoPipelining = false } = {}) {
+/**
+ * Opens an idempo store by name inside a server process. Returns `{ store, close }`. `pgPool`: a
+ * pool the PostgreSQL store shares with the application (closed by its owner, not here).
+ */
+export async function openIdempoStore(name, runId, { autoPipelining = false, pgPool } = {}) {
   switch (name) {
     case 'memory': {
       const { createMemoryStore } = await import('idempo/memory');
@@ -77,13 +80,13 @@ export async function openIdempoStore(name, runId, { autoPipelining = false } = 
     case 'postgres': {
       const { default: pg } = await import('pg');
       const { createPostgresStore } = await import('idempo/postgres');
-      const pool = new pg.Pool({ connectionString: PG_URL, max: 10 });
+      const pool = pgPool ?? new pg.Pool({ connectionString: PG_URL, max: 10 });
       const store = createPostgresStore({ pool, table: PG_TABLE, migrationsTable: PG_MIGRATIONS_TABLE });
       return {
         store,
         close: async () => {
           await store.close();
-          await pool.end();
+          if (!pgPool) await pool.end();
         },
       };
     }
@@ -190,7 +193,10 @@ export async function emptyPostgres() {
   const client = new pg.Client({ connectionString: PG_URL });
   await client.connect();
   try {
-    await client.query(`TRUNCATE ${PG_TABLE}`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS ${PAYMENTS_TABLE} (id text PRIMARY KEY, amount integer NOT NULL, currency text NOT NULL)`,
+    );
+    await client.query(`TRUNCATE ${PG_TABLE}, ${PAYMENTS_TABLE}`);
   } finally {
     await client.end();
   }

@@ -5,27 +5,40 @@
  * wrapping the business logic with its Redis (cache) persistence layer.
  */
 import Fastify from 'fastify';
-import { charge, ROUTE } from '../lib/app.js';
-import { KEY_PREFIX, REDIS_URL } from '../lib/env.js';
+import { charge, chargeIntoTable, ROUTE } from '../lib/app.js';
+import { KEY_PREFIX, PG_URL, REDIS_URL } from '../lib/env.js';
 import { openIdempoStore } from '../lib/stores.js';
 
-export async function start({ variant, store: storeName, runId, autoPipelining, observe }) {
+export async function start({ variant, store: storeName, runId, autoPipelining, observe, handler }) {
   const app = Fastify({ logger: false });
   let after = async () => {};
+  // The insert-one-row family: the handler writes its payment on a pool of 10 connections, which
+  // idempo's PostgreSQL store shares, as one application would.
+  let pgPool;
+  if (handler === 'insert-row') {
+    const { default: pg } = await import('pg');
+    pgPool = new pg.Pool({ connectionString: PG_URL, max: 10 });
+  }
+  const closePool = async () => pgPool?.end();
+  const business = pgPool ? (body) => chargeIntoTable(pgPool, body) : async (body) => charge(body);
 
   switch (variant) {
     case 'bare':
-      app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(await business(req.body)));
+      after = closePool;
       break;
 
     case 'idempo': {
       const { createIdempotency } = await import('idempo');
       const { default: idempotency } = await import('idempo/fastify');
-      const opened = await openIdempoStore(storeName, runId, { autoPipelining });
-      after = opened.close;
+      const opened = await openIdempoStore(storeName, runId, { autoPipelining, pgPool });
+      after = async () => {
+        await opened.close();
+        await closePool();
+      };
       const observers = observe ? await observersFor(observe) : [];
       await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store, observe: observers }) });
-      app.post(ROUTE, async (req, reply) => reply.code(201).send(charge(req.body)));
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(await business(req.body)));
       break;
     }
 
