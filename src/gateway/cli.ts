@@ -14,7 +14,7 @@ import { type Duration, IdempotencyConfigInvalidError, IdempotencyError, parseDu
 import { GATEWAY_DEFAULTS } from './defaults.js';
 import { encryptionOptionsFrom } from './encryption-keys.js';
 import { keysCommand } from './keys-command.js';
-import { checkLevel, createGatewayLogger, LOG_LEVELS } from './log.js';
+import { checkLevel, createGatewayLogger, LOG_LEVELS, settleLogs } from './log.js';
 import { redact } from './opened-store.js';
 import { startGateway } from './server.js';
 import { stopOnSignals } from './shutdown.js';
@@ -532,8 +532,9 @@ function buildProgram(): Command {
 
 buildProgram()
   .parseAsync()
-  .catch((error: unknown) => {
+  .catch(async (error: unknown) => {
     console.error(`idempo: ${describe(error)}`);
+    await settleLogs();
     process.exit(1);
   });
 

@@ -6,7 +6,7 @@
 export { IdempotencyGatewayDrainingError } from '../vocabulary/index.js';
 export { GATEWAY_DEFAULTS } from './defaults.js';
 export { createStoreHealth, createStoreStatus, type StoreHealthOptions, type StoreStatus } from './health.js';
-export { createGatewayLogger, type GatewayLoggerOptions, type LogFormat } from './log.js';
+export { createGatewayLogger, type GatewayLoggerOptions, type LogFormat, settleLogs } from './log.js';
 export type { OpenedStore, OpenStoreOptions } from './opened-store.js';
 export { compilePathPatterns } from './path-patterns.js';
 export { REDRIVE_HEADER } from './proxy.js';

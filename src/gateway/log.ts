@@ -38,9 +38,76 @@ export function createGatewayLogger({
 }: GatewayLoggerOptions = {}): Logger {
   const checkedLevel = checkLevel(level);
   const checkedFormat = checkFormat(format);
-  // Asynchronous writes: a synchronous write per line was a large share of the gateway's time per request.
-  const out = destination ?? pino.destination({ dest: 1, sync: false });
+  const out = destination ?? stdoutDestination();
   return pino({ level: checkedLevel }, checkedFormat === 'pretty' ? prettyStream(out) : out);
+}
+
+/** The standard-output destinations made here, each waiting for its last lines. */
+const STDOUT_DESTINATIONS = new Set<(withinMs: number) => Promise<void>>();
+
+/**
+ * Standard output with asynchronous writes (a synchronous write per line was a large share of the
+ * gateway's time per request), made safe to exit with. At exit pino flushes it synchronously, and
+ * that flush retries a failing write forever (sonic-boom retries every error, not only EAGAIN): a
+ * gateway whose standard output is gone (its reader died with the parent, a terminal closed)
+ * stopped serving but never exited. So a write error drops the lines from then on, and
+ * {@link settleLogs} lets the writes under way finish before the process exits.
+ */
+function stdoutDestination(): DestinationStream {
+  const out = pino.destination({ dest: 1, sync: false });
+  let unwritten = 0;
+  const waiters = new Set<() => void>();
+  const wake = () => {
+    for (const waiter of [...waiters]) waiter();
+  };
+  const giveUp = () => {
+    out.write = () => true;
+    // Destroyed, pino's flush at exit passes it by (after EPIPE, pino has disarmed it itself).
+    if (!(out as { destroyed?: boolean }).destroyed) out.destroy();
+    unwritten = 0;
+    wake();
+  };
+  const write = out.write.bind(out);
+  out.write = (data: string) => {
+    unwritten += Buffer.byteLength(data);
+    return write(data);
+  };
+  out.on('write', (n: number) => {
+    unwritten = Math.max(0, unwritten - n);
+    if (unwritten === 0) wake();
+  });
+  out.on('error', giveUp);
+  STDOUT_DESTINATIONS.add((withinMs) =>
+    unwritten === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => {
+          const timer = setTimeout(giveUp, withinMs);
+          const done = () => {
+            if (unwritten > 0) return;
+            clearTimeout(timer);
+            waiters.delete(done);
+            resolve();
+          };
+          waiters.add(done);
+        }),
+  );
+  return out;
+}
+
+/**
+ * Waits until the lines the gateway's default loggers have written to standard output are out,
+ * or `withinMs` pass (then they are dropped), so that `process.exit()` neither loses them nor
+ * hangs on them. {@link stopOnSignals} calls it before it exits.
+ *
+ * @example
+ * ```ts
+ * await gateway.close();
+ * await settleLogs();
+ * process.exit(0);
+ * ```
+ */
+export async function settleLogs(withinMs = 2_000): Promise<void> {
+  await Promise.all([...STDOUT_DESTINATIONS].map((settle) => settle(withinMs)));
 }
 
 export function checkLevel(level: string): string {

@@ -1,3 +1,5 @@
+import { settleLogs } from './log.js';
+
 /**
  * The parent this process started under, read when the module loads (the CLI imports it at start).
  * Read later, when `stopOnSignals` is called, it could already be the adopter: a parent killed
@@ -17,8 +19,9 @@ export interface StopOnSignalsOptions {
 }
 
 /**
- * Runs `stop` once, then exits (`0` when it resolved, `1` when it threw), on SIGTERM, SIGINT or
- * SIGHUP, or when the parent process goes away. A second SIGINT or SIGTERM exits at once.
+ * Runs `stop` once, then exits (`0` when it resolved, `1` when it threw) once the log lines
+ * written meanwhile are out ({@link settleLogs}), on SIGTERM, SIGINT or SIGHUP, or when the parent
+ * process goes away. A second SIGINT or SIGTERM exits at once.
  *
  * The parent watch is what stops orphans: `npm start` and `npx idempo serve` run the command
  * under `sh -c`, and npm's SIGTERM ends that shell, which does not pass it on; the node process
@@ -45,8 +48,8 @@ export function stopOnSignals(
     stopping = true;
     onStop?.(reason);
     stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
+      () => settleLogs().finally(() => process.exit(0)),
+      () => settleLogs().finally(() => process.exit(1)),
     );
   };
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => begin(signal));

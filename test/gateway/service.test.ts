@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exitOf, freePort, postJson, ROOT, sleep, startUpstream } from '../helpers/servers.js';
+import { CLI, exitOf, freePort, postJson, ROOT, sleep, startUpstream } from '../helpers/servers.js';
 
 // The gateway as a service: started through npm and npx, stopped by signals sent to npm.
 let upstream: Awaited<ReturnType<typeof startUpstream>>;
@@ -171,6 +171,33 @@ describe('signals reach the gateway whoever started it', () => {
       await stopAll(child, listening.pid);
     }
   }, 60_000);
+});
+
+describe('a gateway whose standard output goes away', () => {
+  it('exits when its parent dies and takes the reader of its log with it, instead of hanging on its last lines', async () => {
+    // The parent reads the CLI's log through a pipe, says the CLI's pid once it listens, and is
+    // SIGKILLed: the CLI is re-parented and its log now goes nowhere (EPIPE). It used to stop
+    // listening, then hang for ever in pino's flush at exit, retrying the write.
+    const script = `
+      const { spawn } = require('node:child_process');
+      const child = spawn(process.execPath, [${JSON.stringify(CLI)}, 'serve', '--upstream', ${JSON.stringify(upstream.url)}, '--port', '0', '--store', 'memory:'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.once('data', () => {
+        process.stdout.write(child.pid + '\\n', () => process.kill(process.pid, 'SIGKILL'));
+      });`;
+    const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    parent.stdout.on('data', (chunk) => {
+      out += chunk;
+    });
+    await exitOf(parent);
+    const pid = Number(out.trim());
+    expect(pid).toBeGreaterThan(0);
+    try {
+      expect(await gone(pid, 10_000)).toBe(true);
+    } finally {
+      if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  }, 30_000);
 });
 
 describe('the demo and the example API', () => {
