@@ -104,6 +104,12 @@ export async function startAdmin({
     });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+      throw new IdempotencyConfigInvalidError(
+        `--admin-host: ${JSON.stringify(host)} is not ${code === 'EADDRNOTAVAIL' ? 'an address of this machine' : 'a host name this machine resolves'} (${code}); use an interface address such as 127.0.0.1.`,
+        { cause: error },
+      );
+    }
     throw new IdempotencyConfigInvalidError(
       `--admin-port: ${host}:${port} cannot be listened on (${code ?? String(error)}); pick another with --admin-port.`,
       { cause: error },

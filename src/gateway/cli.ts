@@ -543,7 +543,14 @@ buildProgram()
  * from argv, where every user of the machine could read it.
  */
 function adminTokenFrom(file: string | undefined, env: NodeJS.ProcessEnv): { adminToken?: string } {
-  const token = file !== undefined ? readFileSync(file, 'utf8').trim() : env.IDEMPO_ADMIN_TOKEN?.trim();
+  let token: string | undefined;
+  try {
+    token = file !== undefined ? readFileSync(file, 'utf8').trim() : env.IDEMPO_ADMIN_TOKEN?.trim();
+  } catch (error) {
+    throw new IdempotencyConfigInvalidError(
+      `--admin-token-file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? error}).`,
+    );
+  }
   if (token === undefined) return {};
   if (token.length < 16) {
     throw new IdempotencyConfigInvalidError(

@@ -479,14 +479,18 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await proxy.close().catch(() => {});
     await opened.close().catch(() => {});
     const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+      throw new IdempotencyConfigInvalidError(
+        `--host: ${JSON.stringify(listenHost)} is not ${code === 'EADDRNOTAVAIL' ? 'an address of this machine' : 'a host name this machine resolves'} (${code}); use an interface address such as 127.0.0.1 or 0.0.0.0.`,
+        { cause: error },
+      );
+    }
     const why =
       code === 'EADDRINUSE'
         ? 'is already in use (another gateway, or another server?); pick another with --port'
         : code === 'EACCES'
           ? 'needs privileges (ports below 1024); pick one above 1023 with --port'
-          : code === 'EADDRNOTAVAIL'
-            ? `cannot be bound: ${listenHost} is not an address of this machine (--host)`
-            : `cannot be listened on (${code ?? String(error)})`;
+          : `cannot be listened on (${code ?? String(error)})`;
     throw new IdempotencyConfigInvalidError(`--port: ${listenHost}:${port} ${why}.`, { cause: error });
   }
   const address = server.address() as AddressInfo;

@@ -1,4 +1,4 @@
-import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
+import { IdempotencyConfigInvalidError, IdempotencyError } from '../vocabulary/index.js';
 import { type OpenedStore, type OpenStoreOptions, redact } from './opened-store.js';
 
 /**
@@ -22,7 +22,17 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     case 'sqlite:': {
       const path = url.slice('sqlite:'.length).replace(/^\/\//, '') || './idempo.db';
       const { createSqliteStore } = await import('../stores/sqlite.js');
-      const store = createSqliteStore({ path });
+      let store: ReturnType<typeof createSqliteStore>;
+      try {
+        store = createSqliteStore({ path });
+      } catch (error) {
+        if (error instanceof IdempotencyError) throw error;
+        // better-sqlite3's own message names neither the file nor the flag.
+        throw new IdempotencyConfigInvalidError(
+          `--store sqlite:${path}: cannot open the database (${(error as Error).message ?? error}).`,
+          { cause: error },
+        );
+      }
       return { store, description: `sqlite:${path}`, close: () => store.close() };
     }
     case 'redis:':

@@ -451,6 +451,17 @@ describe('one-line errors at start', () => {
     [['--mismatch-status', '418'], 'expected 422 (the IETF draft) or 400 (Stripe)'],
     [['--log-format', 'xml'], "argument 'xml' is invalid. Allowed choices are json, pretty."],
     [['--lease', '1h', '--ttl', '1m'], 'ttl (60000 ms) must not be shorter than lease'],
+    [['--port', '0', '--host', '192.0.2.1'], '--host: "192.0.2.1" is not an address of this machine (EADDRNOTAVAIL)'],
+    [['--port', '0', '--host', 'nohost.invalid'], '--host: "nohost.invalid" is not a host name this machine resolves'],
+    [
+      ['--port', '0', '--admin-port', '0', '--admin-host', '192.0.2.1'],
+      '--admin-host: "192.0.2.1" is not an address of this machine',
+    ],
+    [['--admin-token-file', '/nonexistent/token'], '--admin-token-file: cannot read /nonexistent/token (ENOENT).'],
+    [
+      ['--store', 'sqlite:/nonexistent/dir/idempo.db'],
+      '--store sqlite:/nonexistent/dir/idempo.db: cannot open the database (',
+    ],
   ])('serve %j', (flags, message) => {
     const out = cli(['serve', '--upstream', upstream.url, '--store', 'memory:', ...flags]);
     expect(out.status).toBe(1);
