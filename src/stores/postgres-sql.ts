@@ -42,8 +42,12 @@ export function statementName(text: string): string {
 }
 
 /**
- * The claim: one `INSERT … ON CONFLICT DO UPDATE … RETURNING` statement, so one round trip.
- * Params: $1 key, $2 fingerprint, $3 lease ms, $4 ttl ms, $5 this claim's random id.
+ * The claim of a batch of keys: one `INSERT … ON CONFLICT DO UPDATE … RETURNING` statement over
+ * arrays, one row per key, so one round trip and one commit for every claim a turn of the event
+ * loop issued (a batch of one is a lone claim). Params: $1 keys, $2 fingerprints, $3 lease ms,
+ * $4 ttl ms, $5 the claims' random ids; a key appears at most once per batch (a second claim of
+ * one row in one statement is an error), and keys come sorted, so two batches lock shared rows in
+ * the same order and never deadlock.
  *
  * Why it is atomic, and why the update never has a `WHERE`: under READ COMMITTED, a conflicting
  * insert waits for any concurrent writer of the row, locks the row and evaluates `DO UPDATE` on
@@ -53,7 +57,7 @@ export function statementName(text: string): string {
  * older snapshot, which for a row inserted by a claim that committed after this statement began
  * is no row at all. So the update always happens: for `keep` it writes every column back
  * unchanged, and `RETURNING` always yields the locked, current row. The row itself says whether
- * this claim won: `claim_id` equals our id only if this statement wrote it. The cost is a row
+ * this claim won: its `claim_id` is ours only if this statement wrote it. The cost is a row
  * version per replay or refusal (a HOT update, thanks to the table's fillfactor).
  *
  * `c.now` is `clock_timestamp()` taken once, so leases, expiry and the fresh token all come from
@@ -63,11 +67,14 @@ export function statementName(text: string): string {
 export function claimSql(table: string, commit?: SynchronousCommit): string {
   return `
 INSERT INTO ${table} AS r (key, fingerprint, state, token, claim_id, recovered, lease_until, expires_at, steps, updated_at)
-SELECT $1, $2, 'in_flight', floor(extract(epoch FROM c.now) * 1000)::bigint, $5::uuid, false,
-       c.now + $3::float8 * interval '1 millisecond',
-       c.now + greatest($3::float8, $4::float8) * interval '1 millisecond',
+SELECT v.key, v.fingerprint, 'in_flight', floor(extract(epoch FROM c.now) * 1000)::bigint, v.claim_id, false,
+       c.now + v.lease_ms * interval '1 millisecond',
+       c.now + greatest(v.lease_ms, v.ttl_ms) * interval '1 millisecond',
        '{}'::jsonb, c.now
-FROM ${clock(commit)}
+FROM ${clock(commit)},
+     unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::uuid[]) WITH ORDINALITY
+       AS v(key, fingerprint, lease_ms, ttl_ms, claim_id, position)
+ORDER BY v.position
 ON CONFLICT (key) DO UPDATE SET
   (fingerprint, state, token, claim_id, recovered, lease_until, expires_at, steps, status, headers, body, updated_at) = (
     SELECT
@@ -95,15 +102,16 @@ ON CONFLICT (key) DO UPDATE SET
     END AS action) AS d
   )
 RETURNING
-  r.claim_id = $5::uuid AS acquired,
-  r.fingerprint = $2 AS same_fingerprint,
+  r.key,
+  r.claim_id::text AS claim_id,
+  r.fingerprint,
   r.state,
   r.token::text AS token,
   r.recovered,
-  CASE WHEN r.claim_id = $5::uuid THEN r.steps END AS steps,
-  CASE WHEN r.state = 'completed' AND r.fingerprint = $2 THEN r.status END AS status,
-  CASE WHEN r.state = 'completed' AND r.fingerprint = $2 THEN r.headers END AS headers,
-  CASE WHEN r.state = 'completed' AND r.fingerprint = $2 THEN r.body END AS body,
+  r.steps,
+  CASE WHEN r.state = 'completed' THEN r.status END AS status,
+  CASE WHEN r.state = 'completed' THEN r.headers END AS headers,
+  CASE WHEN r.state = 'completed' THEN r.body END AS body,
   CASE WHEN r.state = 'in_flight' THEN extract(epoch FROM r.lease_until - clock_timestamp())::float8 * 1000 END AS retry_after_ms`;
 }
 
@@ -116,22 +124,26 @@ RETURNING
 const FENCE = `r.key = $1 AND r.token = $2::bigint AND r.state = 'in_flight' AND r.expires_at > c.now`;
 
 /**
- * Complete: stores the response, drops the lease and the steps, keeps the row for the ttl, and
- * announces the key, all in one statement; `NOTIFY` is delivered when it commits, so a woken
- * waiter always reads the completed row. Params: $1 key, $2 token, $3 status, $4 headers (JSON),
- * $5 body, $6 ttl ms, $7 channel.
+ * Complete a batch of records: stores each response, drops the lease and the steps, keeps the row
+ * for the ttl, and announces the key, all in one statement, so one commit for every completion
+ * of a turn; each row is fenced on its own, and only the rows returned were completed. `NOTIFY`
+ * is delivered when it commits, so a woken waiter always reads the completed row. Params: $1
+ * keys (sorted, each once), $2 tokens, $3 statuses, $4 headers (JSON texts), $5 bodies, $6 ttl
+ * ms, $7 channel.
  */
 export function completeSql(table: string, commit?: SynchronousCommit): string {
   return `
 WITH changed AS (
   UPDATE ${table} AS r
-  SET state = 'completed', status = $3::integer, headers = $4::jsonb, body = $5::bytea, steps = '{}'::jsonb,
-      lease_until = NULL, expires_at = c.now + $6::float8 * interval '1 millisecond', updated_at = c.now
-  FROM ${clock(commit)}
-  WHERE ${FENCE}
+  SET state = 'completed', status = v.status, headers = v.headers::jsonb, body = v.body, steps = '{}'::jsonb,
+      lease_until = NULL, expires_at = c.now + v.ttl_ms * interval '1 millisecond', updated_at = c.now
+  FROM ${clock(commit)},
+       unnest($1::text[], $2::bigint[], $3::integer[], $4::text[], $5::bytea[], $6::float8[])
+         AS v(key, token, status, headers, body, ttl_ms)
+  WHERE r.key = v.key AND r.token = v.token AND r.state = 'in_flight' AND r.expires_at > c.now
   RETURNING r.key
 )
-SELECT pg_notify($7, changed.key) FROM changed`;
+SELECT changed.key, pg_notify($7, changed.key) FROM changed`;
 }
 
 /** Release: back to `released` with the steps kept, for the ttl; announces the key. Params: $1 key, $2 token, $3 ttl ms, $4 channel. */
