@@ -280,7 +280,10 @@ describe('idempo serve flags whose effect takes longer to see', () => {
         text += chunk;
       });
       const closed = new Promise((resolve) => socket.once('close', resolve));
-      socket.write('POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab');
+      // Keyed, so the gateway reads the body whole before anything goes upstream.
+      socket.write(
+        'POST /slow-body HTTP/1.1\r\nHost: x\r\nIdempotency-Key: slow-body\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab',
+      );
       await sleep(900);
       if (!socket.destroyed) socket.write('cd');
       await closed;
