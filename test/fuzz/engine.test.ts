@@ -14,7 +14,7 @@ import { fromWebRequest } from '../../src/engine/web.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
 import { IdempotencyKeyInvalidError } from '../../src/vocabulary/errors.js';
 import * as gen from './arbitraries.js';
-import { fuzzParameters, timeoutFor } from './budget.js';
+import { breathe, fuzzParameters, timeoutFor } from './budget.js';
 
 /** What the handler does: answer a status with a body, or throw. */
 const plan = fc.record({
@@ -38,6 +38,7 @@ describe('fuzz: the engine', () => {
     async () => {
       await fc.assert(
         fc.asyncProperty(gen.request, gen.options, plan, async (input, options, p) => {
+          await breathe();
           const store = createMemoryStore();
           const idem = createIdempotency({ store, ...options });
           let ran = false;
@@ -87,6 +88,7 @@ describe('fuzz: the engine', () => {
       let checked = 0;
       await fc.assert(
         fc.asyncProperty(gen.request, fc.uuid(), gen.options, plan, variant, async (input, key, options, p, how) => {
+          await breathe();
           const first: gen.FuzzRequest = { ...input, method: 'POST', key };
           const opts = { ...options, methods: ['POST'], maxKeyLength: 255, maxBodyBytes: 1_048_576 };
           const store = createMemoryStore();
@@ -159,6 +161,7 @@ describe('fuzz: the engine', () => {
     async () => {
       await fc.assert(
         fc.asyncProperty(gen.request, async (input) => {
+          await breathe();
           const request = fromWebRequest(gen.toWebRequest({ ...input, method: 'POST' }));
           const bytes = await request.body(Number.MAX_SAFE_INTEGER);
           const once = defaultFingerprint(request, bytes);

@@ -20,7 +20,7 @@ import { createIdempotency } from '../../src/engine/engine.js';
 import { createMemoryStore } from '../../src/stores/memory.js';
 import type { IdempotencyStore } from '../../src/vocabulary/index.js';
 import * as gen from './arbitraries.js';
-import { fuzzParameters, timeoutFor } from './budget.js';
+import { breathe, fuzzParameters, timeoutFor } from './budget.js';
 
 /** A memory store that remembers the fingerprint of its last claim. */
 function recordingStore(): IdempotencyStore & { last: string | undefined } {
@@ -148,6 +148,7 @@ describe('fuzz: the faces', () => {
       const method = fc.constantFrom('POST', 'PATCH');
       await fc.assert(
         fc.asyncProperty(gen.request, method, async (generated, m) => {
+          await breathe();
           // node:http keeps the first of repeated Authorization headers, a web Request joins them:
           // each face fingerprints what its own handler sees, so a repeated one is not compared.
           const once = generated.headers.filter(
