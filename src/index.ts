@@ -53,6 +53,8 @@ export type {
   RecordState,
   StoredResponse,
   SyncStoreOperations,
+  TransactionStep,
+  TransactionWork,
 } from './vocabulary/index.js';
 export {
   IdempotencyBodyTooLargeError,
@@ -76,6 +78,7 @@ export {
   IdempotencySignatureMissingError,
   IdempotencyStoreError,
   IdempotencyStoreUnavailableError,
+  IdempotencyTransactionUnsupportedError,
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,

@@ -149,7 +149,7 @@ export function makeIdempotent<I, R>(
     if (decision.action === 'respond') return resultOf(decision.response);
     if (decision.action === 'pass') {
       // Only when the store failed and `onStoreError: 'fail-open'` says to run unprotected.
-      return fn(input, unprotectedContext());
+      return fn(input, unprotectedContext(engineOptions.store));
     }
     const execution = decision;
     let result: R;

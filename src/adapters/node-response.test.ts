@@ -2,6 +2,7 @@ import { createServer, IncomingMessage, ServerResponse } from 'node:http';
 import { type AddressInfo, Socket } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import type { CapturedResponse, Execution } from '../engine/types.js';
+import { unprotectedContext } from '../engine/unprotected.js';
 import { capture, respondEarly } from './node-response.js';
 
 /** An execution that records what it was asked to store. */
@@ -13,14 +14,7 @@ function recordingExecution(seen: CapturedResponse[]): Execution {
   return {
     action: 'execute',
     body: null,
-    context: {
-      key: 'k',
-      storeKey: 's',
-      token: 1,
-      recovered: false,
-      signal: new AbortController().signal,
-      step: async (_n, fn) => fn(),
-    },
+    context: { ...unprotectedContext(), key: 'k', storeKey: 's', token: 1 },
     commit: async (response) => commitNow(response),
     commitNow,
     abort: async () => {},

@@ -6,12 +6,14 @@ import {
   IdempotencyLeaseLostError,
   IdempotencyResponseNotKeptError,
   IdempotencyResultNotStoredError,
+  IdempotencyTransactionUnsupportedError,
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { errorResponse } from './error-responses.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { LimitTicket } from './limits.js';
 import type { ResolvedOptions } from './options.js';
+import { runTransaction, type TransactionFunction, transactionArguments } from './transaction.js';
 import type {
   CapturedResponse,
   Execution,
@@ -65,6 +67,10 @@ export class ClaimedExecution implements Execution, Renewable {
   #tracked = 0;
   /** A step's result could not be stored: whatever the handler does next, the key must not be released. */
   #mustKeep = false;
+  /** Unnamed `ctx.transaction()` calls so far: the next one is `transaction:<n+1>`. */
+  #transactions = 0;
+  /** A `ctx.transaction()` of this run is open: another one now would not be part of it. */
+  #transactionOpen = false;
   /** This run's place in its scope's keys in flight (`limits`), freed when the run ends. */
   #limitTicket: LimitTicket | undefined;
 
@@ -89,7 +95,7 @@ export class ClaimedExecution implements Execution, Renewable {
     this.#token = claim.token;
     this.#steps = claim.steps ?? NO_STEPS;
     this.body = body;
-    this.context = new ExecutionContext(key, storeKey, claim.token, claim.recovered, (name, fn) =>
+    this.context = new ExecutionContext(key, storeKey, claim.token, claim.recovered, this, (name, fn) =>
       this.#step(name, fn),
     );
     renewer.add(this);
@@ -344,6 +350,51 @@ export class ClaimedExecution implements Execution, Renewable {
   }
 
   /**
+   * `ctx.transaction()`: a step whose result commits in the same transaction as the application's
+   * writes (src/engine/transaction.ts). A stored result is returned without running `fn`; a lease
+   * known to be lost runs nothing; a transaction refused as stale was rolled back. A store error
+   * needs no retry here: the writes and the step went together, committed or not, so whatever
+   * the handler then does (a release included) cannot make them run twice.
+   */
+  async runTransaction<T>(nameOrFn: string | TransactionFunction<T>, maybeFn?: TransactionFunction<T>): Promise<T> {
+    const { name = `transaction:${++this.#transactions}`, fn } = transactionArguments(nameOrFn, maybeFn);
+    const saved = this.#steps[name];
+    if (saved !== undefined) return JSON.parse(saved) as T;
+    if (this.context.signal.aborted) {
+      throw new IdempotencyLeaseLostError(
+        `Transaction "${name}" was not run: this execution lost its lease and another took the key over.`,
+      );
+    }
+    if (this.#transactionOpen) {
+      // A nested one would take a second connection and commit on its own, outside the first.
+      throw new IdempotencyTransactionUnsupportedError(
+        `ctx.transaction: transaction "${name}" was started while another of this run was still open (nested, or run concurrently); nothing was run. Run them one after the other.`,
+      );
+    }
+    const step = { key: this.#storeKey, token: this.#token, name };
+    this.#transactionOpen = true;
+    let outcome: Awaited<ReturnType<typeof runTransaction<T>>>;
+    try {
+      outcome = await runTransaction(this.#config.store, step, fn);
+    } finally {
+      this.#transactionOpen = false;
+    }
+    const { result, value, text } = outcome;
+    if (result === 'stale') {
+      this.#loseLease();
+      throw new IdempotencyLeaseLostError(
+        `Transaction "${name}" was rolled back: this execution lost its lease and another took the key over.`,
+      );
+    }
+    if (!this.#ownSteps) {
+      this.#steps = { ...this.#steps };
+      this.#ownSteps = true;
+    }
+    (this.#steps as Record<string, string>)[name] = text;
+    return value;
+  }
+
+  /**
    * Saves a step's result. `fn` has run, so a store failure here must not end in a release: the
    * save is tried again for up to `completeTimeout`, and if it still fails the key is kept in flight.
    */
@@ -413,13 +464,36 @@ class ExecutionContext implements IdempotencyContext {
   readonly step: IdempotencyContext['step'];
   #controller: AbortController | undefined;
   #leaseLost: IdempotencyLeaseLostError | undefined;
+  readonly #execution: ClaimedExecution;
+  #transaction: IdempotencyContext['transaction'] | undefined;
 
-  constructor(key: string, storeKey: string, token: number, recovered: boolean, step: IdempotencyContext['step']) {
+  constructor(
+    key: string,
+    storeKey: string,
+    token: number,
+    recovered: boolean,
+    execution: ClaimedExecution,
+    step: IdempotencyContext['step'],
+  ) {
     this.key = key;
     this.storeKey = storeKey;
     this.token = token;
     this.recovered = recovered;
+    this.#execution = execution;
     this.step = step;
+  }
+
+  /**
+   * Made on first use and kept, so that `const { transaction } = ctx` works as for `step`,
+   * without a closure per request for handlers that never use it.
+   */
+  get transaction(): IdempotencyContext['transaction'] {
+    if (this.#transaction === undefined) {
+      const execution = this.#execution;
+      this.#transaction = ((nameOrFn: string | TransactionFunction<unknown>, fn?: TransactionFunction<unknown>) =>
+        execution.runTransaction(nameOrFn, fn)) as IdempotencyContext['transaction'];
+    }
+    return this.#transaction;
   }
 
   get signal(): AbortSignal {

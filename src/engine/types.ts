@@ -68,6 +68,31 @@ export interface IdempotencyContext {
    * ```
    */
   step<T>(name: string, fn: () => T | Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` in a transaction of the application's database, the one the store keeps its
+   * records in (the PostgreSQL store's pool; the SQLite store's `database`), and commits its
+   * writes together with a step holding `fn`'s JSON-serialisable result: both or neither. A
+   * later execution of the key (after a crash, a release, a lost lease) gets the stored result
+   * back without running `fn` again, so a committed effect never runs twice; one whose commit
+   * never happened runs again. A stale owner's transaction (lease lost, key taken over) is
+   * rolled back and this rejects with `IdempotencyLeaseLostError`.
+   *
+   * `client` is a `pg` client in an open transaction (never `BEGIN`, `COMMIT`, `ROLLBACK` or
+   * `release()` it), or the better-sqlite3 `Database`, where `fn` must be synchronous.
+   * Transactions without a `name` are named by their order in the run (`transaction:1`, …), so
+   * call them in the same order on every run, or name them. Stores that cannot (memory, Redis,
+   * encrypted) reject with `IdempotencyTransactionUnsupportedError`. See docs/transactions.md.
+   *
+   * @example
+   * ```ts
+   * const order = await ctx.transaction(async (client: pg.PoolClient) => {
+   *   const { rows } = await client.query('INSERT INTO orders (sku) VALUES ($1) RETURNING id', [sku]);
+   *   return { id: rows[0].id };
+   * });
+   * ```
+   */
+  transaction<T, C = unknown>(fn: (client: C) => T | Promise<T>): Promise<T>;
+  transaction<T, C = unknown>(name: string, fn: (client: C) => T | Promise<T>): Promise<T>;
 }
 
 /** The kinds of {@link IdempotencyEvent}. */

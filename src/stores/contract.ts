@@ -24,7 +24,14 @@ export type {
   RewriteResult,
   StoredResponse,
   SyncStoreOperations,
+  TransactionStep,
+  TransactionWork,
 } from '../vocabulary/index.js';
+export {
+  type TransactionContractCase,
+  type TransactionHarness,
+  transactionContractCases,
+} from './transaction-contract.js';
 
 /** One case of the shared store contract suite. */
 export interface StoreContractCase {

@@ -28,6 +28,8 @@ import {
   IdempotencyStoreUnavailableError,
   parseDuration,
   type StoredResponse,
+  type TransactionStep,
+  type TransactionWork,
 } from '../vocabulary/index.js';
 import { type PostgresPool, type PostgresQueryResult, quoteIdentifier, translateError } from './postgres-client.js';
 import { groupCommit } from './postgres-group-commit.js';
@@ -53,6 +55,7 @@ import {
   statementName,
   sweepSql,
 } from './postgres-sql.js';
+import { createPostgresTransaction } from './postgres-transaction.js';
 
 export type { SynchronousCommit } from './postgres-sql.js';
 
@@ -159,6 +162,11 @@ export interface PostgresStore extends IdempotencyStore {
   close(): Promise<void>;
   /** Runs `SELECT 1` on the pool; rejects when PostgreSQL cannot be reached. */
   ping(): Promise<void>;
+  /**
+   * Runs `work` on a client of the pool inside a transaction that also saves the step, fenced:
+   * what `ctx.transaction()` calls (see {@link IdempotencyStore.transaction} and docs/transactions.md).
+   */
+  transaction(step: TransactionStep | undefined, work: TransactionWork): Promise<FencedResult>;
 }
 
 /** Most sweep batches in one run, so one run is bounded even after a long outage. */
@@ -171,7 +179,6 @@ const GROUP_COMMIT_MAX = 256;
  * batch's round trip overlapping, and leave the rest of a shared pool to the application.
  */
 const GROUP_COMMIT_IN_FLIGHT = 2;
-
 
 /**
  * Creates the PostgreSQL store on your `pg` Pool. The table comes from an explicit migration:
@@ -376,6 +383,15 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
   const sweeper = startSweeper(sweepMs, sweep, report);
 
+  const transaction = createPostgresTransaction({
+    pool,
+    saveStep: SAVE_STEP,
+    query: (client, text, values) =>
+      preparedStatements ? client.query({ name: statementName(text), text, values }) : client.query(text, values),
+    ready: () => (autoMigrate ? ready() : Promise.resolve()),
+    translate: (error) => translateError(error, tableName),
+  });
+
   const changes = createChangeListener({
     pool,
     channel,
@@ -402,6 +418,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     release,
     renew,
     saveStep,
+    transaction,
     waitForChange: changes.waitForChange,
     migrate,
     sweep,

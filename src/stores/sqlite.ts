@@ -24,6 +24,10 @@ import {
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { groupCommit } from './sqlite-group-commit.js';
+import { createSqliteTransaction, type SqliteApplicationDatabase } from './sqlite-transaction.js';
+
+export type { SqliteApplicationDatabase } from './sqlite-transaction.js';
+
 import { startSweeper } from './sweeper.js';
 
 /** Options of {@link createSqliteStore}. */
@@ -88,6 +92,15 @@ export interface SqliteStoreOptions {
    * @default ignores them
    */
   onBackgroundError?: (error: unknown) => void;
+  /**
+   * Your own better-sqlite3 `Database`, open on the same file as `path`: `ctx.transaction(fn)`
+   * runs `fn` on it, in a transaction that also saves idempo's step, so your writes and the
+   * record commit together (docs/transactions.md). The store still makes every other write
+   * through its own connection, and never closes this one. Without it, `ctx.transaction` rejects
+   * with `IDEMPO_TRANSACTION_UNSUPPORTED`.
+   * @default undefined
+   */
+  database?: SqliteApplicationDatabase;
 }
 
 /** A SQLite store; `sweep()` deletes expired records now and returns how many. */
@@ -310,9 +323,18 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   );
   const releaseStmt = db.prepare(`UPDATE ${table} SET state = ${RELEASED}, expires_at = ? WHERE ${owner}`);
   const renewStmt = db.prepare(`UPDATE ${table} SET lease_until = ?, expires_at = max(expires_at, ?) WHERE ${owner}`);
-  const stepStmt = db.prepare(
-    `UPDATE ${table} SET steps = json_set(coalesce(steps, '{}'), '$.' || json_quote(?), ?) WHERE ${owner}`,
-  );
+  const stepSql = `UPDATE ${table} SET steps = json_set(coalesce(steps, '{}'), '$.' || json_quote(?), ?) WHERE ${owner}`;
+  const stepStmt = db.prepare(stepSql);
+  let transaction: ReturnType<typeof createSqliteTransaction> | undefined;
+  try {
+    transaction =
+      options.database === undefined
+        ? undefined
+        : createSqliteTransaction({ database: options.database, path, saveStep: stepSql, busyTimeoutMs, isBusy });
+  } catch (error) {
+    db.close();
+    throw error;
+  }
   // Operations only (inspect, list, delete): never on the request path.
   const columns = 'key, state, token, lease_until, expires_at, steps, status, headers, body';
   const current = `(expires_at > @now OR (state = ${IN_FLIGHT} AND lease_until > @now))`;
@@ -468,6 +490,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
       );
       return changes === 0 ? 'changed' : 'ok';
     },
+    ...(transaction === undefined ? {} : { transaction }),
     sweep,
     async close() {
       await sweeper.stop();

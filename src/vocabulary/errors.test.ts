@@ -37,6 +37,7 @@ const PINNED = [
   ['IdempotencyResponseNotKeptError', 'IDEMPO_RESPONSE_NOT_KEPT', 410, 'response-not-kept'],
   ['IdempotencyConfigInvalidError', 'IDEMPO_CONFIG_INVALID', 500, 'config-invalid'],
   ['IdempotencyDependencyMissingError', 'IDEMPO_DEPENDENCY_MISSING', 500, 'dependency-missing'],
+  ['IdempotencyTransactionUnsupportedError', 'IDEMPO_TRANSACTION_UNSUPPORTED', 500, 'transaction-unsupported'],
   ['IdempotencyStoreNotMigratedError', 'IDEMPO_STORE_NOT_MIGRATED', 503, 'store-not-migrated'],
   ['IdempotencyRetriesExhaustedError', 'IDEMPO_RETRIES_EXHAUSTED', 503, 'retries-exhausted'],
   ['IdempotencyGatewayDrainingError', 'IDEMPO_GATEWAY_DRAINING', 503, 'gateway-draining'],

@@ -257,6 +257,26 @@ export class IdempotencyDependencyMissingError extends IdempotencyError {
   override readonly title = 'Missing optional dependency';
 }
 
+/**
+ * `ctx.transaction()` cannot run here, and nothing was run: the store keeps no records in the
+ * application's database (memory, Redis, an encrypted store; a SQLite store without its
+ * `database` option), the request is not protected by idempo, or the SQLite function returned a
+ * promise (better-sqlite3 transactions are synchronous) or was called while the database was
+ * already in a transaction. A programming error, not a request's: fix the code or the store.
+ *
+ * @example
+ * ```ts
+ * try { await ctx.transaction((db: Database) => insertOrder(db)); } catch (err) {
+ *   if (err instanceof IdempotencyTransactionUnsupportedError) console.error(err.message);
+ * }
+ * ```
+ */
+export class IdempotencyTransactionUnsupportedError extends IdempotencyError {
+  override readonly code = 'IDEMPO_TRANSACTION_UNSUPPORTED';
+  override readonly type = `${PROBLEM_BASE}transaction-unsupported`;
+  override readonly title = 'Transaction not supported here';
+}
+
 // Raised by one face only, exported from its subpath: `idempo/postgres`, `idempo/client`,
 // `idempo/gateway`, `idempo/encryption`.
 

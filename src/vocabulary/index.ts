@@ -45,6 +45,7 @@ export {
   IdempotencyStoreError,
   IdempotencyStoreNotMigratedError,
   IdempotencyStoreUnavailableError,
+  IdempotencyTransactionUnsupportedError,
   IdempotencyUpstreamError,
   IdempotencyUpstreamFailedError,
   IdempotencyUpstreamTimeoutError,
@@ -64,4 +65,6 @@ export type {
   RewriteResult,
   StoredResponse,
   SyncStoreOperations,
+  TransactionStep,
+  TransactionWork,
 } from './store-contract.js';

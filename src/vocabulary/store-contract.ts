@@ -159,7 +159,48 @@ export interface IdempotencyStore {
    * envelope with a random IV), so an equal body means the same completion.
    */
   rewriteResponse?(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult>;
+  /**
+   * Optional, for stores whose records live in the application's own database (PostgreSQL, and
+   * SQLite given the application's connection): runs `work` on a connection of that database,
+   * inside a transaction, and in the same transaction saves what `work` returned (JSON text) as
+   * the step `step.name` of `step.key`, fenced by `step.token` as `saveStep` is. So the
+   * application's writes and the step commit together or not at all:
+   * - `'ok'`: `work` and the step committed together.
+   * - `'stale'`: the token no longer owns the record; the transaction was rolled back, `work`'s
+   *   writes with it.
+   * - rejects with what `work` threw (rolled back), or with the store's error (a failed `COMMIT`
+   *   may have landed or not: either way `work` and the step went together).
+   *
+   * With `step` undefined (a request idempo does not protect) it is a plain transaction.
+   * `ctx.transaction()` calls it; the engine keeps the step like any other.
+   *
+   * @example
+   * ```ts
+   * const outcome = await store.transaction?.({ key, token, name: 'transaction:1' }, async (client) => {
+   *   await (client as pg.PoolClient).query('INSERT INTO orders (id) VALUES ($1)', [id]);
+   *   return JSON.stringify({ id });
+   * });
+   * ```
+   */
+  transaction?(step: TransactionStep | undefined, work: TransactionWork): Promise<FencedResult>;
 }
+
+/** The step {@link IdempotencyStore.transaction} saves with the application's writes. */
+export interface TransactionStep {
+  /** The scoped, hashed key of the record. */
+  key: string;
+  /** The fencing token of the execution that runs the transaction. */
+  token: number;
+  /** The step's name: the result is kept under it, as `ctx.step` keeps its results. */
+  name: string;
+}
+
+/**
+ * The application's part of a transaction: given the store's connection to the application's
+ * database (a `pg` client, a better-sqlite3 `Database`), does its writes and returns the JSON text
+ * to keep as the step. Synchronous stores (SQLite) refuse a promise.
+ */
+export type TransactionWork = (client: unknown) => string | PromiseLike<string>;
 
 /** What {@link IdempotencyStore.rewriteResponse} did: `'ok'`, or `'changed'` when the record was not the one expected. */
 export type RewriteResult = 'ok' | 'changed';
