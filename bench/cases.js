@@ -290,6 +290,18 @@ const VARIANTS = [
     workloads: ['fresh'],
     needs: ['fastify-adapter', 'postgres'],
   },
+  {
+    id: 'fastify-row-idempo-postgres-tx',
+    group: 'fastify-row',
+    label: 'idempo · PostgreSQL, row and step in one transaction (ctx.transaction)',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'postgres',
+    handler: 'insert-row-tx',
+    kind: 'idempo',
+    workloads: ['fresh'],
+    needs: ['fastify-adapter', 'postgres'],
+  },
 ];
 
 export const GROUPS = {
@@ -313,6 +325,7 @@ export const TARGETS = [
   { variant: 'fastify-idempo-redis', workload: 'fresh', peer: 'fastify-nic-redis', peerRatio: 1.1 },
   { variant: 'fastify-idempo-redis', workload: 'replay', peer: 'fastify-nic-redis', peerRatio: 1.3 },
   { variant: 'fastify-row-idempo-postgres', workload: 'fresh', ratio: 0.5 },
+  { variant: 'fastify-row-idempo-postgres-tx', workload: 'fresh', ratio: 0.7 },
   { variant: 'node-idempo-memory', workload: 'fresh', ratio: 0.85 },
   { variant: 'express-idempo-memory', workload: 'fresh', ratio: 0.9 },
   { variant: 'fastify-idempo-memory', workload: 'fresh', cpu: 5 },

@@ -159,7 +159,7 @@ async function runOnce(c, env) {
   const runId = `${Date.now().toString(36)}${(runCounter++).toString(36)}`;
   const usesRedis = c.store === 'redis';
   if (usesRedis) await emptyRedis(env.redis);
-  if (c.store === 'postgres' || c.handler === 'insert-row') await emptyPostgres();
+  if (c.store === 'postgres' || c.handler?.startsWith('insert-row')) await emptyPostgres();
 
   const children = [];
   try {

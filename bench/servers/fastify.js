@@ -15,7 +15,7 @@ export async function start({ variant, store: storeName, runId, autoPipelining, 
   // The insert-one-row family: the handler writes its payment on a pool of 10 connections, which
   // idempo's PostgreSQL store shares, as one application would.
   let pgPool;
-  if (handler === 'insert-row') {
+  if (handler === 'insert-row' || handler === 'insert-row-tx') {
     const { default: pg } = await import('pg');
     pgPool = new pg.Pool({ connectionString: PG_URL, max: 10 });
   }
@@ -38,7 +38,12 @@ export async function start({ variant, store: storeName, runId, autoPipelining, 
       };
       const observers = observe ? await observersFor(observe) : [];
       await app.register(idempotency, { idempotency: createIdempotency({ store: opened.store, observe: observers }) });
-      app.post(ROUTE, async (req, reply) => reply.code(201).send(await business(req.body)));
+      // insert-row-tx: the row and a step with its result commit in one transaction (ctx.transaction).
+      const effect =
+        handler === 'insert-row-tx'
+          ? (req) => req.idempotency.transaction((client) => chargeIntoTable(client, req.body))
+          : (req) => business(req.body);
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(await effect(req)));
       break;
     }
 
