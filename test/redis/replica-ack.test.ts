@@ -2,7 +2,7 @@
 // replica process under SIGSTOP: its master's WAIT then counts 0, as it would for a replica cut
 // off or lagging behind.
 import { randomUUID } from 'node:crypto';
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createIdempotency } from '../../src/engine/engine.js';
 import { storeContractCases } from '../../src/stores/contract.js';
@@ -61,6 +61,21 @@ describe('redis store with replicaAck on a Redis Cluster of 3 masters + 3 replic
     clientB = await connect(cluster);
     storeA = createRedisStore({ client: clientA, prefix, replicaAck: ACK });
     storeB = createRedisStore({ client: clientB, prefix, replicaAck: ACK });
+    // A replica whose link is up may not yet be counted by its master's WAIT (its first
+    // acknowledgement comes a moment later), and the first contract case would then be refused:
+    // wait until every master sees its replica acknowledge.
+    for (const { master } of await shards()) {
+      const node = new Redis({ host: '127.0.0.1', port: master, lazyConnect: true });
+      await node.connect();
+      try {
+        const giveUpAt = Date.now() + 20_000;
+        while (Number(await node.call('WAIT', '1', '200')) < 1) {
+          if (Date.now() > giveUpAt) throw new Error(`the replica of master ${master} never acknowledged`);
+        }
+      } finally {
+        node.disconnect();
+      }
+    }
   }, 60_000);
 
   afterEach(() => {
