@@ -32,6 +32,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     instances: { type: 'string' },
     seed: { type: 'string' },
+    'abandon-rate': { type: 'string' },
     json: { type: 'string' },
     list: { type: 'boolean', default: false },
     failover: { type: 'boolean', default: false },
@@ -58,11 +59,17 @@ const defaults = values.failover
   ? Object.keys(FAILOVER_SCENARIOS)
   : [...Object.keys(SCENARIOS), ...Object.keys(FAILOVER_SCENARIOS)];
 const names = (values.scenario ?? defaults).flatMap((s) => s.split(',')).filter(Boolean);
+const abandonRate = values['abandon-rate'] === undefined ? undefined : Number(values['abandon-rate']);
+if (abandonRate !== undefined && !(abandonRate >= 0 && abandonRate <= 1)) {
+  console.error(`chaos: --abandon-rate: expected a fraction from 0 to 1, got ${values['abandon-rate']}`);
+  process.exit(2);
+}
 const overrides = {
   ...(values.ops ? { ops: Number(values.ops) } : {}),
   ...(values.duration ? { durationMs: parseDuration(values.duration) } : {}),
   ...(values.instances ? { instances: Number(values.instances) } : {}),
   ...(values.seed ? { seed: Number(values.seed) } : {}),
+  ...(abandonRate !== undefined ? { abandonRate } : {}),
 };
 const scenarios = names.map((name) => resolveScenario(name, { quick: values.quick, overrides }));
 
