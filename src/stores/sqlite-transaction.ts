@@ -31,6 +31,7 @@ import {
   type TransactionStep,
   type TransactionWork,
 } from '../vocabulary/index.js';
+import { isBusy, retryWhileBusy } from './sqlite-busy.js';
 
 /**
  * The part of a better-sqlite3 `Database` the transaction uses: your connection, open on the
@@ -59,13 +60,10 @@ export interface SqliteTransactionOptions {
   saveStep: string;
   /** How long `BEGIN IMMEDIATE` may wait for another connection's lock, in ms. */
   busyTimeoutMs: number;
-  isBusy(error: unknown): boolean;
 }
 
 /** Thrown inside the transaction to roll it back when the step's fence refuses it. */
 const STALE = Symbol('stale');
-/** The longest pause between two tries for another connection's lock. */
-const LOCK_PAUSE_MAX_MS = 20;
 
 function samePath(a: string, b: string): boolean {
   const canonical = (path: string) => {
@@ -80,7 +78,7 @@ function samePath(a: string, b: string): boolean {
 
 /** Returns the store's `transaction` operation on `database`; checks at once that it can work. */
 export function createSqliteTransaction(options: SqliteTransactionOptions) {
-  const { database, path, saveStep, busyTimeoutMs, isBusy } = options;
+  const { database, path, saveStep, busyTimeoutMs } = options;
   if (typeof database?.prepare !== 'function' || typeof database.transaction !== 'function') {
     throw new IdempotencyConfigInvalidError('createSqliteStore: `database` must be a better-sqlite3 Database');
   }
@@ -118,24 +116,25 @@ export function createSqliteTransaction(options: SqliteTransactionOptions) {
         'ctx.transaction on SQLite: your database connection is already in a transaction, which could still roll back after idempo counted this one as committed. Nothing was run.',
       );
     }
-    const giveUpAt = Date.now() + busyTimeoutMs;
-    let pauseMs = 1;
-    for (;;) {
-      let started = false;
-      try {
-        inTransaction.immediate(step, () => {
-          started = true;
-          return work(database) as string;
-        });
-        return 'ok';
-      } catch (error) {
-        if (error === STALE) return 'stale';
+    let started = false;
+    try {
+      await retryWhileBusy(
+        () => {
+          started = false;
+          inTransaction.immediate(step, () => {
+            started = true;
+            return work(database) as string;
+          });
+        },
+        busyTimeoutMs,
         // Another connection holds the write lock and nothing ran yet: wait for it without
         // blocking the event loop, as the store's own writes do.
-        if (started || !isBusy(error) || Date.now() >= giveUpAt) throw error;
-      }
-      await new Promise((done) => setTimeout(done, pauseMs));
-      pauseMs = Math.min(pauseMs * 2, LOCK_PAUSE_MAX_MS);
+        (error) => !started && isBusy(error),
+      );
+      return 'ok';
+    } catch (error) {
+      if (error === STALE) return 'stale';
+      throw error;
     }
   };
 }

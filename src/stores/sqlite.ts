@@ -23,6 +23,7 @@ import {
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
+import { isBusy, LOCK_PAUSE_MAX_MS } from './sqlite-busy.js';
 import { groupCommit } from './sqlite-group-commit.js';
 import { createSqliteTransaction, type SqliteApplicationDatabase } from './sqlite-transaction.js';
 
@@ -114,9 +115,6 @@ export interface SqliteStore extends IdempotencyStore {
   close(): Promise<void>;
 }
 
-/** The longest pause between two tries for another connection's write lock. */
-const LOCK_PAUSE_MAX_MS = 20;
-
 /** Most writes committed in one transaction: about a millisecond of holding the write lock. */
 const GROUP_COMMIT_MAX = 128;
 
@@ -144,14 +142,6 @@ function useWal(db: Database, busyTimeoutMs: number): void {
     }
     Atomics.wait(pause, 0, 0, 10);
   }
-}
-
-/** SQLITE_BUSY and its extended codes: another connection holds the lock; trying again may work. */
-function isBusy(error: unknown): boolean {
-  return (
-    typeof (error as { code?: unknown })?.code === 'string' &&
-    (error as { code: string }).code.startsWith('SQLITE_BUSY')
-  );
 }
 
 // Numeric states keep rows small and comparisons cheap.
@@ -330,7 +320,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     transaction =
       options.database === undefined
         ? undefined
-        : createSqliteTransaction({ database: options.database, path, saveStep: stepSql, busyTimeoutMs, isBusy });
+        : createSqliteTransaction({ database: options.database, path, saveStep: stepSql, busyTimeoutMs });
   } catch (error) {
     db.close();
     throw error;
