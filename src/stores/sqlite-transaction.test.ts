@@ -145,3 +145,52 @@ describe('ctx.transaction through the engine (sqlite)', () => {
     }
   });
 });
+
+describe('sqlite store: a transaction meeting another connection’s write lock', () => {
+  it('waits for the lock on timers, the event loop running, then commits effect and step', async () => {
+    const claim = await store.claim({ key: 'locked-tx', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    const holder = new Database(path);
+    holder.exec('BEGIN IMMEDIATE');
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
+    setTimeout(() => holder.exec('COMMIT'), 200);
+    const id = randomUUID();
+    const result = await store.transaction?.({ key: 'locked-tx', token: claim.token, name: 'tx' }, (client) => {
+      (client as Database.Database).prepare('INSERT INTO effects (id) VALUES (?)').run(id);
+      return '"done"';
+    });
+    clearInterval(ticker);
+    holder.close();
+    expect(result).toBe('ok');
+    expect(ticks).toBeGreaterThanOrEqual(10);
+    expect(count(id)).toBe(1);
+    const info = await store.inspect?.('locked-tx');
+    expect(info?.steps).toEqual(['tx']);
+    // The application's own connection keeps its busy timeout (better-sqlite3's default).
+    expect(db.pragma('busy_timeout', { simple: true })).toBe(5000);
+  });
+
+  it('gives up with SQLITE_BUSY past busyTimeout, having run nothing', async () => {
+    const file = join(dir, 'busy.db');
+    const appDb = new Database(file);
+    const quick = createSqliteStore({ path: file, database: appDb, sweepInterval: false, busyTimeout: 60 });
+    appDb.exec('CREATE TABLE IF NOT EXISTS effects (id TEXT NOT NULL)');
+    const claim = await quick.claim({ key: 'k', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    const holder = new Database(file);
+    holder.exec('BEGIN IMMEDIATE');
+    let ran = false;
+    await expect(
+      quick.transaction?.({ key: 'k', token: claim.token, name: 'tx' }, () => {
+        ran = true;
+        return '"x"';
+      }),
+    ).rejects.toMatchObject({ code: expect.stringMatching(/^SQLITE_BUSY/) });
+    holder.exec('COMMIT');
+    holder.close();
+    expect(ran).toBe(false);
+    await quick.close();
+    appDb.close();
+  });
+});

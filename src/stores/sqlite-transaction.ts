@@ -45,6 +45,7 @@ export interface SqliteApplicationDatabase {
   /** True while a transaction is open on it. */
   readonly inTransaction: boolean;
   prepare(source: string): { run(...params: unknown[]): { changes: number } };
+  pragma(source: string, options?: { simple: boolean }): unknown;
   transaction(fn: (step: TransactionStep | undefined, work: () => string) => void): {
     immediate(step: TransactionStep | undefined, work: () => string): void;
   };
@@ -121,10 +122,20 @@ export function createSqliteTransaction(options: SqliteTransactionOptions) {
       await retryWhileBusy(
         () => {
           started = false;
-          inTransaction.immediate(step, () => {
-            started = true;
-            return work(database) as string;
-          });
+          // The application's connection keeps its own busy_timeout (better-sqlite3's default is
+          // 5 s), whose handler would sleep inside BEGIN IMMEDIATE and freeze the event loop. It
+          // is set to 0 for this synchronous attempt only, so the user's other statements on the
+          // connection keep their wait, and the lock is waited for here, on timers.
+          const busyTimeout = database.pragma('busy_timeout', { simple: true });
+          database.pragma('busy_timeout = 0');
+          try {
+            inTransaction.immediate(step, () => {
+              started = true;
+              return work(database) as string;
+            });
+          } finally {
+            database.pragma(`busy_timeout = ${Number(busyTimeout)}`);
+          }
         },
         busyTimeoutMs,
         // Another connection holds the write lock and nothing ran yet: wait for it without
