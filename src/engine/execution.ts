@@ -330,6 +330,15 @@ export class ClaimedExecution implements Execution, Renewable {
     return undefined;
   }
 
+  /** Keeps a stored step's result for later calls of this run; the claim's steps are shared, so copied first. */
+  #remember(name: string, text: string): void {
+    if (!this.#ownSteps) {
+      this.#steps = { ...this.#steps };
+      this.#ownSteps = true;
+    }
+    (this.#steps as Record<string, string>)[name] = text;
+  }
+
   async #step<T>(name: string, fn: () => T | Promise<T>): Promise<T> {
     const saved = this.#steps[name];
     if (saved !== undefined) return JSON.parse(saved) as T;
@@ -341,11 +350,7 @@ export class ClaimedExecution implements Execution, Renewable {
         `Step "${name}" ran, but its result was refused: this execution lost its lease.`,
       );
     }
-    if (!this.#ownSteps) {
-      this.#steps = { ...this.#steps };
-      this.#ownSteps = true;
-    }
-    (this.#steps as Record<string, string>)[name] = text;
+    this.#remember(name, text);
     return value;
   }
 
@@ -386,11 +391,7 @@ export class ClaimedExecution implements Execution, Renewable {
         `Transaction "${name}" was rolled back: this execution lost its lease and another took the key over.`,
       );
     }
-    if (!this.#ownSteps) {
-      this.#steps = { ...this.#steps };
-      this.#ownSteps = true;
-    }
-    (this.#steps as Record<string, string>)[name] = text;
+    this.#remember(name, text);
     return value;
   }
 
