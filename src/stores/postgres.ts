@@ -31,7 +31,13 @@ import {
   type TransactionStep,
   type TransactionWork,
 } from '../vocabulary/index.js';
-import { type PostgresPool, type PostgresQueryResult, quoteIdentifier, translateError } from './postgres-client.js';
+import {
+  type PostgresPool,
+  type PostgresQueryable,
+  type PostgresQueryResult,
+  quoteIdentifier,
+  translateError,
+} from './postgres-client.js';
 import { groupCommit } from './postgres-group-commit.js';
 import { createChangeListener } from './postgres-listen.js';
 import {
@@ -267,12 +273,15 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     return migrating;
   }
 
+  /** One of the store's statements on the pool or a client: prepared under its name unless turned off. */
+  function send(on: PostgresQueryable, text: string, values: unknown[]): Promise<PostgresQueryResult> {
+    return preparedStatements ? on.query({ name: statementName(text), text, values }) : on.query(text, values);
+  }
+
   async function run(text: string, values: unknown[]): Promise<PostgresQueryResult> {
     if (autoMigrate) await ready();
     try {
-      return await (preparedStatements
-        ? pool.query({ name: statementName(text), text, values })
-        : pool.query(text, values));
+      return await send(pool, text, values);
     } catch (error) {
       throw translateError(error, tableName);
     }
@@ -386,8 +395,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const transaction = createPostgresTransaction({
     pool,
     saveStep: SAVE_STEP,
-    query: (client, text, values) =>
-      preparedStatements ? client.query({ name: statementName(text), text, values }) : client.query(text, values),
+    query: send,
     ready: () => (autoMigrate ? ready() : Promise.resolve()),
     translate: (error) => translateError(error, tableName),
   });
