@@ -22,8 +22,6 @@ const Database = createRequire(import.meta.url)('better-sqlite3') as new (path: 
 const dir = mkdtempSync(join(tmpdir(), 'idempo-group-commit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const isBusy = (error: unknown) => String((error as { code?: unknown })?.code).startsWith('SQLITE_BUSY');
-
 function open(name: string): Db {
   const db = new Database(join(dir, name));
   db.pragma('journal_mode = WAL');
@@ -42,7 +40,7 @@ describe('group commit', () => {
   it('commits the writes of one turn in one transaction', async () => {
     const db = open('one-turn.db');
     db.pragma('wal_checkpoint(TRUNCATE)');
-    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 1000, maxPauseMs: 20, isBusy });
+    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 1000 });
     const insert = db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
     await Promise.all(Array.from({ length: 100 }, (_, i) => writes.run(() => insert.run(`a${i}`, i))));
     const together = walFrames(db);
@@ -57,7 +55,7 @@ describe('group commit', () => {
 
   it('splits a turn of more writes than maxBatch into several transactions, in order', async () => {
     const db = open('max-batch.db');
-    const writes = groupCommit(db, { maxBatch: 10, busyTimeoutMs: 1000, maxPauseMs: 20, isBusy });
+    const writes = groupCommit(db, { maxBatch: 10, busyTimeoutMs: 1000 });
     const seen: number[] = [];
     const upsert = db.prepare('INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v');
     await Promise.all(
@@ -75,7 +73,7 @@ describe('group commit', () => {
 
   it('fails only the write that throws; the others of its batch commit', async () => {
     const db = open('one-fails.db');
-    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 1000, maxPauseMs: 20, isBusy });
+    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 1000 });
     const insert = db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
     insert.run('taken', 0);
     const results = await Promise.allSettled([
@@ -96,7 +94,7 @@ describe('group commit', () => {
   it('waits for another connection’s lock without blocking the event loop, then commits', async () => {
     const db = open('waits.db');
     const holder = open('waits.db');
-    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 2000, maxPauseMs: 20, isBusy });
+    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 2000 });
     holder.exec('BEGIN IMMEDIATE');
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 10);
@@ -113,7 +111,7 @@ describe('group commit', () => {
   it('fails with SQLITE_BUSY past the busy timeout, having written nothing', async () => {
     const db = open('gives-up.db');
     const holder = open('gives-up.db');
-    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 60, maxPauseMs: 20, isBusy });
+    const writes = groupCommit(db, { maxBatch: 128, busyTimeoutMs: 60 });
     holder.exec('BEGIN IMMEDIATE');
     const insert = db.prepare('INSERT INTO t (k, v) VALUES (?, ?)');
     const results = await Promise.allSettled([

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isBusy, LOCK_PAUSE_MAX_MS } from './sqlite-busy.js';
 
 /** The part of a better-sqlite3 database that group commit uses. */
 export interface TransactionalDatabase {
@@ -35,10 +36,6 @@ export interface GroupCommitOptions {
   maxBatch: number;
   /** How long a write waits for another connection's lock before it fails with SQLITE_BUSY. */
   busyTimeoutMs: number;
-  /** The longest pause between two tries for that lock. */
-  maxPauseMs: number;
-  /** Whether an error means that another connection holds the lock (try again later). */
-  isBusy(error: unknown): boolean;
 }
 
 /**
@@ -59,7 +56,7 @@ export interface GroupCommitOptions {
  * own, so only the failing one fails.
  */
 export function groupCommit(db: TransactionalDatabase, options: GroupCommitOptions): GroupCommit {
-  const { maxBatch, busyTimeoutMs, maxPauseMs, isBusy } = options;
+  const { maxBatch, busyTimeoutMs } = options;
   const commitAll = db.transaction((batch: Pending[]) => batch.map((pending) => pending.write()));
   let queue: Pending[] = [];
   let scheduled = false;
@@ -81,7 +78,7 @@ export function groupCommit(db: TransactionalDatabase, options: GroupCommitOptio
       if (waiting.length > 0) {
         // Another connection holds the lock: everything queued waits behind these, in order.
         queue = waiting.concat(queue);
-        pauseMs = Math.min(Math.max(1, pauseMs * 2), maxPauseMs);
+        pauseMs = Math.min(Math.max(1, pauseMs * 2), LOCK_PAUSE_MAX_MS);
         schedule(pauseMs);
         return;
       }

@@ -23,7 +23,7 @@ import {
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
-import { isBusy, LOCK_PAUSE_MAX_MS } from './sqlite-busy.js';
+import { isBusy } from './sqlite-busy.js';
 import { groupCommit } from './sqlite-group-commit.js';
 import { createSqliteTransaction, type SqliteApplicationDatabase } from './sqlite-transaction.js';
 
@@ -295,7 +295,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   // event loop (other requests, lease renewals) for up to busyTimeoutMs; the group commit waits
   // for the lock asynchronously instead.
   db.pragma('busy_timeout = 0');
-  const writes = groupCommit(db, { maxBatch: GROUP_COMMIT_MAX, busyTimeoutMs, maxPauseMs: LOCK_PAUSE_MAX_MS, isBusy });
+  const writes = groupCommit(db, { maxBatch: GROUP_COMMIT_MAX, busyTimeoutMs });
 
   const select = db.prepare(
     `SELECT fingerprint, state, token, lease_until, expires_at, steps, status, headers, body FROM ${table} WHERE key = ?`,
