@@ -725,6 +725,58 @@ describe('unknown outcomes keep the key', () => {
     expect(events.find((e) => e.type === 'outcome_unknown')?.reason).toBe('step_not_stored');
     expect(events.some((e) => e.type === 'released')).toBe(false);
   });
+
+  it('goes on saving a step after answering 503, so a retry after the lease does not run it again', async () => {
+    // A failover: the store refuses writes for longer than completeTimeout, then serves again
+    // before the lease has run out. The retry that then recovers the key finds the step.
+    const memory = createMemoryStore();
+    let backAt = Number.POSITIVE_INFINITY;
+    const store: IdempotencyStore = {
+      ...memory,
+      saveStep: async (...args) => {
+        if (Date.now() < backAt) throw new Error("READONLY You can't write against a read only replica.");
+        return memory.saveStep(...args);
+      },
+    };
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store, lease: 400, completeTimeout: 100, onEvent: (e) => events.push(e) });
+    let charges = 0;
+    const handler = async (_request: Request, ctx: IdempotencyContext) => {
+      const charge = await ctx.step('charge', () => {
+        if (backAt === Number.POSITIVE_INFINITY) backAt = Date.now() + 250;
+        return ++charges;
+      });
+      return new Response(`charge ${charge}`, { status: 201 });
+    };
+    const first = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect(first.status).toBe(503);
+    await new Promise((r) => setTimeout(r, 600));
+    const retry = await idem.handle(post('/pay', { key: 'k' }), handler);
+    expect([retry.status, await retry.text()]).toEqual([201, 'charge 1']);
+    expect(charges).toBe(1);
+    expect(events.some((e) => e.type === 'recovered')).toBe(true);
+    expect(events.some((e) => e.action === 'result_lost')).toBe(false);
+  });
+
+  it('reports a step result lost once the store stayed down two leases after the last renewal', async () => {
+    const memory = createMemoryStore();
+    const store: IdempotencyStore = {
+      ...memory,
+      saveStep: async () => {
+        throw new Error('connection reset');
+      },
+    };
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store, lease: 150, completeTimeout: 50, onEvent: (e) => events.push(e) });
+    const handler = async (_request: Request, ctx: IdempotencyContext) => {
+      await ctx.step('charge', () => 1);
+      return new Response('charged', { status: 201 });
+    };
+    expect((await idem.handle(post('/pay', { key: 'k' }), handler)).status).toBe(503);
+    expect(events.some((e) => e.action === 'result_lost')).toBe(false);
+    await new Promise((r) => setTimeout(r, 450));
+    expect(events.filter((e) => e.action === 'result_lost').map((e) => e.reason)).toEqual(['step']);
+  });
 });
 
 describe('races', () => {

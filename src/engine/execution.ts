@@ -397,7 +397,11 @@ export class ClaimedExecution implements Execution, Renewable {
 
   /**
    * Saves a step's result. `fn` has run, so a store failure here must not end in a release: the
-   * save is tried again for up to `completeTimeout`, and if it still fails the key is kept in flight.
+   * save is tried again for up to `completeTimeout`, and if it still fails the key is kept in
+   * flight and the handler is told. The save goes on in the background, as a completion's does,
+   * for up to two leases after the last renewal: a store that comes back (a failover that ends)
+   * before a retry takes the key over then keeps the step, and that retry replays it instead of
+   * running `fn` again.
    */
   async #saveStep(name: string, text: string): Promise<FencedResult> {
     const attempt = () => this.#config.store.saveStep(this.#storeKey, this.#token, name, text);
@@ -409,6 +413,9 @@ export class ClaimedExecution implements Execution, Renewable {
         return await this.#retryStore(attempt, Date.now() + this.#config.completeTimeoutMs);
       } catch (lastError) {
         this.#mustKeep = true;
+        this.#retryStore(attempt).then(nothing, (finalError: unknown) => {
+          this.#emit({ type: 'store_error', key: this.#key, reason: 'step', action: 'result_lost', error: finalError });
+        });
         throw new IdempotencyResultNotStoredError(
           `Step "${name}" ran, but the idempotency store failed while its result was being saved; the key is kept so that nothing runs twice.`,
           { cause: lastError },
