@@ -74,8 +74,13 @@ const overrides = {
 const scenarios = names.map((name) => resolveScenario(name, { quick: values.quick, overrides }));
 
 installCleanupHandlers();
-// Bounded whatever happens: each scenario's load, its final retries and set-up, plus slack.
-const budgetMs = scenarios.reduce((sum, s) => sum + s.durationMs + s.opBudgetMs + s.finalWindowMs + 60_000, 0);
+// Bounded whatever happens: each scenario's load, its wait for open executions (up to 15 s) and
+// for one lease before the final retries, those retries, set-up, plus slack.
+const leaseMsOf = (lease) => Number.parseFloat(lease) * (String(lease).endsWith('ms') ? 1 : 1_000);
+const budgetMs = scenarios.reduce(
+  (sum, s) => sum + s.durationMs + s.opBudgetMs + 15_000 + leaseMsOf(s.lease) + s.finalWindowMs + 60_000,
+  0,
+);
 const watchdog = setTimeout(() => {
   console.error(`chaos: still running after ${Math.round(budgetMs / 1_000)} s, giving up`);
   cleanupSync();
