@@ -1,5 +1,6 @@
 /**
- * The Redis store: records in Redis (standalone or Cluster) through the user's own ioredis client.
+ * The Redis store: records in Redis (standalone or Cluster) through the user's own ioredis or
+ * node-redis client.
  *
  * @module
  */
@@ -15,6 +16,7 @@ import {
   type StoredResponse,
 } from '../vocabulary/index.js';
 import { socketCorker } from './redis-corker.js';
+import { isNodeRedis, type NodeRedisClient, type NodeRedisCluster, nodeRedisStoreClient } from './redis-node-client.js';
 import { createRedisOperations } from './redis-operations.js';
 import {
   COMPLETED,
@@ -37,6 +39,16 @@ import {
 } from './redis-scripts.js';
 import { createChangeWaiter, type RedisStoreSubscriber } from './redis-waiting.js';
 
+export type {
+  NodeRedisClient,
+  NodeRedisClientBatch,
+  NodeRedisClientCommands,
+  NodeRedisCluster,
+  NodeRedisClusterCommands,
+  NodeRedisClusterNodeClient,
+  NodeRedisClusterSubscriber,
+  NodeRedisSubscriber,
+} from './redis-node-client.js';
 export type { RedisStoreSubscriber } from './redis-waiting.js';
 
 /**
@@ -119,8 +131,9 @@ export interface RedisReplicaAck {
  */
 export interface RedisStoreOptions {
   /**
-   * A connected ioredis `Redis` or `Cluster`. The store only runs its scripts on it; it never
-   * opens, closes or logs on it, and `close()` leaves it open.
+   * A connected ioredis `Redis` or `Cluster`, or a connected node-redis (`redis` 5 or later)
+   * client from `createClient()` or cluster from `createCluster()`. The store only runs its
+   * scripts on it; it never opens, closes or logs on it, and `close()` leaves it open.
    *
    * For fail-fast behaviour while Redis is down (so the engine answers `503` at once instead of
    * holding requests), create it with:
@@ -138,8 +151,22 @@ export interface RedisStoreOptions {
    *
    * and wait for its `ready` event before serving. For a `Cluster`, pass
    * `enableOfflineQueue: false` to the Cluster and the settings above in `redisOptions`.
+   *
+   * With node-redis, connect it first and create it with:
+   *
+   * ```ts
+   * createClient({
+   *   url,
+   *   disableOfflineQueue: true,             // reject commands while disconnected instead of queueing them
+   *   commandOptions: { timeout: 1_000 },    // a hung (not dead) server fails too
+   *   socket: { connectTimeout: 1_000, reconnectStrategy: (retries) => Math.min(retries * 100, 1_000) },
+   * });
+   * ```
+   *
+   * and for a cluster, `createCluster({ rootNodes, defaults: { disableOfflineQueue: true, socket: … },
+   * commandOptions: { timeout: 1_000 } })`. See docs/stores/redis.md.
    */
-  client: RedisStoreClient;
+  client: RedisStoreClient | NodeRedisClient | NodeRedisCluster;
   /**
    * Prepended to every key and channel the store writes. Must not contain `{` or `}`: the store
    * adds its own hash tag so that each record's keys share one Cluster slot.
@@ -279,21 +306,28 @@ function isSyntaxError(error: unknown): boolean {
  * ```
  */
 export function createRedisStore({
-  client,
+  client: given,
   prefix = 'idempo:',
   notify = true,
   pollInterval,
   pollIntervalMs,
   replicaAck,
 }: RedisStoreOptions): IdempotencyStore {
-  if (typeof client?.defineCommand !== 'function') {
-    throw new IdempotencyConfigInvalidError('createRedisStore needs an ioredis Redis or Cluster client as `client`');
+  const nodeRedis = isNodeRedis(given);
+  if (!nodeRedis && typeof (given as RedisStoreClient | undefined)?.defineCommand !== 'function') {
+    throw new IdempotencyConfigInvalidError(
+      'createRedisStore needs an ioredis Redis or Cluster client, or a connected node-redis client or cluster, as `client`',
+    );
   }
   if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
     throw new IdempotencyConfigInvalidError(
       'createRedisStore: `prefix` must be a string without `{` or `}` (the store adds its own hash tag)',
     );
   }
+  // node-redis goes behind the ioredis calls below; an ioredis client is used as it is.
+  const client: RedisStoreClient = nodeRedis
+    ? nodeRedisStoreClient(given as object, `${prefix}subscriber`)
+    : (given as RedisStoreClient);
   const pollMs =
     pollInterval === undefined && pollIntervalMs !== undefined
       ? parseDuration(pollIntervalMs, 'pollIntervalMs')
@@ -308,7 +342,8 @@ export function createRedisStore({
   client.defineCommand(COMMANDS.saveStep, { numberOfKeys: 2, lua: SAVE_STEP_SCRIPT });
   client.defineCommand(COMMANDS.peek, { numberOfKeys: 1, lua: PEEK_SCRIPT });
   const scripted = client as unknown as ScriptedClient;
-  const cork = socketCorker(client);
+  // node-redis already sends the commands of one turn of the event loop in one write.
+  const cork = nodeRedis ? () => {} : socketCorker(client);
 
   /**
    * `write` and `WAIT` in one pipeline: one write to one node's socket, so the `WAIT` counts the
