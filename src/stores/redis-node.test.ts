@@ -5,6 +5,7 @@
 // tests start.
 import { randomUUID } from 'node:crypto';
 import { createClient, createClientPool, createCluster, createSentinel } from '@redis/client';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   type RedisCluster,
@@ -285,6 +286,41 @@ describe('redis store through a node-redis client on the standalone server at 12
 
   it('serves the engine end to end: the first request runs, its retry replays, a concurrent duplicate gets 409, another body 422', async () => {
     await engineEndToEnd(storeA, storeB);
+  });
+
+  it('shares records with an ioredis store: app servers on either client run a key once, wake and replay each other', async () => {
+    const ioredis = new Redis({ host: HOST, port: 6379, lazyConnect: true });
+    await ioredis.connect();
+    const viaIoredis = createRedisStore({ client: ioredis, prefix, pollInterval: '10s' });
+    const viaNodeRedis = createRedisStore({ client: clientA, prefix, pollInterval: '10s' });
+    try {
+      for (const [first, second] of [
+        [viaIoredis, viaNodeRedis],
+        [viaNodeRedis, viaIoredis],
+      ] as const) {
+        const key = `k:${randomUUID()}`;
+        const token = await acquire(first, key);
+        const duplicate = await second.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+        expect(duplicate.status).toBe('in_flight');
+        expect((await second.claim({ key, fingerprint: 'other', leaseMs: 60_000, ttlMs: DAY })).status).toBe(
+          'mismatch',
+        );
+        expect(await second.saveStep(key, token, 'charge', '"ch_1"')).toBe('ok');
+        const waiting = second.waitForChange!(key, 8_000);
+        await sleep(150);
+        const changedAt = Date.now();
+        expect(await first.complete(key, token, response(`done ${token}`), DAY)).toBe('ok');
+        await waiting;
+        expect(Date.now() - changedAt).toBeLessThan(1_000);
+        const replay = await second.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+        if (replay.status !== 'replay') throw new Error(`expected a replay, got ${replay.status}`);
+        expect(new TextDecoder().decode(replay.response.body)).toBe(`done ${token}`);
+      }
+    } finally {
+      await viaIoredis.close?.();
+      await viaNodeRedis.close?.();
+      ioredis.disconnect();
+    }
   });
 
   it("gives a duplicate waiting with concurrent: 'wait' the original's response once it completes, subscribed through node-redis", async () => {
