@@ -274,6 +274,11 @@ function replicaAckOf(client: RedisStoreClient, option: RedisReplicaAck | undefi
   return { replicas, timeoutMs: Math.ceil(timeoutMs) };
 }
 
+/** A Cluster node's answer for a slot it no longer serves. */
+function isMoved(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('MOVED ');
+}
+
 /** Redis before 7.0 rejects `SET … NX GET` as a syntax error. */
 function isSyntaxError(error: unknown): boolean {
   return error instanceof Error && /^ERR syntax error/i.test(error.message);
@@ -355,7 +360,9 @@ export function createRedisStore({
   async function pipelined(
     acked: ReplicaAck,
     operation: string,
+    record: string,
     write: (pipeline: RedisStorePipeline) => void,
+    redirected = false,
   ): Promise<{ reply: Reply; replicas: number }> {
     const pipeline = (client.pipeline as () => RedisStorePipeline).call(client);
     write(pipeline);
@@ -370,6 +377,16 @@ export function createRedisStore({
     const [written, waited] = results ?? [];
     if (!written || !waited)
       throw new IdempotencyStoreUnavailableError(`Redis ${operation} failed: the pipeline had no reply`);
+    if (written[0] && !redirected && isMoved(written[0])) {
+      // The slot has a new master (a failover) and this client's map is stale. ioredis retries a
+      // pipeline after MOVED only when every command in it met the same error, and WAIT, which
+      // has no key, answers from the old node, so it neither retries nor refreshes its map; with
+      // every write pipelined, nothing else would, and the shard's keys would be refused until
+      // some other command met MOVED. One keyed read (PEEK) follows the redirection and updates
+      // the map, and the pipeline goes again: MOVED means the node wrote nothing.
+      await run(COMMANDS.peek, operation, [record, '']).catch(() => undefined);
+      return pipelined(acked, operation, record, write, true);
+    }
     if (written[0]) throw storeError(operation, written[0]);
     // A WAIT that failed (a demoted master refuses it) acknowledged nothing.
     return { reply: written[1] as Reply, replicas: waited[0] ? 0 : Number(waited[1]) };
@@ -389,7 +406,7 @@ export function createRedisStore({
 
   async function runScript(name: string, script: string, operation: string, args: (string | Buffer)[]): Promise<Reply> {
     if (ack === undefined) return run(name, operation, args);
-    const { reply, replicas } = await pipelined(ack, operation, (p) => evalIn(p, script, args));
+    const { reply, replicas } = await pipelined(ack, operation, String(args[0]), (p) => evalIn(p, script, args));
     const result = fenced(reply);
     if (result === 'ok' && replicas < ack.replicas) {
       throw notAcknowledged(ack, operation, replicas, 'its outcome is unknown');
@@ -435,7 +452,7 @@ export function createRedisStore({
           cork();
           existing = await client.setBuffer(record, value, 'PX', keep, 'NX', 'GET');
         } else {
-          ({ reply: existing, replicas } = await pipelined(ack, 'claim', (p) =>
+          ({ reply: existing, replicas } = await pipelined(ack, 'claim', record, (p) =>
             p.setBuffer(record, value, 'PX', keep, 'NX', 'GET'),
           ));
         }
@@ -457,7 +474,7 @@ export function createRedisStore({
     let reply: Reply;
     let replicas = Number.POSITIVE_INFINITY;
     if (ack === undefined) reply = await run(`${COMMANDS.claim}Buffer`, 'claim', args);
-    else ({ reply, replicas } = await pipelined(ack, 'claim', (p) => evalIn(p, CLAIM_SCRIPT, args)));
+    else ({ reply, replicas } = await pipelined(ack, 'claim', record, (p) => evalIn(p, CLAIM_SCRIPT, args)));
     if (!Array.isArray(reply))
       throw new IdempotencyStoreUnavailableError(`Unexpected claim reply from Redis: ${String(reply)}`);
     const status = text(reply[0]);

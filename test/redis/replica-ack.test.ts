@@ -7,12 +7,20 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createIdempotency } from '../../src/engine/engine.js';
 import { storeContractCases } from '../../src/stores/contract.js';
 import { createRedisStore } from '../../src/stores/redis.js';
-import { type IdempotencyStore, IdempotencyStoreUnavailableError } from '../../src/vocabulary/index.js';
+import {
+  type IdempotencyStore,
+  IdempotencyStoreUnavailableError,
+  type StoredResponse,
+} from '../../src/vocabulary/index.js';
 import { type RedisCluster, startRedisCluster } from '../helpers/redis-cluster.js';
 
 const DAY = 86_400_000;
 const ACK = { replicas: 1, timeout: '100ms' } as const;
 const CONTRACT_ACK = { replicas: 1, timeout: '2s' } as const;
+
+function response(text: string): StoredResponse {
+  return { status: 200, headers: [['content-type', 'text/plain']], body: new TextEncoder().encode(text) };
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -227,5 +235,42 @@ describe('redis store with replicaAck on a Redis Cluster of 3 masters + 3 replic
   it('rejects a replicaAck it cannot honour', () => {
     expect(() => createRedisStore({ client: clientA, replicaAck: { replicas: 0 } })).toThrow(/replicas/);
     expect(() => createRedisStore({ client: clientA, replicaAck: { replicas: 1, timeout: 0 } })).toThrow(/timeout/);
+  });
+
+  // Last: it moves a shard's master.
+  it('follows a failover: a write pipeline that meets MOVED refreshes the client’s slot map and goes to the new master', async () => {
+    const store = createRedisStore({ client: clientA, prefix, replicaAck: CONTRACT_ACK });
+    const [shard] = await shards();
+    let key = '';
+    for (let i = 0; !key; i++) if ((await masterOf(clientA, `moved:${i}`)) === shard!.master) key = `moved:${i}`;
+    // clientA has served this slot from the old master.
+    const before = await store.claim({ key: `${key}:before`, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+    expect(before.status).toBe('acquired');
+    const node = (port: number) => new Redis({ host: '127.0.0.1', port, lazyConnect: true });
+    const replica = node(shard!.replica);
+    await replica.connect();
+    try {
+      // Coordinated: the replica takes the slots over and the old master becomes its replica.
+      await replica.cluster('FAILOVER');
+      const giveUpAt = Date.now() + 20_000;
+      for (;;) {
+        const old = (await cluster.topology()).find((n) => n.port === shard!.master);
+        if (old?.role === 'replica' && old.masterPort === shard!.replica) break;
+        if (Date.now() > giveUpAt) throw new Error('the failover never completed');
+        await sleep(50);
+      }
+      while (Number(await replica.call('WAIT', '1', '200')) < 1) {
+        if (Date.now() > giveUpAt) throw new Error('the old master never acknowledged as a replica');
+      }
+      // clientA still maps the slot to the old master, which now answers MOVED to every write.
+      const claim = await store.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      expect(claim.status).toBe('acquired');
+      if (claim.status !== 'acquired') return;
+      expect(await store.complete(key, claim.token, response('after failover'), DAY)).toBe('ok');
+      expect(String(await replica.get(`${prefix}{${key}}`))).toMatch(/after failover$/);
+    } finally {
+      replica.disconnect();
+      await store.close?.();
+    }
   });
 });
