@@ -11,11 +11,19 @@
 // - "instance killed after upstream answered, before storing (marked)": same, but the kill came
 //   after the upstream's answer and before the instance had stored it (the key was re-driven, so
 //   it had not): within STORE_GRACE_MS of the answer, or while the store was down.
+// - "lost at promotion …" (PostgreSQL failover): a primary crashed between the previous execution
+//   and this one, and that primary had a claim, step or completion of the key that the standby
+//   promoted in its place did not (read from both after the run, see postgres-failover.js). It is
+//   what an asynchronous standby allows, so a control run (the option off) counts it as explained;
+//   in any other run it is unexplained: the option is there to prevent it.
 // Anything else is unexplained, with what the previous execution went through as a hint.
 export const ALLOWED_CAUSES = [
   'instance killed mid-upstream (marked)',
   'instance killed after upstream answered, before storing (marked)',
 ];
+
+/** The causes a PostgreSQL control run explains by a lost write (see above); prefix of each. */
+export const PROMOTION_LOSS = 'lost at promotion';
 
 /** How long after the upstream's answer a kill still counts as "before storing" (store up). */
 const STORE_GRACE_MS = 1_000;
@@ -26,7 +34,17 @@ const is2xx = (status) => status !== null && status >= 200 && status < 300;
  * @param {{ config: object, ops: object[], executions: object[], kills: {instance: string, t: number}[],
  *   outages: {start: number, end: number|null}[], startedAt: number, upstreamTimeoutMs: number }} input
  */
-export function analyse({ config, ops, executions, kills, outages, startedAt, upstreamTimeoutMs, keyEvents = [] }) {
+export function analyse({
+  config,
+  ops,
+  executions,
+  kills,
+  outages,
+  startedAt,
+  upstreamTimeoutMs,
+  keyEvents = [],
+  promotionLosses = new Map(),
+}) {
   const eventsByKey = new Map();
   for (const event of keyEvents) {
     const list = eventsByKey.get(event.key) ?? [];
@@ -69,7 +87,7 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
     if (execs.length === 0) neverExecuted++;
     for (let k = 1; k < execs.length; k++) {
       duplicates++;
-      const cause = classify(execs[k], execs[k - 1], op);
+      const cause = classify(execs[k], execs[k - 1], op, execs[k - 2]);
       if (execs[k].redrive !== null) markedDuplicates++;
       causes[cause] = (causes[cause] ?? 0) + 1;
       examples[cause] ??= [];
@@ -98,8 +116,14 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
     }
   }
 
-  function classify(execution, previous, op) {
+  function classify(execution, previous, op, beforePrevious) {
     const marked = execution.redrive !== null;
+    // A write of the key lost at a promotion that came after the execution before the previous one
+    // (so it was the previous execution's claim, step or completion, or a later one) and before
+    // this one started.
+    const lost = (promotionLosses.get(op.key) ?? []).find(
+      (write) => write.t <= execution.start && (beforePrevious === undefined || write.t > beforePrevious.start),
+    );
     // An instance tag names one process (index:generation), so a kill of it is a kill of the process
     // that sent `previous`, even when the request reached the ledger a few ms after the signal.
     const kill = kills.find((k) => k.instance === previous.instance && k.t <= execution.start);
@@ -114,6 +138,10 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
       if (storing) return ALLOWED_CAUSES[1];
       return 'unexplained: marked re-drive, instance killed long after its upstream answered';
     }
+    if (lost)
+      return `${PROMOTION_LOSS}: the crashed primary had the key's ${lost.what}, the promoted standby did not (${
+        marked ? 'marked' : 'not marked'
+      })`;
     if (marked) {
       const end = previous.answered ?? previous.hungUp ?? execution.start;
       if (outages.some((o) => o.start <= end && (o.end ?? Number.POSITIVE_INFINITY) >= previous.start))
@@ -161,6 +189,9 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
         ...(op.final.error ? { error: op.final.error } : {}),
       },
       events: (eventsByKey.get(op.key) ?? []).map((e) => ({ ...e, key: undefined, t: rel(e.t) })),
+      ...(promotionLosses.has(op.key)
+        ? { lostAtPromotion: promotionLosses.get(op.key).map((w) => ({ fault: w.fault, t: rel(w.t), what: w.what })) }
+        : {}),
       kills: kills
         .filter((k) => execs.some((e) => Math.abs(k.t - e.start) < 5_000))
         .map((k) => ({ instance: k.instance, t: rel(k.t) })),
@@ -170,8 +201,11 @@ export function analyse({ config, ops, executions, kills, outages, startedAt, up
     };
   }
 
+  // A control run explains its lost writes' duplicates (it shows what the option prevents).
+  const explained = (cause) =>
+    ALLOWED_CAUSES.includes(cause) || (config.control === true && cause.startsWith(PROMOTION_LOSS));
   const unexplained = Object.entries(causes)
-    .filter(([cause]) => !ALLOWED_CAUSES.includes(cause))
+    .filter(([cause]) => !explained(cause))
     .reduce((sum, [, n]) => sum + n, 0);
   return {
     operations: started.length,

@@ -7,7 +7,8 @@
 //
 // Environment: CHAOS_PORT, CHAOS_STORE (sqlite:PATH | redis://… | redis-cluster://h:p,h:p,… |
 // postgres://…), CHAOS_LEDGER, CHAOS_INSTANCE (`<index>:<generation>`), CHAOS_LEASE,
-// CHAOS_REPLICA_ACK (`1`: the Redis store's `replicaAck: { replicas: 1, timeout: '100ms' }`).
+// CHAOS_REPLICA_ACK (`1`: the Redis store's `replicaAck: { replicas: 1, timeout: '100ms' }`),
+// CHAOS_SYNCHRONOUS_COMMIT (the PostgreSQL store's `synchronousCommit`, e.g. `on`; empty: unset).
 // Prints `app listening <port>`.
 import http from 'node:http';
 import { idempotencyContext, idempotent } from '../../dist/adapters/node.js';
@@ -19,6 +20,9 @@ const ledger = process.env.CHAOS_LEDGER ?? '';
 const instance = process.env.CHAOS_INSTANCE ?? '?';
 const lease = process.env.CHAOS_LEASE ?? '2s';
 const replicaAck = process.env.CHAOS_REPLICA_ACK === '1' ? { replicaAck: { replicas: 1, timeout: '100ms' } } : {};
+const synchronousCommit = process.env.CHAOS_SYNCHRONOUS_COMMIT
+  ? { synchronousCommit: process.env.CHAOS_SYNCHRONOUS_COMMIT }
+  : {};
 
 /** The store, built the way the docs tell a user to (fail-fast clients), from public exports. */
 async function openStore(url) {
@@ -73,7 +77,7 @@ async function openStore(url) {
     const { createPostgresStore } = await import('../../dist/stores/postgres.js');
     const pool = new pg.Pool({ connectionString: url, connectionTimeoutMillis: 1_000, max: 10 });
     pool.on('error', () => {});
-    return createPostgresStore({ pool });
+    return createPostgresStore({ pool, ...synchronousCommit });
   }
   throw new Error(`app: unsupported store ${url}`);
 }

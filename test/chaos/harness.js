@@ -13,6 +13,7 @@ import { analyse } from './analysis.js';
 import { startBalancer } from './balancer.js';
 import { startRedisCluster } from './failover.js';
 import { startLedger } from './ledger.js';
+import { startPostgresFailover } from './postgres-failover.js';
 import {
   cleanupAll,
   freePort,
@@ -37,19 +38,33 @@ function ms(duration) {
   return Number(match[1]) * (match[2] === 's' ? 1_000 : 1);
 }
 
+/** The table comes from an explicit migration, as in production. */
+function migrate(url) {
+  return runFile(process.execPath, [CLI, 'migrate', '--store', url], { cwd: ROOT, timeout: 30_000 });
+}
+
 /** The private store of a scenario, or the shared SQLite file. */
-async function startStore(kind) {
+async function startStore(kind, config) {
   if (kind === 'sqlite') {
     const dir = tempDir('idempo-chaos-sqlite-');
     return { kind, url: `sqlite:${join(dir, 'chaos.db')}`, running: true, outages: false };
   }
   if (kind === 'redis-cluster') return startRedisCluster();
+  if (kind === 'postgres-failover')
+    return startPostgresFailover({
+      synchronous: config.synchronousStandby === true,
+      replicationDelayMs: config.replicationDelayMs,
+      migrate,
+    });
   const server = kind === 'redis' ? await startRedis() : await startPostgres();
-  if (kind === 'postgres') {
-    // The table comes from an explicit migration, as in production.
-    await runFile(process.execPath, [CLI, 'migrate', '--store', server.url], { cwd: ROOT, timeout: 30_000 });
-  }
+  if (kind === 'postgres') await migrate(server.url);
   return Object.assign(server, { outages: true });
+}
+
+/** The key a store keeps for a client's Idempotency-Key (no scope), as the engine derives it. */
+async function storeKeyOf() {
+  const { storeKeyFor } = await import('../../dist/engine/fingerprint.js');
+  return (key) => storeKeyFor(key, undefined);
 }
 
 /** One instance slot: a fixed port, a generation bumped at each kill, a process when up. */
@@ -104,6 +119,7 @@ async function startSlot(slot, config, storeUrl, ledgerUrl) {
             CHAOS_INSTANCE: instanceId,
             CHAOS_LEASE: config.lease,
             CHAOS_REPLICA_ACK: config.replicaAck ? '1' : '',
+            CHAOS_SYNCHRONOUS_COMMIT: config.synchronousCommit ?? '',
           },
           null,
         ];
@@ -307,8 +323,9 @@ export async function runScenario(config, log = () => {}) {
   const restartFailures = [];
   let slots = [];
   let balancer;
+  let store;
   try {
-    const store = await startStore(config.store);
+    store = await startStore(config.store, config);
     const ledger = await startLedger({
       slowRate: config.slowRate,
       slowMs: config.slowMs,
@@ -373,7 +390,10 @@ export async function runScenario(config, log = () => {}) {
           // A failover fault: an outage of one shard from the fault until it serves again.
           const outage = { start: Date.now(), end: null };
           outages.push(outage);
-          const event = await store.fault(config.fault, random, { stallMs: config.storeDownMs });
+          const event = await store.fault(config.fault, random, {
+            stallMs: config.storeDownMs,
+            promoteAfterMs: config.promoteAfterMs,
+          });
           outage.end = event.released;
           faults.push(event);
           continue;
@@ -414,6 +434,26 @@ export async function runScenario(config, log = () => {}) {
         (op) => finalRetry(op, upSlots, config.finalWindowMs),
       );
     const executions = await ledger.executions();
+    // A PostgreSQL failover's evidence: which keys' writes the crashed primaries had and the
+    // promoted standbys did not (postgres-failover.js), by the clients' keys.
+    let lostWrites;
+    let promotionLosses;
+    if (store.lostWrites)
+      lostWrites = await store.lostWrites().catch((error) => {
+        // Without it the control's duplicates go unexplained; the run itself still counts.
+        log(`  could not read the crashed primaries back: ${error?.message ?? error}`);
+        return undefined;
+      });
+    if (lostWrites) {
+      const storeKey = await storeKeyOf();
+      const byStoreKey = new Map(ops.map((op) => [storeKey(op.key), op.key]));
+      promotionLosses = new Map();
+      for (const write of lostWrites) {
+        const key = byStoreKey.get(write.key);
+        if (key === undefined) continue;
+        promotionLosses.set(key, [...(promotionLosses.get(key) ?? []), write]);
+      }
+    }
     const figures = analyse({
       config,
       ops,
@@ -423,6 +463,7 @@ export async function runScenario(config, log = () => {}) {
       startedAt: loadStartedAt,
       keyEvents: slots.flatMap((slot) => slot.keyEvents),
       upstreamTimeoutMs: ms(config.upstreamTimeout),
+      promotionLosses,
     });
     return {
       name: config.name,
@@ -439,10 +480,11 @@ export async function runScenario(config, log = () => {}) {
         balancer: balancer.stats(),
       },
       instanceEvents: mergeEvents(slots),
-      ...(config.fault ? { failover: failoverFigures(ops, faults) } : {}),
+      ...(config.fault ? { failover: failoverFigures(ops, faults, loadStartedAt, lostWrites) } : {}),
     };
   } finally {
     await balancer?.close();
+    await store?.close?.();
     await cleanupAll();
   }
 }
@@ -452,38 +494,84 @@ const quantile = (sorted, q) =>
 
 /**
  * What clients saw around each failover fault: the window from the fault to the last `503`/`409`
- * answer to an attempt made before the next fault (how long clients were turned away), and the
- * latency of the attempts that succeeded (the cost of the option, against the same scenario
- * without it).
+ * answered before the next fault (how long clients were turned away; the `409`s include keys held
+ * in flight while their owner retried a write, or for a lease when a claim's outcome was unknown),
+ * the same to the last `503` only (how long the store was unreachable for the apps), and the
+ * cost of the option, against the same scenario without it: the latency of the attempts that ran
+ * the work and succeeded, all of them and those clear of every fault (from its start until the
+ * store was whole again, `end`), and operations completed per second of load. The load is paced,
+ * so that rate shows what the faults cost, not what the store could do.
+ * With `lostWrites` (PostgreSQL): per fault, the writes the crashed primary had and the promoted
+ * standby did not.
  */
-function failoverFigures(ops, faults) {
+function failoverFigures(ops, faults, loadStartedAt, lostWrites) {
   const attempts = ops.flatMap((op) => op.attempts).filter((a) => a.done !== undefined);
+  const lostCounts = (fault) => {
+    if (!lostWrites) return undefined;
+    const counts = {};
+    for (const write of lostWrites)
+      if (fault === undefined || write.fault === fault) counts[write.what] = (counts[write.what] ?? 0) + 1;
+    return counts;
+  };
   const windows = faults.map((fault, i) => {
     const until = faults[i + 1]?.start ?? Number.POSITIVE_INFINITY;
-    const refused = attempts.filter((a) => (a.status === 503 || a.status === 409) && a.t >= fault.start && a.t < until);
+    // By when the refusal came: an attempt made just before the next fault and refused because of
+    // it belongs to that fault, not to this one.
+    const refused = attempts.filter(
+      (a) => (a.status === 503 || a.status === 409) && a.done >= fault.start && a.done < until,
+    );
     const last = Math.max(fault.start, ...refused.map((a) => a.done));
+    const last503 = Math.max(fault.start, ...refused.filter((a) => a.status === 503).map((a) => a.done));
     return {
       kind: fault.kind,
       windowMs: last - fault.start,
+      window503Ms: last503 - fault.start,
       promotedMs: fault.promotedAt === null ? null : fault.promotedAt - fault.start,
+      ...(fault.released ? { releasedMs: fault.released - fault.start } : {}),
+      ...(fault.end ? { wholeAgainMs: fault.end - fault.start } : {}),
       refused503: refused.filter((a) => a.status === 503).length,
       refused409: refused.filter((a) => a.status === 409).length,
+      /** The refusals by problem code, and when (after the fault) the last one of each was answered. */
+      refusedCodes: Object.fromEntries(
+        [...new Set(refused.map((a) => a.code ?? String(a.status)))].map((code) => {
+          const of = refused.filter((a) => (a.code ?? String(a.status)) === code);
+          return [code, { n: of.length, lastMs: Math.max(...of.map((a) => a.done)) - fault.start }];
+        }),
+      ),
+      ...(lostWrites ? { lostWrites: lostCounts(i) } : {}),
     };
   });
   const sortedWindows = windows.map((w) => w.windowMs).sort((a, b) => a - b);
-  const latencies = attempts
-    .filter((a) => a.status >= 200 && a.status < 300 && !a.replayed)
+  const sorted503 = windows.map((w) => w.window503Ms).sort((a, b) => a - b);
+  const ran = attempts.filter((a) => a.status >= 200 && a.status < 300 && !a.replayed);
+  const latencies = ran.map((a) => a.done - a.t).sort((a, b) => a - b);
+  const clear = ran
+    .filter((a) => !faults.some((f) => a.done >= f.start && a.t <= (f.end ?? Number.POSITIVE_INFINITY)))
     .map((a) => a.done - a.t)
     .sort((a, b) => a - b);
+  const succeeded = ops.filter((op) => op.outcome === 'success');
+  const lastSuccess = Math.max(
+    loadStartedAt,
+    ...succeeded.map((op) => op.attempts.findLast((a) => a.status >= 200 && a.status < 300)?.done ?? loadStartedAt),
+  );
   return {
     faults: faults.length,
     promotions: faults.filter((f) => f.promotedAt !== null).length,
     windowMedianMs: quantile(sortedWindows, 0.5),
     windowMaxMs: sortedWindows.at(-1) ?? null,
+    window503MedianMs: quantile(sorted503, 0.5),
+    window503MaxMs: sorted503.at(-1) ?? null,
     answers503: attempts.filter((a) => a.status === 503).length,
     answers409: attempts.filter((a) => a.status === 409).length,
     latencyP50Ms: quantile(latencies, 0.5),
     latencyP99Ms: quantile(latencies, 0.99),
+    clearLatencyP50Ms: quantile(clear, 0.5),
+    clearLatencyP99Ms: quantile(clear, 0.99),
+    completedPerSecond:
+      lastSuccess > loadStartedAt
+        ? Math.round((succeeded.length / ((lastSuccess - loadStartedAt) / 1_000)) * 10) / 10
+        : 0,
+    ...(lostWrites ? { lostWrites: lostCounts(undefined) } : {}),
     windows,
   };
 }

@@ -173,7 +173,8 @@ function pgBinDir() {
 
 const asRoot = process.getuid?.() === 0;
 
-async function pgBin(name, args, timeout = 60_000) {
+/** Runs a PostgreSQL binary (as the `postgres` OS user when we are root); its standard output. */
+export async function pgBin(name, args, timeout = 60_000) {
   const bin = join(pgBinDir(), name);
   const [file, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', bin, ...args]] : [bin, args];
   try {
@@ -184,16 +185,22 @@ async function pgBin(name, args, timeout = 60_000) {
   }
 }
 
-export async function startPostgres() {
-  const dir = tempDir('idempo-chaos-pg-');
+/** A temp directory (removed by cleanupAll) that the PostgreSQL binaries may write to. */
+export async function postgresTempDir(prefix) {
+  const dir = tempDir(prefix);
   if (asRoot) {
     const [uid, gid] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]);
     await chown(dir, Number(uid.stdout.trim()), Number(gid.stdout.trim()));
   }
-  const data = join(dir, 'data');
+  return dir;
+}
+
+/**
+ * The server of the data directory `data` (in `dir`, which holds its socket and log) on `port`,
+ * not started. Tracked while it runs, so cleanupAll stops it.
+ */
+export function servePostgres(dir, data, port) {
   const log = join(dir, 'server.log');
-  const port = await freePort();
-  await pgBin('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
   const serverOptions = [
     `-p ${port}`,
     `-k ${dir}`,
@@ -205,22 +212,44 @@ export async function startPostgres() {
     '-c shared_buffers=16MB',
   ].join(' ');
   let running = false;
-  pgDataDirs.add(data);
   const pg = {
     kind: 'postgres',
     url: `postgres://postgres@${HOST}:${port}/postgres`,
     port,
     dir,
+    data,
     get running() {
       return running;
     },
     async start() {
+      pgDataDirs.add(data);
       await pgBin('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, '-w', '-t', '60', 'start']);
       running = true;
     },
     async stopHard() {
       await pgBin('pg_ctl', ['-D', data, '-m', 'immediate', '-w', '-t', '60', 'stop']);
       running = false;
+      pgDataDirs.delete(data);
+    },
+    /**
+     * A crash of the whole server at one instant, as of its machine: every process of it (the
+     * postmaster and each backend, which PostgreSQL puts in sessions of their own, so no process
+     * group reaches them all) is SIGSTOPped, then SIGKILLed. Nothing it does after the first
+     * signal reaches a client or a standby. Its data directory stays as the crash left it.
+     */
+    async crash() {
+      const pids = postgresPids(data);
+      for (const pid of pids) signal(pid, 'SIGSTOP');
+      // Forked between the listing and the stop: stopped now, since the postmaster is.
+      const all = [...new Set([...pids, ...postgresPids(data)])];
+      for (const pid of all) signal(pid, 'SIGKILL');
+      const deadline = Date.now() + 10_000;
+      while (all.some(alive)) {
+        if (Date.now() > deadline) throw new Error(`PostgreSQL on ${port} still alive 10 s after SIGKILL`);
+        await sleep(10);
+      }
+      running = false;
+      pgDataDirs.delete(data);
     },
     async destroy() {
       if (running) await pg.stopHard().catch(() => {});
@@ -229,6 +258,56 @@ export async function startPostgres() {
       dirs.delete(dir);
     },
   };
+  return pg;
+}
+
+/** The postmaster of `data` (from its postmaster.pid) and its children (from /proc). */
+function postgresPids(data) {
+  let postmaster;
+  try {
+    postmaster = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return [];
+  }
+  if (!(postmaster > 0) || !alive(postmaster)) return [];
+  const children = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // Fields after the command name, which ends at the last ')': state, ppid, …
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === postmaster) children.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return [postmaster, ...children];
+}
+
+function signal(pid, name) {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // already gone
+  }
+}
+
+/** Whether `pid` runs (a zombie, killed but not yet reaped by its parent, does not). */
+function alive(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+export async function startPostgres() {
+  const dir = await postgresTempDir('idempo-chaos-pg-');
+  const data = join(dir, 'data');
+  await pgBin('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
+  const pg = servePostgres(dir, data, await freePort());
   await pg.start();
   return pg;
 }

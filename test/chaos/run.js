@@ -6,16 +6,22 @@
 //   npm run chaos -- --quick                       all scenarios, small (about a minute)
 //   npm run chaos -- --scenario gateway-redis --ops 200 --duration 20s
 //   npm run chaos -- --json /tmp/chaos.json        also write every figure and the evidence
-//   npm run chaos -- --failover                    only the Redis Cluster failover scenarios
+//   npm run chaos -- --failover                    only the failover scenarios (Redis Cluster, PostgreSQL)
 //   npm run chaos -- --scenario failover-redis-pause,failover-redis-pause-ack
+//   npm run chaos -- --scenario failover-postgres-promote,failover-postgres-promote-sync
 //
-// The failover scenarios (failover-redis-<fault>[-ack], see scenarios.js) run every fault without
-// and with the Redis store's replicaAck; those without it are controls: their duplicates are
-// reported, and only the runs with it fail on a duplicate. Each also prints the failover window
-// (fault to last 503/409) and the latency of successful attempts, the option's cost.
+// The failover scenarios (see scenarios.js) run every fault without and with the option that is
+// meant to survive it: failover-redis-<fault>[-ack], the Redis store's replicaAck;
+// failover-postgres-promote[-sync], a synchronous standby and the PostgreSQL store's
+// synchronousCommit 'on'. Those without it are controls: their duplicates are reported, and only
+// the runs with it fail on a duplicate. Each also prints the failover window (fault to last
+// 503/409) and the option's cost: the latency of the attempts that ran the work and succeeded
+// (all of them, and those clear of any fault) and operations completed per second; PostgreSQL
+// runs also print the writes each crashed primary had and its promoted standby did not.
 //
 // Flags: --scenario <name[,name]> (repeatable), --ops <n>, --duration <30s|30000>, --quick,
-// --instances <n>, --seed <n>, --json <path>, --list. Build first (`npm run build`): it runs dist/.
+// --instances <n>, --seed <n>, --lease <5s|5000> (keep it above the store's failover), --json <path>,
+// --list. Build first (`npm run build`): it runs dist/.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +38,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     instances: { type: 'string' },
     seed: { type: 'string' },
+    lease: { type: 'string' },
     'abandon-rate': { type: 'string' },
     json: { type: 'string' },
     list: { type: 'boolean', default: false },
@@ -69,6 +76,7 @@ const overrides = {
   ...(values.duration ? { durationMs: parseDuration(values.duration) } : {}),
   ...(values.instances ? { instances: Number(values.instances) } : {}),
   ...(values.seed ? { seed: Number(values.seed) } : {}),
+  ...(values.lease ? { lease: values.lease } : {}),
   ...(abandonRate !== undefined ? { abandonRate } : {}),
 };
 const scenarios = names.map((name) => resolveScenario(name, { quick: values.quick, overrides }));
@@ -154,9 +162,28 @@ function printScenario(config, result) {
     const f = result.failover;
     console.log(
       `   failover: ${f.faults} faults (${f.promotions} promotions); clients turned away (503/409) for ` +
-        `${f.windowMedianMs} ms median, ${f.windowMaxMs} ms max after a fault; ${f.answers503} × 503, ` +
-        `${f.answers409} × 409; successful attempts p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms`,
+        `${f.windowMedianMs} ms median, ${f.windowMaxMs} ms max after a fault (503 only: ${f.window503MedianMs} ms ` +
+        `median, ${f.window503MaxMs} ms max); ${f.answers503} × 503, ` +
+        `${f.answers409} × 409; successful attempts p50 ${f.latencyP50Ms} ms, p99 ${f.latencyP99Ms} ms ` +
+        `(clear of faults p50 ${f.clearLatencyP50Ms} ms, p99 ${f.clearLatencyP99Ms} ms); ` +
+        `${f.completedPerSecond} operations completed per second`,
     );
+    if (f.lostWrites) {
+      const lost = (counts) =>
+        Object.entries(counts)
+          .map(([what, n]) => `${n} ${what}`)
+          .join(', ') || 'none';
+      console.log(`   on the crashed primary, not on the promoted standby: ${lost(f.lostWrites)}`);
+      console.log(
+        `   per fault: ${f.windows
+          .map(
+            (w) =>
+              `promoted ${w.promotedMs} ms, endpoint re-pointed ${w.releasedMs} ms, standby back ${w.wholeAgainMs} ms ` +
+              `after the crash; turned away ${w.windowMs} ms (503: ${w.window503Ms} ms); lost ${lost(w.lostWrites)}`,
+          )
+          .join(' | ')}`,
+      );
+    }
   }
   if (result.chaos.restartFailures.length > 0)
     console.log(`   instances that never came back: ${result.chaos.restartFailures.join('; ')}`);
@@ -182,7 +209,17 @@ for (const config of scenarios) {
 console.log('\n## summary\n');
 console.log(
   table([
-    ['scenario', 'ops', 'executions', 'duplicates', 'allowed (marked)', 'unexplained', 'wrong', 'unexecuted', 'stuck'],
+    [
+      'scenario',
+      'ops',
+      'executions',
+      'duplicates',
+      'allowed or explained',
+      'unexplained',
+      'wrong',
+      'unexecuted',
+      'stuck',
+    ],
     ...results.map((r) =>
       r.error
         ? [r.name, 'error', '', '', '', '', '', '', '']

@@ -56,6 +56,55 @@ export const SCENARIOS = {
 };
 
 /**
+ * Failover on PostgreSQL (postgres-failover.js): library-mode apps on a pg Pool whose connection
+ * string names an endpoint the harness re-points (node-postgres has no multi-host failover), a
+ * private primary with one streaming standby behind a replication link delayed 10 ms each way (a
+ * standby at network distance: on loopback it is never behind, so the control could lose nothing
+ * and the option would cost nothing). 3 to 9 s after the previous failover has finished, the
+ * primary crashes (every process SIGKILLed at once, for good), 1.5 s later (the failure detector)
+ * the standby is promoted and the endpoint re-pointed, and a new standby is built from the new
+ * primary. No instance kills and no slow upstream, so every duplicate comes from the failover.
+ *
+ * - `failover-postgres-promote`, the control: an asynchronous standby and `synchronousCommit`
+ *   unset. A claim, step or completion the primary acknowledged can be missing on the promoted
+ *   standby; its duplicates are reported, with the lost write as their cause, and do not fail.
+ * - `failover-postgres-promote-sync`: the standby named in `synchronous_standby_names` and the
+ *   store's `synchronousCommit: 'on'`, which returns once the standby has flushed the commit's
+ *   WAL. That is enough here: promotion replays every flushed record before it accepts writes,
+ *   and idempo reads its records from the primary only, so `'remote_apply'` (the standby has also
+ *   replayed it, for reads on the standby) would add replay time to every write and no safety.
+ *   Must show no duplicate.
+ *
+ * Leases are 20 s, as for Redis below: longer than the failover (crash, detection, promotion),
+ * and than the keys a commit in flight at the crash leaves held (the claim's outcome is unknown,
+ * so the engine answers 503 and the key stays in flight until its lease passes).
+ */
+const POSTGRES_FAILOVER_SCENARIOS = Object.fromEntries(
+  [false, true].map((synchronous) => [
+    `failover-postgres-promote${synchronous ? '-sync' : ''}`,
+    {
+      mode: 'library',
+      store: 'postgres-failover',
+      fault: 'promote',
+      synchronousStandby: synchronous,
+      ...(synchronous ? { synchronousCommit: 'on' } : {}),
+      control: !synchronous,
+      about: `PostgreSQL primary + streaming standby: primary crashed, standby promoted; ${
+        synchronous ? "synchronous standby, synchronousCommit 'on'" : 'asynchronous standby'
+      }`,
+      ops: 600,
+      durationMs: 30_000,
+      killEveryMs: 0,
+      slowRate: 0,
+      storeOutageEveryMs: 6_000,
+      promoteAfterMs: 1_500,
+      replicationDelayMs: 10,
+      lease: '20s',
+    },
+  ]),
+);
+
+/**
  * Failover: library-mode apps on an ioredis Cluster client, a private Redis Cluster of 3 masters +
  * 3 replicas (cluster-node-timeout 1.5 s, AOF everysec), one fault on a random master every ~6 s,
  * no instance kills and no slow upstream, so that every duplicate comes from the failover. Each
@@ -76,28 +125,31 @@ const FAILOVER_FAULTS = {
   'replica-stall': 'replica SIGSTOPped for 3 s',
 };
 
-export const FAILOVER_SCENARIOS = Object.fromEntries(
-  Object.entries(FAILOVER_FAULTS).flatMap(([fault, about]) =>
-    [false, true].map((replicaAck) => [
-      `failover-redis-${fault}${replicaAck ? '-ack' : ''}`,
-      {
-        mode: 'library',
-        store: 'redis-cluster',
-        fault,
-        replicaAck,
-        control: !replicaAck,
-        about: `Redis Cluster 3+3: ${about}; ${replicaAck ? 'with' : 'without'} replicaAck`,
-        ops: 600,
-        durationMs: 30_000,
-        killEveryMs: 0,
-        slowRate: 0,
-        storeOutageEveryMs: 6_000,
-        storeDownMs: 3_000,
-        lease: '20s',
-      },
-    ]),
+export const FAILOVER_SCENARIOS = {
+  ...Object.fromEntries(
+    Object.entries(FAILOVER_FAULTS).flatMap(([fault, about]) =>
+      [false, true].map((replicaAck) => [
+        `failover-redis-${fault}${replicaAck ? '-ack' : ''}`,
+        {
+          mode: 'library',
+          store: 'redis-cluster',
+          fault,
+          replicaAck,
+          control: !replicaAck,
+          about: `Redis Cluster 3+3: ${about}; ${replicaAck ? 'with' : 'without'} replicaAck`,
+          ops: 600,
+          durationMs: 30_000,
+          killEveryMs: 0,
+          slowRate: 0,
+          storeOutageEveryMs: 6_000,
+          storeDownMs: 3_000,
+          lease: '20s',
+        },
+      ]),
+    ),
   ),
-);
+  ...POSTGRES_FAILOVER_SCENARIOS,
+};
 
 export const FAILOVER_QUICK = { ops: 200, durationMs: 12_000, storeOutageEveryMs: 4_000 };
 
