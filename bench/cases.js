@@ -81,6 +81,17 @@ const VARIANTS = [
     needs: ['fastify-adapter', 'redis'],
   },
   {
+    id: 'fastify-idempo-node-redis',
+    group: 'fastify',
+    label: 'idempo · Redis, node-redis client',
+    module: 'fastify',
+    variant: 'idempo',
+    store: 'redis',
+    redisClient: 'node-redis',
+    kind: 'idempo',
+    needs: ['fastify-adapter', 'redis'],
+  },
+  {
     id: 'fastify-idempo-postgres',
     group: 'fastify',
     label: 'idempo · PostgreSQL',

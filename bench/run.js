@@ -178,6 +178,7 @@ async function runOnce(c, env) {
       upstreamPort,
       ...(c.logLevel ? { logLevel: c.logLevel } : {}),
       ...(c.autoPipelining ? { autoPipelining: true } : {}),
+      ...(c.redisClient ? { redisClient: c.redisClient } : {}),
       ...(c.fixedFingerprint ? { fixedFingerprint: true } : {}),
       ...(c.observe ? { observe: c.observe } : {}),
       ...(c.handler ? { handler: c.handler } : {}),

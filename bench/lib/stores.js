@@ -10,6 +10,7 @@ import {
   PG_MIGRATIONS_TABLE,
   PG_TABLE,
   PG_URL,
+  REDIS_URL,
   redisOptions,
   sqlitePath,
 } from './env.js';
@@ -18,7 +19,7 @@ import {
  * Opens an idempo store by name inside a server process. Returns `{ store, close }`. `pgPool`: a
  * pool the PostgreSQL store shares with the application (closed by its owner, not here).
  */
-export async function openIdempoStore(name, runId, { autoPipelining = false, pgPool } = {}) {
+export async function openIdempoStore(name, runId, { autoPipelining = false, redisClient = 'ioredis', pgPool } = {}) {
   switch (name) {
     case 'memory': {
       const { createMemoryStore } = await import('idempo/memory');
@@ -47,6 +48,7 @@ export async function openIdempoStore(name, runId, { autoPipelining = false, pgP
       };
     }
     case 'redis': {
+      if (redisClient === 'node-redis') return openNodeRedisStore();
       const { Redis } = await import('ioredis');
       const { createRedisStore } = await import('idempo/redis');
       const client = new Redis({
@@ -93,6 +95,27 @@ export async function openIdempoStore(name, runId, { autoPipelining = false, pgP
     default:
       throw new Error(`unknown store ${name}`);
   }
+}
+
+/**
+ * The Redis store on a node-redis client (`@redis/client`), as docs/stores/redis.md sets one up;
+ * node-redis writes one turn's commands at once by itself. The store sends through views of the
+ * client (`withTypeMapping`), so this process's round trips are not counted here; Redis's own
+ * command counts still are.
+ */
+async function openNodeRedisStore() {
+  const { createClient } = await import('@redis/client');
+  const { createRedisStore } = await import('idempo/redis');
+  const client = createClient({ url: REDIS_URL });
+  await client.connect();
+  const store = createRedisStore({ client, prefix: IDEMPO_REDIS_PREFIX });
+  return {
+    store,
+    close: async () => {
+      await store.close?.();
+      client.destroy();
+    },
+  };
 }
 
 /** A short-lived ioredis client for the harness (emptying, INFO). */

@@ -9,7 +9,7 @@ import { charge, chargeIntoTable, ROUTE } from '../lib/app.js';
 import { KEY_PREFIX, PG_URL, REDIS_URL } from '../lib/env.js';
 import { openIdempoStore } from '../lib/stores.js';
 
-export async function start({ variant, store: storeName, runId, autoPipelining, observe, handler }) {
+export async function start({ variant, store: storeName, runId, autoPipelining, redisClient, observe, handler }) {
   const app = Fastify({ logger: false });
   let after = async () => {};
   // The insert-one-row family: the handler writes its payment on a pool of 10 connections, which
@@ -31,7 +31,7 @@ export async function start({ variant, store: storeName, runId, autoPipelining, 
     case 'idempo': {
       const { createIdempotency } = await import('idempo');
       const { default: idempotency } = await import('idempo/fastify');
-      const opened = await openIdempoStore(storeName, runId, { autoPipelining, pgPool });
+      const opened = await openIdempoStore(storeName, runId, { autoPipelining, redisClient, pgPool });
       after = async () => {
         await opened.close();
         await closePool();
