@@ -6,6 +6,7 @@ import { createMemoryStore } from '../stores/memory.js';
 import { createSqliteStore } from '../stores/sqlite.js';
 import { type IdempotencyStore, IdempotencyUpstreamTimeoutError } from '../vocabulary/index.js';
 import { createIdempotency } from './engine.js';
+import { CLIENT_GONE } from './error-responses.js';
 import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
 
 const URL_BASE = 'http://api.test';
@@ -296,6 +297,23 @@ describe('protocol rows through handle()', () => {
     expect(retry.headers.get('idempotent-replayed')).toBeNull();
     expect(calls).toBe(2);
     expect(events.find((e) => e.type === 'released')?.reason).toBe('threw');
+  });
+
+  it("names the release of a client that hung up before the handler started 'client_gone', not 'threw'", async () => {
+    const events: IdempotencyEvent[] = [];
+    const idem = createIdempotency({ store: createMemoryStore(), onEvent: (e) => events.push(e) });
+    const request = {
+      method: 'POST',
+      url: '/pay',
+      header: (name: string) => (name === 'idempotency-key' ? 'k' : undefined),
+      body: async () => null,
+    };
+    const decision = await idem.begin(request);
+    if (decision.action !== 'execute') throw new Error(decision.action);
+    await decision.abort(CLIENT_GONE);
+    expect(events.filter((e) => e.type === 'released').map((e) => e.reason)).toEqual(['client_gone']);
+    // Released: the retry runs.
+    expect((await idem.begin(request)).action).toBe('execute');
   });
 
   it('releases the key on a releaseOn status and keeps other statuses', async () => {

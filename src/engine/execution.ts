@@ -9,7 +9,7 @@ import {
   IdempotencyTransactionUnsupportedError,
   type StoredResponse,
 } from '../vocabulary/index.js';
-import { errorResponse } from './error-responses.js';
+import { CLIENT_GONE, errorResponse } from './error-responses.js';
 import type { LeaseRenewer, Renewable } from './lease-renewer.js';
 import type { LimitTicket } from './limits.js';
 import type { ResolvedOptions } from './options.js';
@@ -313,7 +313,8 @@ export class ClaimedExecution implements Execution, Renewable {
     this.#limitTicket?.finish();
     this.#renewer.delete(this);
     if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) return this.#keep(error);
-    await this.#release('threw', undefined, error);
+    // A client that went away before the handler started is not a handler that threw.
+    await this.#release(error === CLIENT_GONE ? 'client_gone' : 'threw', undefined, error);
   }
 
   /**

@@ -123,7 +123,7 @@ export interface IdempotencyEvent {
   /** The response status the client got, when the engine decided it. */
   status?: number;
   /**
-   * Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'response_too_large'`, `'claim'`),
+   * Why a key was released or a store error happened (e.g. `'status'`, `'threw'`, `'client_gone'`, `'response_too_large'`, `'claim'`),
    * or which limit refused a request (`'in_flight'`, `'new_keys'`).
    */
   reason?: string;

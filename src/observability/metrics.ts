@@ -116,7 +116,7 @@ export function idempoMetrics({
   );
   const releases = counter(
     `${prefix}releases_total`,
-    'Keys released so that a retry runs again, by reason: status (a status in releaseOn) or threw.',
+    'Keys released so that a retry runs again, by reason: status (a status in releaseOn), threw, or client_gone (the client hung up before the handler started).',
     ['reason', 'route'],
   );
   const rateLimited = counter(
