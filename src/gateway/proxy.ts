@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
@@ -265,24 +266,33 @@ export function createProxy(options: ProxyOptions): Proxy {
   };
 }
 
+/**
+ * What undici watches to abort an exchange: an EventEmitter with `aborted` and `reason`, which
+ * undici takes in place of an AbortSignal. Node 20 builds an AbortController and its signal on the
+ * DOM EventTarget machinery, about 3% of the gateway's CPU per request in a profile, for an abort
+ * that almost never happens.
+ */
+class CutSignal extends EventEmitter {
+  aborted = false;
+  reason: Error | undefined;
+}
+
 /** One request's trip upstream, and why the gateway cut it short, if it did. */
 class Exchange {
   readonly keyed: boolean;
   reason: Cut | undefined;
-  readonly #controller = new AbortController();
+  readonly signal = new CutSignal();
 
   constructor(keyed: boolean) {
     this.keyed = keyed;
   }
 
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
   cut(reason: Cut): void {
     if (this.reason !== undefined) return;
     this.reason = reason;
-    this.#controller.abort(new Error(`idempo gateway: upstream exchange cut (${reason})`));
+    this.signal.aborted = true;
+    this.signal.reason = new Error(`idempo gateway: upstream exchange cut (${reason})`);
+    this.signal.emit('abort');
   }
 }
 
