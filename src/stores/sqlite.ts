@@ -303,6 +303,10 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   const insert = db.prepare(
     `INSERT OR REPLACE INTO ${table} (key, fingerprint, state, token, lease_until, expires_at, steps) VALUES (?, ?, ${IN_FLIGHT}, ?, ?, ?, NULL)`,
   );
+  // Takes an absent key in one statement: no read first, and nothing written when the key exists.
+  const insertIfAbsent = db.prepare(
+    `INSERT INTO ${table} (key, fingerprint, state, token, lease_until, expires_at, steps) VALUES (?, ?, ${IN_FLIGHT}, ?, ?, ?, NULL) ON CONFLICT(key) DO NOTHING`,
+  );
   const reclaim = db.prepare(
     `UPDATE ${table} SET state = ${IN_FLIGHT}, token = token + 1, lease_until = ?, expires_at = max(expires_at, ?) WHERE key = ?`,
   );
@@ -363,10 +367,16 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   // read, so no other process can claim between them.
   const claimTaking = ({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult => {
     const now = Date.now();
+    const leaseUntil = now + leaseMs;
+    // Most keys that get this far are new (the read before the transaction found none): one insert
+    // takes them, and only a key another process took meanwhile, or a row past its ttl, its lease
+    // or released, is read. A new record's token is the current time, as below.
+    if (insertIfAbsent.run(key, fingerprint, now, leaseUntil, Math.max(now + ttlMs, leaseUntil)).changes === 1) {
+      return { status: 'acquired', token: now, steps: {}, recovered: false };
+    }
     const row = select.get(key) as Row | undefined;
     const answer = answerOf(row, fingerprint, now);
     if (answer) return answer;
-    const leaseUntil = now + leaseMs;
     if (!row || row.expires_at <= now) {
       // A row past its ttl is gone; the next owner's token still goes above the last one.
       const token = Math.max(now, row ? row.token + 1 : 0);
