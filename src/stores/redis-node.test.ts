@@ -13,6 +13,7 @@ import {
   startRedisCluster,
   startRedisServer,
 } from '../../test/helpers/redis-cluster.js';
+import { commandCallsIn, delta } from '../../test/helpers/redis-commandstats.js';
 import { createIdempotency } from '../engine/engine.js';
 import {
   IdempotencyConfigInvalidError,
@@ -76,21 +77,28 @@ async function deleteKeys(client: NodeClient, prefix: string): Promise<void> {
 
 /** Total calls per command since the server started, without INFO itself. */
 async function commandCalls(admin: NodeClient): Promise<Record<string, number>> {
-  const calls: Record<string, number> = {};
-  for (const line of String(await admin.sendCommand(['INFO', 'commandstats'])).split('\r\n')) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-    if (match && match[1] !== 'info') calls[match[1]!] = Number(match[2]);
-  }
-  return calls;
+  return commandCallsIn(String(await admin.sendCommand(['INFO', 'commandstats'])), ['info']);
 }
 
-function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [name, count] of Object.entries(after)) {
-    const d = count - (before[name] ?? 0);
-    if (d) out[name] = d;
-  }
-  return out;
+/**
+ * Waits on `key` through `waiter`, then completes (or releases) it through `owner` 150 ms later,
+ * and expects the waiter woken within a second: long before any poll interval the tests set.
+ */
+async function expectWokenBy(
+  waiter: IdempotencyStore,
+  owner: IdempotencyStore,
+  key: string,
+  token: number,
+  finish: 'complete' | 'release' = 'complete',
+  text = 'done',
+): Promise<void> {
+  const waiting = waiter.waitForChange!(key, 8_000);
+  await sleep(150);
+  const changedAt = Date.now();
+  if (finish === 'complete') expect(await owner.complete(key, token, response(text), DAY)).toBe('ok');
+  else expect(await owner.release(key, token, DAY)).toBe('ok');
+  await waiting;
+  expect(Date.now() - changedAt).toBeLessThan(1_000);
 }
 
 async function acquire(store: IdempotencyStore, key: string, leaseMs = 60_000): Promise<number> {
@@ -270,14 +278,7 @@ describe('redis store through a node-redis client on the standalone server at 12
     try {
       for (const finish of ['complete', 'release'] as const) {
         const key = `k:${randomUUID()}`;
-        const token = await acquire(storeB, key);
-        const waiting = slowPoll.waitForChange!(key, 8_000);
-        await sleep(150);
-        const changedAt = Date.now();
-        if (finish === 'complete') expect(await storeB.complete(key, token, response('done'), DAY)).toBe('ok');
-        else expect(await storeB.release(key, token, DAY)).toBe('ok');
-        await waiting;
-        expect(Date.now() - changedAt).toBeLessThan(1_000);
+        await expectWokenBy(slowPoll, storeB, key, await acquire(storeB, key), finish);
       }
     } finally {
       await slowPoll.close?.();
@@ -306,12 +307,7 @@ describe('redis store through a node-redis client on the standalone server at 12
           'mismatch',
         );
         expect(await second.saveStep(key, token, 'charge', '"ch_1"')).toBe('ok');
-        const waiting = second.waitForChange!(key, 8_000);
-        await sleep(150);
-        const changedAt = Date.now();
-        expect(await first.complete(key, token, response(`done ${token}`), DAY)).toBe('ok');
-        await waiting;
-        expect(Date.now() - changedAt).toBeLessThan(1_000);
+        await expectWokenBy(second, first, key, token, 'complete', `done ${token}`);
         const replay = await second.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
         if (replay.status !== 'replay') throw new Error(`expected a replay, got ${replay.status}`);
         expect(new TextDecoder().decode(replay.response.body)).toBe(`done ${token}`);
@@ -468,13 +464,7 @@ describe('redis store through a node-redis client on a private server', () => {
     await waiting;
     expect(Date.now() - started).toBeLessThan(4_000);
     // Subscribed again: a later completion wakes a waiter at once.
-    const token = await acquire(store, 'after-reconnect');
-    const next = store.waitForChange!('after-reconnect', 8_000);
-    await sleep(150);
-    const completedAt = Date.now();
-    expect(await store.complete('after-reconnect', token, response('done'), DAY)).toBe('ok');
-    await next;
-    expect(Date.now() - completedAt).toBeLessThan(1_000);
+    await expectWokenBy(store, store, 'after-reconnect', await acquire(store, 'after-reconnect'));
     await store.close!();
   });
 
@@ -600,13 +590,7 @@ describe('redis store through a node-redis cluster client on a three-master Redi
     try {
       for (let i = 0; i < 5; i++) {
         const key = `wait:${i}:${randomUUID()}`;
-        const token = await acquire(storeB, key);
-        const waiting = slowPoll.waitForChange!(key, 8_000);
-        await sleep(150);
-        const completedAt = Date.now();
-        expect(await storeB.complete(key, token, response('done'), DAY)).toBe('ok');
-        await waiting;
-        expect(Date.now() - completedAt).toBeLessThan(1_000);
+        await expectWokenBy(slowPoll, storeB, key, await acquire(storeB, key));
       }
     } finally {
       await slowPoll.close?.();
@@ -628,13 +612,7 @@ describe('redis store through a node-redis cluster client on a three-master Redi
       expect(Date.now() - started).toBeLessThan(4_000);
       // Subscribed again: a later completion wakes a waiter at once.
       const next = `after-reconnect:${randomUUID()}`;
-      const token = await acquire(storeB, next);
-      const nextWait = store.waitForChange!(next, 8_000);
-      await sleep(150);
-      const completedAt = Date.now();
-      expect(await storeB.complete(next, token, response('done'), DAY)).toBe('ok');
-      await nextWait;
-      expect(Date.now() - completedAt).toBeLessThan(1_000);
+      await expectWokenBy(store, storeB, next, await acquire(storeB, next));
     } finally {
       await store.close?.();
     }

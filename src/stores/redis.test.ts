@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions, ReplyError } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedisServer } from '../../test/helpers/redis-cluster.js';
+import { commandCallsIn, delta } from '../../test/helpers/redis-commandstats.js';
 import { claimOverTwoTicks, countSocketWrites } from '../../test/helpers/socket-writes.js';
 import { watchCommands } from '../../test/redis/monitor.js';
 import {
@@ -42,22 +43,8 @@ async function deleteKeys(client: Redis, prefix: string): Promise<void> {
 
 /** Total command calls per command since the last CONFIG RESETSTAT, without INFO itself. */
 async function commandCalls(admin: Redis): Promise<Record<string, number>> {
-  const calls: Record<string, number> = {};
-  for (const line of (await admin.info('commandstats')).split('\r\n')) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
-    // INFO itself, and the ECHO markers watchCommands sends to find the app's connection.
-    if (match && match[1] !== 'info' && match[1] !== 'echo') calls[match[1]!] = Number(match[2]);
-  }
-  return calls;
-}
-
-function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [name, count] of Object.entries(after)) {
-    const d = count - (before[name] ?? 0);
-    if (d) out[name] = d;
-  }
-  return out;
+  // INFO itself, and the ECHO markers watchCommands sends to find the app's connection.
+  return commandCallsIn(await admin.info('commandstats'), ['info', 'echo']);
 }
 
 interface SharedServerStores {
