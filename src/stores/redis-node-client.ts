@@ -323,7 +323,17 @@ function collectingPipeline(send: (key: Arg | undefined, commands: Arg[][]) => P
       // node-redis fails a pipeline as a whole with its first error, where ioredis answers each
       // command: an error here is the write's own or leaves its outcome unknown, and the store
       // treats it as the write's.
-      const replies = await send(key, commands);
+      let replies: unknown[];
+      try {
+        replies = await send(key, commands);
+      } catch (error) {
+        // MOVED (a failover moved the slot) can only be the write's, since WAIT has no key: it is
+        // answered as ioredis answers it, the write's error beside WAIT's reply, so the store
+        // follows the slot's new master as it does on ioredis (node-redis follows MOVED by itself
+        // for single commands only).
+        if (!isError(error, 'MOVED')) throw error;
+        return commands.map((_, i): [Error | null, unknown] => (i === 0 ? [error as Error, null] : [null, 0]));
+      }
       return replies.map((reply): [Error | null, unknown] => [null, reply]);
     },
   };
@@ -419,19 +429,9 @@ function clusterStoreClient(cluster: NodeRedisCluster, keepAliveChannel: string)
   return storeClientOver({
     bytes: (key, args) => within(bytes.sendCommand(key, false, args), timeout),
     strings: (key, args) => within(strings.sendCommand(key, false, args), timeout),
-    async pipeline(key, commands) {
-      if (key === undefined) throw new Error('a pipeline needs a key to route it');
-      try {
-        return await within(sendPipeline(key, commands), timeout);
-      } catch (error) {
-        // node-redis follows MOVED, and refreshes its slot map, for single commands but not for
-        // a pipeline. A MOVED reply is the write's (WAIT has no key), so nothing was written:
-        // one keyed command through the cluster's routing refreshes the map, and the pipeline
-        // goes again, to the slot's new master.
-        if (!isError(error, 'MOVED')) throw error;
-        await within(strings.sendCommand(key, false, ['PTTL', key]), timeout);
-        return within(sendPipeline(key, commands), timeout);
-      }
+    pipeline(key, commands) {
+      if (key === undefined) return Promise.reject(new Error('a pipeline needs a key to route it'));
+      return within(sendPipeline(key, commands), timeout);
     },
     ping: () => within(cluster.sendCommand(undefined, true, ['PING']), timeout),
     subscriber: () => clusterSubscriber(cluster.duplicate({ minimizeConnections: true }), keepAliveChannel),

@@ -380,10 +380,11 @@ export function createRedisStore({
     if (written[0] && !redirected && isMoved(written[0])) {
       // The slot has a new master (a failover) and this client's map is stale. ioredis retries a
       // pipeline after MOVED only when every command in it met the same error, and WAIT, which
-      // has no key, answers from the old node, so it neither retries nor refreshes its map; with
-      // every write pipelined, nothing else would, and the shard's keys would be refused until
-      // some other command met MOVED. One keyed read (PEEK) follows the redirection and updates
-      // the map, and the pipeline goes again: MOVED means the node wrote nothing.
+      // has no key, answers from the old node, so it neither retries nor refreshes its map (and
+      // node-redis follows MOVED for single commands only); with every write pipelined, nothing
+      // else would, and the shard's keys would be refused until some other command met MOVED.
+      // One keyed read (PEEK) follows the redirection and updates the map, and the pipeline goes
+      // again: MOVED means the node wrote nothing.
       await run(COMMANDS.peek, operation, [record, '']).catch(() => undefined);
       return pipelined(acked, operation, record, write, true);
     }
