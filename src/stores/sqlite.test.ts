@@ -162,11 +162,13 @@ describe('sqlite store', () => {
       ],
       { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] },
     );
+    // Listened for now: the holder may be gone before the store below has closed.
+    const exited = new Promise((resolve) => holder.once('exit', resolve));
     await new Promise((resolve) => holder.stdout?.once('data', resolve));
     const store = createSqliteStore({ path: file, busyTimeout: '5s' });
     expect((await store.claim({ key: 'k', fingerprint: 'f', leaseMs: 1_000, ttlMs: 1_000 })).status).toBe('acquired');
     await store.close();
-    await new Promise((resolve) => holder.once('exit', resolve));
+    await exited;
   });
 
   it('rejects an unsafe table name with a coded error', () => {

@@ -24,6 +24,7 @@ import {
 } from '../vocabulary/index.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { isBusy } from './sqlite-busy.js';
+import { type Checkpointer, startCheckpointer } from './sqlite-checkpointer.js';
 import { groupCommit } from './sqlite-group-commit.js';
 import { createSqliteTransaction, type SqliteApplicationDatabase } from './sqlite-transaction.js';
 
@@ -89,7 +90,23 @@ export interface SqliteStoreOptions {
    */
   synchronous?: 'normal' | 'full';
   /**
-   * Called with failures no request sees: a failed sweep. Must not throw.
+   * Where WAL checkpoints (copying committed pages from the `-wal` file into the database file)
+   * run.
+   * - `'background'`: on a worker thread with its own connection, in passive checkpoints that
+   *   neither block nor wait for the store's writes; the store's connection never checkpoints,
+   *   so no request pays for one. If the thread fails, the store reports it to
+   *   `onBackgroundError` and goes back to `'inline'`.
+   * - `'inline'`: SQLite's default, inside the commit that takes the WAL past 1000 pages, on the
+   *   event loop.
+   *
+   * Either way a commit is exactly as durable (see `synchronous`). An in-memory database has no
+   * WAL and no checkpoints.
+   * @default 'background'
+   */
+  checkpoint?: 'background' | 'inline';
+  /**
+   * Called with failures no request sees: a failed sweep, a checkpoint thread that stopped.
+   * Must not throw.
    * @default ignores them
    */
   onBackgroundError?: (error: unknown) => void;
@@ -117,6 +134,20 @@ export interface SqliteStore extends IdempotencyStore {
 
 /** Most writes committed in one transaction: about a millisecond of holding the write lock. */
 const GROUP_COMMIT_MAX = 128;
+
+/**
+ * The checkpoint thread's pace: while writes come, often enough that each checkpoint copies a
+ * few hundred pages at most (the WAL stays small and is restarted from its start); when idle,
+ * rarely enough to cost nothing.
+ */
+const CHECKPOINT_BUSY_MS = 10;
+const CHECKPOINT_IDLE_MS = 250;
+
+/** WAL pages (16 MiB) past which the store's connection finishes the thread's checkpoint itself. */
+const CATCH_UP_PAGES = 4000;
+
+/** SQLite's own default `wal_autocheckpoint`, restored if the thread fails. */
+const INLINE_CHECKPOINT_PAGES = 1000;
 
 /**
  * Switches the file to WAL mode (kept in the file: later opens find it so). The switch does not
@@ -234,6 +265,41 @@ function openDatabase(Driver: DatabaseConstructor, path: string): Database {
 }
 
 /**
+ * Moves this connection's checkpoints to a thread (sqlite-checkpointer.ts); none for a database
+ * without a WAL. If the thread fails, checkpoints come back inline, at SQLite's default size.
+ */
+function checkpointInBackground(
+  db: Database,
+  path: string,
+  onBackgroundError: ((error: unknown) => void) | undefined,
+): Checkpointer | undefined {
+  if (db.pragma('journal_mode', { simple: true }) !== 'wal') return undefined;
+  // The WAL starts over from its beginning only when a write finds every frame already copied,
+  // which a thread copying beside a steady stream of commits rarely sees: past this size the
+  // store's own connection copies the few frames the thread has not, so the WAL restarts.
+  db.pragma(`wal_autocheckpoint = ${CATCH_UP_PAGES}`);
+  return startCheckpointer({
+    path,
+    driverPath: require.resolve('better-sqlite3'),
+    idleMs: CHECKPOINT_IDLE_MS,
+    busyMs: CHECKPOINT_BUSY_MS,
+    onFailed(error) {
+      try {
+        db.pragma(`wal_autocheckpoint = ${INLINE_CHECKPOINT_PAGES}`);
+      } catch {
+        // Closed meanwhile: nothing left to checkpoint for.
+      }
+      onBackgroundError?.(
+        new IdempotencyStoreUnavailableError(
+          'The SQLite checkpoint thread stopped; checkpoints run inline again, inside commits.',
+          { cause: error },
+        ),
+      );
+    },
+  });
+}
+
+/**
  * Creates a SQLite store on a database file, creating its table if needed.
  *
  * @example
@@ -266,6 +332,12 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   if (synchronous !== 'normal' && synchronous !== 'full') {
     throw new IdempotencyConfigInvalidError(
       `synchronous: expected 'normal' or 'full', got ${JSON.stringify(synchronous)}`,
+    );
+  }
+  const checkpoint = options.checkpoint ?? 'background';
+  if (checkpoint !== 'background' && checkpoint !== 'inline') {
+    throw new IdempotencyConfigInvalidError(
+      `checkpoint: expected 'background' or 'inline', got ${JSON.stringify(checkpoint)}`,
     );
   }
   const db = openDatabase(loadDriver(), path);
@@ -329,6 +401,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     db.close();
     throw error;
   }
+  const checkpointer = checkpoint === 'background' ? checkpointInBackground(db, path, onBackgroundError) : undefined;
   // Operations only (inspect, list, delete): never on the request path.
   const columns = 'key, state, token, lease_until, expires_at, steps, status, headers, body';
   const current = `(expires_at > @now OR (state = ${IN_FLIGHT} AND lease_until > @now))`;
@@ -495,6 +568,9 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     async close() {
       await sweeper.stop();
       writes.flush();
+      // The thread's connection closes first, so the store's is the last one and, as SQLite does
+      // for the last connection, checkpoints and removes the WAL.
+      await checkpointer?.stop();
       db.close();
     },
   };
