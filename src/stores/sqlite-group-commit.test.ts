@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createSqliteStore } from './sqlite.js';
-import { groupCommit } from './sqlite-group-commit.js';
+import { groupCommit, type TransactionalDatabase } from './sqlite-group-commit.js';
 
 interface Db {
   pragma(source: string, options?: { simple: boolean }): unknown;
@@ -34,6 +34,22 @@ function open(name: string): Db {
 function walFrames(db: Db): number {
   const [row] = db.pragma('wal_checkpoint(PASSIVE)') as { log: number }[];
   return row?.log ?? 0;
+}
+
+/** `db` for groupCommit, counting each attempt to begin a write transaction (`BEGIN IMMEDIATE`). */
+function countingAttempts(db: Db): { counted: TransactionalDatabase; attempts: () => number } {
+  let count = 0;
+  const counted: TransactionalDatabase = {
+    transaction<T extends (...args: never[]) => unknown>(fn: T) {
+      const tx = db.transaction(fn);
+      const immediate = ((...args: never[]) => {
+        count++;
+        return tx.immediate(...args);
+      }) as T;
+      return Object.assign(((...args: never[]) => tx(...args)) as T, { immediate });
+    },
+  };
+  return { counted, attempts: () => count };
 }
 
 describe('group commit', () => {
@@ -104,6 +120,45 @@ describe('group commit', () => {
     clearInterval(ticker);
     expect(ticks).toBeGreaterThanOrEqual(10);
     expect(db.prepare("SELECT v FROM t WHERE k = 'late'").get()).toEqual({ v: 1 });
+    holder.close();
+    db.close();
+  });
+
+  it('keeps its backoff while another connection holds the lock: commitQueued waits for the retry', async () => {
+    const db = open('backoff.db');
+    const holder = open('backoff.db');
+    const { counted, attempts } = countingAttempts(db);
+    const writes = groupCommit(counted, { maxBatch: 128, busyTimeoutMs: 2000 });
+    holder.exec('BEGIN IMMEDIATE');
+    const written = writes.run(() => db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run('kept', 1));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const waited = attempts();
+    expect(waited).toBeGreaterThanOrEqual(1);
+    for (let i = 0; i < 50; i++) writes.commitQueued();
+    expect(attempts()).toBe(waited);
+    holder.exec('COMMIT');
+    await written;
+    expect(db.prepare("SELECT v FROM t WHERE k = 'kept'").get()).toEqual({ v: 1 });
+    holder.close();
+    db.close();
+  });
+
+  it('drops the flush scheduled for the turn when it runs early, so a lock wait keeps its pause', async () => {
+    const db = open('early.db');
+    const holder = open('early.db');
+    const { counted, attempts } = countingAttempts(db);
+    const writes = groupCommit(counted, { maxBatch: 128, busyTimeoutMs: 2000 });
+    holder.exec('BEGIN IMMEDIATE');
+    const written = writes.run(() => db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run('early', 1));
+    // Run before the turn ends: busy, so the write now waits a pause on a timer.
+    writes.flush();
+    expect(attempts()).toBe(1);
+    // The flush run() scheduled for the end of the turn would try again at once.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(attempts()).toBe(1);
+    holder.exec('COMMIT');
+    await written;
+    expect(db.prepare("SELECT v FROM t WHERE k = 'early'").get()).toEqual({ v: 1 });
     holder.close();
     db.close();
   });

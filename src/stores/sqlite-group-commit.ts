@@ -21,6 +21,11 @@ export interface GroupCommit {
   run<T>(write: () => T): Promise<T>;
   /** Commits what is queued now, without waiting for the turn to end (before closing). */
   flush(): void;
+  /**
+   * Commits what is queued now, as at the end of the turn, unless a batch is waiting out another
+   * connection's lock: then the queue keeps its place behind that retry.
+   */
+  commitQueued(): void;
 }
 
 interface Pending {
@@ -59,18 +64,24 @@ export function groupCommit(db: TransactionalDatabase, options: GroupCommitOptio
   const { maxBatch, busyTimeoutMs } = options;
   const commitAll = db.transaction((batch: Pending[]) => batch.map((pending) => pending.write()));
   let queue: Pending[] = [];
-  let scheduled = false;
+  // Cancels the flush scheduled for later, if any: a flush run early leaves it nothing to do.
+  let cancelScheduled: (() => void) | undefined;
   let pauseMs = 0;
 
   function schedule(delayMs: number): void {
-    if (scheduled) return;
-    scheduled = true;
-    if (delayMs === 0) setImmediate(flush);
-    else setTimeout(flush, delayMs);
+    if (cancelScheduled) return;
+    if (delayMs === 0) {
+      const immediate = setImmediate(flush);
+      cancelScheduled = () => clearImmediate(immediate);
+    } else {
+      const timer = setTimeout(flush, delayMs);
+      cancelScheduled = () => clearTimeout(timer);
+    }
   }
 
   function flush(): void {
-    scheduled = false;
+    cancelScheduled?.();
+    cancelScheduled = undefined;
     while (queue.length > 0) {
       const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
       queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
@@ -127,5 +138,9 @@ export function groupCommit(db: TransactionalDatabase, options: GroupCommitOptio
       });
     },
     flush,
+    commitQueued() {
+      // While another connection holds the lock, the retry on its timer takes the queue.
+      if (pauseMs === 0) flush();
+    },
   };
 }

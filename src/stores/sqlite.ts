@@ -473,7 +473,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     read: (input: ClaimInput) => select.get(input.key) as Row | undefined,
     answer: (input: ClaimInput, row: Row | undefined): ClaimResult | Promise<ClaimResult> =>
       answerOf(row, input.fingerprint, Date.now()) ?? writes.run(() => claimTaking(input)),
-    afterBatch: () => writes.flush(),
+    afterBatch: () => writes.commitQueued(),
   });
 
   const changes = new EventEmitter();
