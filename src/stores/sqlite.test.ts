@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,93 @@ describe('sqlite store: shared contract', () => {
   for (const c of storeContractCases) it(c.name, () => c.run({ store: () => store, otherStore: () => other }));
 });
 
+const require = createRequire(import.meta.url);
+const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+
+/** The table as stores before the rowid layout made it, clustered by key. */
+const WITHOUT_ROWID_TABLE = `CREATE TABLE idempo_records (
+  key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
+  lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
+) WITHOUT ROWID`;
+
+function tableSql(file: string): string {
+  const db = new Database(file, { readonly: true });
+  try {
+    return (db.prepare(`SELECT sql FROM sqlite_master WHERE name = 'idempo_records'`).get() as { sql: string }).sql;
+  } finally {
+    db.close();
+  }
+}
+
+// A file made by an earlier version keeps its WITHOUT ROWID table, and every operation still holds on it.
+const olderPath = join(dir, 'without-rowid.db');
+const olderDb = new Database(olderPath);
+olderDb.exec(WITHOUT_ROWID_TABLE);
+olderDb.close();
+const olderStore = createSqliteStore({ path: olderPath });
+const olderOther = createSqliteStore({ path: olderPath });
+afterAll(async () => {
+  await olderStore.close();
+  await olderOther.close();
+});
+
+describe('sqlite store on a file with the older WITHOUT ROWID table: shared contract', () => {
+  for (const c of storeContractCases) {
+    it(c.name, () => c.run({ store: () => olderStore, otherStore: () => olderOther }));
+  }
+});
+
 describe('sqlite store', () => {
+  it('makes a new table in rowid order, and leaves the layout of an existing one as it is', () => {
+    // Keys are random: clustered by key, every claim and every completion wrote a page of its own.
+    expect(tableSql(path)).not.toMatch(/WITHOUT ROWID/i);
+    expect(tableSql(olderPath)).toMatch(/WITHOUT ROWID/i);
+  });
+
+  it('moves a WITHOUT ROWID file to the rowid table with the SQL the docs give, and every record survives', async () => {
+    const file = join(dir, 'moved.db');
+    const setup = new Database(file);
+    setup.exec(WITHOUT_ROWID_TABLE);
+    setup.close();
+    const before = createSqliteStore({ path: file });
+    const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
+    const done = await before.claim({ key: 'done', ...input });
+    const running = await before.claim({ key: 'running', ...input });
+    if (done.status !== 'acquired' || running.status !== 'acquired') throw new Error('expected acquired');
+    await before.complete(
+      'done',
+      done.token,
+      { status: 201, headers: [['x', 'y']], body: Buffer.from('paid') },
+      60_000,
+    );
+    await before.saveStep('running', running.token, 'charge', 'ch_1');
+    await before.close();
+
+    const page = readFileSync(new URL('../../docs/stores/sqlite.md', import.meta.url), 'utf8');
+    const moving = /### Moving a file to the rowid table[\s\S]*?```sql\n([\s\S]*?)```/.exec(page)?.[1];
+    expect(moving).toBeDefined();
+    const db = new Database(file);
+    db.exec(moving as string);
+    db.close();
+    expect(tableSql(file)).not.toMatch(/WITHOUT ROWID/i);
+
+    const after = createSqliteStore({ path: file });
+    const replay = await after.claim({ key: 'done', ...input });
+    expect(replay.status).toBe('replay');
+    if (replay.status === 'replay') {
+      expect(Buffer.from(replay.response.body).toString()).toBe('paid');
+      expect(replay.response.headers).toEqual([['x', 'y']]);
+    }
+    expect((await after.claim({ key: 'running', ...input })).status).toBe('in_flight');
+    expect((await after.inspect?.('running'))?.steps).toEqual(['charge']);
+    // The owner still holds its lease across the move: its token is the same.
+    expect(
+      await after.complete('running', running.token, { status: 200, headers: [], body: new Uint8Array() }, 60_000),
+    ).toBe('ok');
+    expect((await after.claim({ key: 'done', ...input, fingerprint: 'other' })).status).toBe('mismatch');
+    await after.close();
+  });
+
   it('keeps completed records across a reopen of the file', async () => {
     const file = join(dir, 'reopen.db');
     const first = createSqliteStore({ path: file });
@@ -66,8 +152,7 @@ describe('sqlite store', () => {
     await fast.claim({ key: 'running', ...input });
 
     // Another process in the middle of a write: it holds the lock until it commits.
-    const Driver = createRequire(import.meta.url)('better-sqlite3');
-    const writer = new Driver(file);
+    const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
     try {
       const started = Date.now();
@@ -95,7 +180,7 @@ describe('sqlite store', () => {
   it('waits for another process’s write lock on timers, so the event loop keeps running meanwhile', async () => {
     const file = join(dir, 'held.db');
     const patient = createSqliteStore({ path: file, busyTimeout: '3s' });
-    const writer = new (createRequire(import.meta.url)('better-sqlite3'))(file);
+    const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
     // Only this process's event loop can let the other connection go: a claim that slept inside
     // SQLite would hold it until the busy timeout, then fail.
@@ -120,7 +205,7 @@ describe('sqlite store', () => {
     const file = join(dir, 'busy-sweep.db');
     const errors: unknown[] = [];
     const swept = createSqliteStore({ path: file, sweepInterval: 20, onBackgroundError: (e) => errors.push(e) });
-    const writer = new (createRequire(import.meta.url)('better-sqlite3'))(file);
+    const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
     await new Promise((r) => setTimeout(r, 100));
     writer.exec('ROLLBACK');
