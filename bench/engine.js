@@ -9,17 +9,10 @@
  */
 import { createIdempotency } from 'idempo';
 import { createMemoryStore } from 'idempo/memory';
+import { STORED_RESPONSE as RESPONSE } from './lib/app.js';
 import { median } from './lib/report.js';
 
 const BODY = Buffer.from(JSON.stringify({ amount: 1999, currency: 'usd', customer: 'cus_8f2k3', capture: true }));
-const RESPONSE = {
-  status: 201,
-  headers: [
-    ['content-type', 'application/json; charset=utf-8'],
-    ['content-length', '62'],
-  ],
-  body: Buffer.from('{"id":"pay_1","amount":1999,"currency":"usd","status":"succeeded"}'),
-};
 
 /** Acquires every new key and replays every known one, doing no more than a Map lookup. */
 function stubStore() {

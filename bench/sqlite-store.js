@@ -13,19 +13,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSqliteStore } from 'idempo/sqlite';
+import { STORED_RESPONSE as RESPONSE } from './lib/app.js';
 import { median } from './lib/report.js';
 
 const PAIRS = Number(process.argv[2] ?? 40_000);
 const LOOPS = 20;
 const TTL = 86_400_000;
-const RESPONSE = {
-  status: 201,
-  headers: [
-    ['content-type', 'application/json; charset=utf-8'],
-    ['content-length', '62'],
-  ],
-  body: Buffer.from('{"id":"pay_1","amount":1999,"currency":"usd","status":"succeeded"}'),
-};
 const FINGERPRINT = createHash('sha256').update('body').digest('base64url');
 
 /** Bytes this process has handed to write system calls (pwrite included), from /proc. */

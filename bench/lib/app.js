@@ -10,6 +10,16 @@ export const ROUTE = '/payments';
 /** The request body every load generator sends. */
 export const REQUEST_BODY = JSON.stringify({ amount: 1999, currency: 'usd', customer: 'cus_8f2k3', capture: true });
 
+/** The response the benches that drive the engine or a store directly store: what `charge` answers. */
+export const STORED_RESPONSE = {
+  status: 201,
+  headers: [
+    ['content-type', 'application/json; charset=utf-8'],
+    ['content-length', '62'],
+  ],
+  body: Buffer.from('{"id":"pay_1","amount":1999,"currency":"usd","status":"succeeded"}'),
+};
+
 export const counters = { handlerRuns: 0, redisCommands: 0 };
 
 let sequence = 0;
