@@ -503,8 +503,12 @@ function buildProgram(): Command {
 
   program
     .command('migrate')
-    .description('Create or upgrade the store schema (PostgreSQL; other stores need none).')
-    .addOption(new Option('--store <url>', 'postgres://USER@HOST/DB').env('IDEMPO_STORE').makeOptionMandatory())
+    .description(
+      "Create or upgrade the store schema (PostgreSQL), or move a SQLite table an earlier version made to today's layout; other stores need none.",
+    )
+    .addOption(
+      new Option('--store <url>', 'postgres://USER@HOST/DB or sqlite:PATH').env('IDEMPO_STORE').makeOptionMandatory(),
+    )
     .action(async (flags: { store: string }) => {
       const opened = await openStore(flags.store, { checkSchema: false });
       try {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,48 +66,90 @@ describe('sqlite store', () => {
     expect(tableSql(olderPath)).toMatch(/WITHOUT ROWID/i);
   });
 
-  it('moves a WITHOUT ROWID file to the rowid table with the SQL the docs give, and every record survives', async () => {
+  it('migrate() moves a WITHOUT ROWID table to rowid order while another connection serves on it, and every record survives', async () => {
     const file = join(dir, 'moved.db');
     const setup = new Database(file);
     setup.exec(WITHOUT_ROWID_TABLE);
     setup.close();
-    const before = createSqliteStore({ path: file });
+    const mover = createSqliteStore({ path: file });
+    // Another process's store, with its statements prepared on the old table.
+    const serving = createSqliteStore({ path: file });
     const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
-    const done = await before.claim({ key: 'done', ...input });
-    const running = await before.claim({ key: 'running', ...input });
+    const done = await mover.claim({ key: 'done', ...input });
+    const running = await serving.claim({ key: 'running', ...input });
     if (done.status !== 'acquired' || running.status !== 'acquired') throw new Error('expected acquired');
-    await before.complete(
-      'done',
-      done.token,
-      { status: 201, headers: [['x', 'y']], body: Buffer.from('paid') },
-      60_000,
-    );
-    await before.saveStep('running', running.token, 'charge', 'ch_1');
-    await before.close();
+    const paid = { status: 201, headers: [['x', 'y']] as [string, string][], body: Buffer.from('paid') };
+    await mover.complete('done', done.token, paid, 60_000);
+    await serving.saveStep('running', running.token, 'charge', 'ch_1');
 
-    const page = readFileSync(new URL('../../docs/stores/sqlite.md', import.meta.url), 'utf8');
-    const moving = /### Moving a file to the rowid table[\s\S]*?```sql\n([\s\S]*?)```/.exec(page)?.[1];
-    expect(moving).toBeDefined();
-    const db = new Database(file);
-    db.exec(moving as string);
-    db.close();
+    expect(await mover.migrate()).toEqual({ table: 'idempo_records', from: 1, to: 2, applied: [2] });
     expect(tableSql(file)).not.toMatch(/WITHOUT ROWID/i);
 
-    const after = createSqliteStore({ path: file });
-    const replay = await after.claim({ key: 'done', ...input });
-    expect(replay.status).toBe('replay');
-    if (replay.status === 'replay') {
-      expect(Buffer.from(replay.response.body).toString()).toBe('paid');
-      expect(replay.response.headers).toEqual([['x', 'y']]);
+    for (const store of [serving, mover]) {
+      const replay = await store.claim({ key: 'done', ...input });
+      expect(replay.status).toBe('replay');
+      if (replay.status === 'replay') {
+        expect(Buffer.from(replay.response.body).toString()).toBe('paid');
+        expect(replay.response.headers).toEqual([['x', 'y']]);
+      }
+      expect((await store.claim({ key: 'done', ...input, fingerprint: 'other' })).status).toBe('mismatch');
+      expect((await store.claim({ key: 'running', ...input })).status).toBe('in_flight');
     }
-    expect((await after.claim({ key: 'running', ...input })).status).toBe('in_flight');
-    expect((await after.inspect?.('running'))?.steps).toEqual(['charge']);
-    // The owner still holds its lease across the move: its token is the same.
+    expect((await mover.inspect?.('running'))?.steps).toEqual(['charge']);
+    // The owner keeps its lease across the move: its token still fences.
+    expect(await serving.complete('running', running.token, paid, 60_000)).toBe('ok');
+    expect(await serving.complete('running', running.token, paid, 60_000)).toBe('stale');
+    expect((await serving.claim({ key: 'new', ...input })).status).toBe('acquired');
+    expect((await mover.claim({ key: 'new', ...input })).status).toBe('in_flight');
+
+    expect(await serving.migrate()).toEqual({ table: 'idempo_records', from: 2, to: 2, applied: [] });
+    await mover.close();
+    await serving.close();
+    const reopened = createSqliteStore({ path: file });
+    expect((await reopened.claim({ key: 'running', ...input })).status).toBe('replay');
+    expect(await reopened.migrate()).toEqual({ table: 'idempo_records', from: 2, to: 2, applied: [] });
+    await reopened.close();
+  });
+
+  it('migrate() leaves the table as it was when the move fails, and says why', async () => {
+    const file = join(dir, 'blocked-move.db');
+    const setup = new Database(file);
+    setup.exec(WITHOUT_ROWID_TABLE);
+    // A table of the application's own, with the name the move would use: never dropped.
+    setup.exec('CREATE TABLE idempo_records_rowid (mine TEXT)');
+    setup.close();
+    const store = createSqliteStore({ path: file });
+    const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
+    const claim = await store.claim({ key: 'kept', ...input });
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    await expect(store.migrate()).rejects.toMatchObject({
+      code: 'IDEMPO_STORE_UNAVAILABLE',
+      message: expect.stringMatching(/could not move idempo_records .*idempo_records_rowid already exists.*as it was/),
+    });
+    expect(tableSql(file)).toMatch(/WITHOUT ROWID/i);
+    expect((await store.claim({ key: 'kept', ...input })).status).toBe('in_flight');
     expect(
-      await after.complete('running', running.token, { status: 200, headers: [], body: new Uint8Array() }, 60_000),
+      await store.complete('kept', claim.token, { status: 200, headers: [], body: new Uint8Array() }, 60_000),
     ).toBe('ok');
-    expect((await after.claim({ key: 'done', ...input, fingerprint: 'other' })).status).toBe('mismatch');
-    await after.close();
+    await store.close();
+  });
+
+  it('migrate() waits for another connection’s write lock up to busyTimeout, then gives up with the table as it was', async () => {
+    const file = join(dir, 'locked-move.db');
+    const setup = new Database(file);
+    setup.exec(WITHOUT_ROWID_TABLE);
+    setup.close();
+    const store = createSqliteStore({ path: file, busyTimeout: 150 });
+    const writer = new Database(file);
+    writer.exec('BEGIN IMMEDIATE');
+    const started = Date.now();
+    await expect(store.migrate()).rejects.toMatchObject({ code: 'IDEMPO_STORE_UNAVAILABLE' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    writer.exec('COMMIT');
+    writer.close();
+    expect(tableSql(file)).toMatch(/WITHOUT ROWID/i);
+    expect(await store.migrate()).toMatchObject({ from: 1, to: 2 });
+    await store.close();
   });
 
   it('keeps completed records across a reopen of the file', async () => {

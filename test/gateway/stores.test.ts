@@ -1,5 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, postJson, ROOT, spawnGateway, startUpstream } from '../helpers/servers.js';
 
@@ -29,6 +33,51 @@ describe('gateway store URLs', () => {
     });
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(/already at version 1/);
+  });
+
+  it('idempo migrate moves a SQLite table an earlier version made, keeps its records, and says so again without changing anything', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'idempo-migrate-'));
+    try {
+      const file = join(dir, 'old.db');
+      const db = new (createRequire(import.meta.url)('better-sqlite3'))(file);
+      db.exec(`CREATE TABLE idempo_records (
+        key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
+        lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
+      ) WITHOUT ROWID`);
+      db.close();
+      const gateway = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
+      const key = randomUUID();
+      const first = await postJson(`${gateway.url}/orders`, { sku: 'm-1' }, key);
+      expect(first.status).toBe(201);
+      const body = await first.text();
+      gateway.child.kill('SIGTERM');
+      await gateway.exited;
+
+      const moved = spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], {
+        cwd: ROOT,
+        encoding: 'utf8',
+      });
+      expect(moved.status, moved.stderr).toBe(0);
+      expect(moved.stdout).toMatch(/migrated schema from version 1 to 2/);
+      const again = spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], {
+        cwd: ROOT,
+        encoding: 'utf8',
+      });
+      expect(again.status, again.stderr).toBe(0);
+      expect(again.stdout).toMatch(/already at version 2/);
+
+      const after = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
+      const hits = upstream.hits.length;
+      const replay = await postJson(`${after.url}/orders`, { sku: 'm-1' }, key);
+      expect(replay.status).toBe(201);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(await replay.text()).toBe(body);
+      expect(upstream.hits.length).toBe(hits);
+      after.child.kill('SIGTERM');
+      await after.exited;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('idempo migrate on a store with no schema says there is nothing to do', () => {
