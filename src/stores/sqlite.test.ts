@@ -26,11 +26,21 @@ describe('sqlite store: shared contract', () => {
 const require = createRequire(import.meta.url);
 const Database = require('better-sqlite3') as typeof import('better-sqlite3');
 
-/** The table as stores before the rowid layout made it, clustered by key. */
-const WITHOUT_ROWID_TABLE = `CREATE TABLE idempo_records (
-  key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
-  lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
-) WITHOUT ROWID`;
+/**
+ * A new file in `dir` holding the table as stores made it before the rowid layout, clustered by
+ * key, plus any further SQL.
+ */
+function olderFile(name: string, ...more: string[]): string {
+  const file = join(dir, name);
+  const db = new Database(file);
+  db.exec(`CREATE TABLE idempo_records (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
+  ) WITHOUT ROWID`);
+  for (const sql of more) db.exec(sql);
+  db.close();
+  return file;
+}
 
 function tableSql(file: string): string {
   const db = new Database(file, { readonly: true });
@@ -42,10 +52,7 @@ function tableSql(file: string): string {
 }
 
 // A file made by an earlier version keeps its WITHOUT ROWID table, and every operation still holds on it.
-const olderPath = join(dir, 'without-rowid.db');
-const olderDb = new Database(olderPath);
-olderDb.exec(WITHOUT_ROWID_TABLE);
-olderDb.close();
+const olderPath = olderFile('without-rowid.db');
 const olderStore = createSqliteStore({ path: olderPath });
 const olderOther = createSqliteStore({ path: olderPath });
 afterAll(async () => {
@@ -67,10 +74,7 @@ describe('sqlite store', () => {
   });
 
   it('migrate() moves a WITHOUT ROWID table to rowid order while another connection serves on it, and every record survives', async () => {
-    const file = join(dir, 'moved.db');
-    const setup = new Database(file);
-    setup.exec(WITHOUT_ROWID_TABLE);
-    setup.close();
+    const file = olderFile('moved.db');
     const mover = createSqliteStore({ path: file });
     // Another process's store, with its statements prepared on the old table.
     const serving = createSqliteStore({ path: file });
@@ -112,12 +116,8 @@ describe('sqlite store', () => {
   });
 
   it('migrate() leaves the table as it was when the move fails, and says why', async () => {
-    const file = join(dir, 'blocked-move.db');
-    const setup = new Database(file);
-    setup.exec(WITHOUT_ROWID_TABLE);
     // A table of the application's own, with the name the move would use: never dropped.
-    setup.exec('CREATE TABLE idempo_records_rowid (mine TEXT)');
-    setup.close();
+    const file = olderFile('blocked-move.db', 'CREATE TABLE idempo_records_rowid (mine TEXT)');
     const store = createSqliteStore({ path: file });
     const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
     const claim = await store.claim({ key: 'kept', ...input });
@@ -127,6 +127,11 @@ describe('sqlite store', () => {
       message: expect.stringMatching(/could not move idempo_records .*idempo_records_rowid already exists.*as it was/),
     });
     expect(tableSql(file)).toMatch(/WITHOUT ROWID/i);
+    const check = new Database(file, { readonly: true });
+    expect(check.prepare(`SELECT sql FROM sqlite_master WHERE name = 'idempo_records_rowid'`).get()).toEqual({
+      sql: 'CREATE TABLE idempo_records_rowid (mine TEXT)',
+    });
+    check.close();
     expect((await store.claim({ key: 'kept', ...input })).status).toBe('in_flight');
     expect(
       await store.complete('kept', claim.token, { status: 200, headers: [], body: new Uint8Array() }, 60_000),
@@ -135,10 +140,7 @@ describe('sqlite store', () => {
   });
 
   it('migrate() waits for another connection’s write lock up to busyTimeout, then gives up with the table as it was', async () => {
-    const file = join(dir, 'locked-move.db');
-    const setup = new Database(file);
-    setup.exec(WITHOUT_ROWID_TABLE);
-    setup.close();
+    const file = olderFile('locked-move.db');
     const store = createSqliteStore({ path: file, busyTimeout: 150 });
     const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
