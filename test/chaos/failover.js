@@ -29,7 +29,9 @@ function canListen(port) {
 const handedOut = new Set();
 async function freeClusterPort() {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
+    // started again on its port must not find it taken by some outgoing connection meanwhile.
+    const port = 10_000 + Math.floor(Math.random() * 12_000);
     if (!handedOut.has(port) && (await canListen(port)) && (await canListen(port + 10_000))) {
       handedOut.add(port);
       return port;

@@ -6,7 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,7 +57,9 @@ function canListen(port: number): Promise<boolean> {
 
 async function freePort(): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
+    // started again on its port must not find it taken by some outgoing connection meanwhile.
+    const port = 10_000 + Math.floor(Math.random() * 12_000);
     if (await canListen(port)) return port;
   }
   throw new Error('no free port found');
@@ -202,7 +204,13 @@ async function serve(dir: string, data: string, port: number): Promise<PostgresC
       return running;
     },
     async start() {
-      await pgBin('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, '-w', '-t', '60', 'start']);
+      try {
+        await pgBin('pg_ctl', ['-D', data, '-l', log, '-o', serverOptions, '-w', '-t', '60', 'start']);
+      } catch (error) {
+        // pg_ctl only says "examine the log output", and the log goes with the temp directory.
+        const tail = await readFile(log, 'utf8').then((text) => text.split('\n').slice(-15).join('\n'), String);
+        throw new Error(`${(error as Error).message}\nserver.log:\n${tail}`, { cause: error });
+      }
       running = true;
     },
     async stop(mode = 'immediate') {

@@ -73,7 +73,9 @@ function canListen(port: number): Promise<boolean> {
 /** A free port; with `bus`, also port + 10000 is free (the Cluster bus port). */
 export async function freePort({ bus = false }: { bus?: boolean } = {}): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
+    // started again on its port must not find it taken by some outgoing connection meanwhile.
+    const port = 10_000 + Math.floor(Math.random() * 12_000);
     if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) return port;
   }
   throw new Error('no free port found');
