@@ -45,8 +45,12 @@ await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM').catch((error) => {
   if (!String(error).includes('BUSYGROUP')) throw error;
 });
 
-const fieldsOf = (list) =>
-  Object.fromEntries(list.reduce((pairs, v, i) => (i % 2 ? pairs : [...pairs, [v, list[i + 1]]]), []));
+/** A stream entry's flat [field, value, field, value, …] list as an object. */
+function fieldsOf(list) {
+  const fields = {};
+  for (let i = 0; i < list.length; i += 2) fields[list[i]] = list[i + 1];
+  return fields;
+}
 
 async function handle(id, list) {
   const message = { id, fields: fieldsOf(list) };

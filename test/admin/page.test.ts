@@ -82,6 +82,7 @@ describe('the admin page in chromium', () => {
 
     // Records: the completed payment, the stored 422 and the held request in flight.
     await expect.poll(() => page.locator('#record-rows tr').count(), { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+    // biome-ignore lint/performance/useDomNodeTextContent: the text as a reader sees it, cells apart; textContent runs them together
     const rows = await page.locator('#record-rows').innerText();
     expect(rows).toMatch(/completed/);
     expect(rows).toMatch(/in flight/);
@@ -93,6 +94,7 @@ describe('the admin page in chromium', () => {
       .poll(async () => Number(await page.locator('[data-outcome="replayed"] b').textContent()), { timeout: 10_000 })
       .toBeGreaterThan(0);
     expect(Number(await page.locator('[data-gauge="in-flight"] b').textContent())).toBe(1);
+    // biome-ignore lint/performance/useDomNodeTextContent: the text as a reader sees it, cells apart; textContent runs them together
     const top = await page.locator('#top-rows').innerText();
     expect(top).toMatch(/mismatches\s+acme\s+1/);
 
