@@ -5,6 +5,7 @@
  * @module
  */
 import { IdempotencyStoreUnavailableError } from '../vocabulary/index.js';
+import { retryWhileBusy } from './sqlite-busy.js';
 
 /**
  * The layout a table made now has. Version 1, made by earlier versions, clustered the rows by key
@@ -28,7 +29,6 @@ export interface SqliteMigrationResult {
 export interface SchemaDatabase {
   exec(source: string): unknown;
   prepare(source: string): { get(...params: unknown[]): unknown };
-  pragma(source: string, options?: { simple: boolean }): unknown;
   readonly inTransaction: boolean;
 }
 
@@ -75,18 +75,20 @@ export function sqliteSchemaVersion(db: SchemaDatabase, table: string): number {
 /**
  * Moves a table clustered by key to rowid order, in one `IMMEDIATE` transaction: every record
  * keeps its state, token, steps and response. Other connections' writes wait for it, and their
- * statements see the new table once it commits. It waits up to `busyTimeoutMs` for the write lock,
- * blocking this thread (an operations call, not one for the request path).
+ * statements see the new table once it commits. Another connection's write lock is waited out on
+ * timers, as the store's own writes do, up to `busyTimeoutMs`; the copy itself runs synchronously.
  */
-export function migrateSqliteTable(db: SchemaDatabase, table: string, busyTimeoutMs: number): SqliteMigrationResult {
+export async function migrateSqliteTable(
+  db: SchemaDatabase,
+  table: string,
+  busyTimeoutMs: number,
+): Promise<SqliteMigrationResult> {
   const from = sqliteSchemaVersion(db, table);
   if (from === SQLITE_SCHEMA_VERSION) return { table, from, to: from, applied: [] };
   const moved = `${table}_rowid`;
-  const busyTimeout = db.pragma('busy_timeout', { simple: true });
-  db.pragma(`busy_timeout = ${Math.floor(busyTimeoutMs)}`);
-  try {
+  const move = (): SqliteMigrationResult => {
+    db.exec('BEGIN IMMEDIATE');
     try {
-      db.exec('BEGIN IMMEDIATE');
       // Another process may have moved it between the look above and the lock.
       const locked = sqliteSchemaVersion(db, table);
       if (locked !== 1) {
@@ -102,15 +104,19 @@ export function migrateSqliteTable(db: SchemaDatabase, table: string, busyTimeou
         CREATE INDEX ${table}_expires_at ON ${table} (expires_at);
       `);
       db.exec('COMMIT');
+      return { table, from, to: SQLITE_SCHEMA_VERSION, applied: [SQLITE_SCHEMA_VERSION] };
     } catch (error) {
       if (db.inTransaction) db.exec('ROLLBACK');
-      throw new IdempotencyStoreUnavailableError(
-        `The SQLite store could not move ${table} to rowid order (${(error as Error).message}); the table is as it was.`,
-        { cause: error },
-      );
+      throw error;
     }
-  } finally {
-    db.pragma(`busy_timeout = ${Number(busyTimeout)}`);
+  };
+  try {
+    // Only BEGIN IMMEDIATE can find the lock taken, and then nothing has run yet.
+    return await retryWhileBusy(move, busyTimeoutMs);
+  } catch (error) {
+    throw new IdempotencyStoreUnavailableError(
+      `The SQLite store could not move ${table} to rowid order (${(error as Error).message}); the table is as it was.`,
+      { cause: error },
+    );
   }
-  return { table, from, to: SQLITE_SCHEMA_VERSION, applied: [SQLITE_SCHEMA_VERSION] };
 }

@@ -139,14 +139,19 @@ describe('sqlite store', () => {
     await store.close();
   });
 
-  it('migrate() waits for another connection’s write lock up to busyTimeout, then gives up with the table as it was', async () => {
+  it('migrate() waits for another connection’s write lock on timers up to busyTimeout, then gives up with the table as it was', async () => {
     const file = olderFile('locked-move.db');
     const store = createSqliteStore({ path: file, busyTimeout: 150 });
     const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 10);
     const started = Date.now();
     await expect(store.migrate()).rejects.toMatchObject({ code: 'IDEMPO_STORE_UNAVAILABLE' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    clearInterval(ticker);
+    // The event loop ran meanwhile: SQLite's busy handler would have slept inside the call.
+    expect(ticks).toBeGreaterThanOrEqual(5);
     writer.exec('COMMIT');
     writer.close();
     expect(tableSql(file)).toMatch(/WITHOUT ROWID/i);

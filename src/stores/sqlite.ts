@@ -135,7 +135,8 @@ export interface SqliteStore extends IdempotencyStore {
    * Moves a table an earlier version made, clustered by key (`WITHOUT ROWID`), to rowid order,
    * which writes about half the bytes per request; every record is kept. A table made by this
    * version has nothing to move. One transaction: other processes' writes wait for it (up to
-   * their `busyTimeout`), and this process's event loop waits with it. `idempo migrate --store
+   * their `busyTimeout`), and this process's event loop waits while it copies the rows; another
+   * process's write lock is waited out on timers, up to `busyTimeout`. `idempo migrate --store
    * sqlite:PATH` runs it from the command line.
    *
    * @example
@@ -569,9 +570,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
     },
     ...(transaction === undefined ? {} : { transaction }),
     sweep,
-    async migrate() {
-      return migrateSqliteTable(db, table, busyTimeoutMs);
-    },
+    migrate: () => migrateSqliteTable(db, table, busyTimeoutMs),
     async close() {
       await sweeper.stop();
       writes.flush();
