@@ -52,6 +52,30 @@ function countingAttempts(db: Db): { counted: TransactionalDatabase; attempts: (
   return { counted, attempts: () => count };
 }
 
+/**
+ * A group commit whose attempts are counted, and one write queued on it while a second connection
+ * holds the write lock. `release` lets the lock go, then checks the write committed.
+ */
+function writeBehindLock(name: string, key: string) {
+  const db = open(name);
+  const holder = open(name);
+  const { counted, attempts } = countingAttempts(db);
+  const writes = groupCommit(counted, { maxBatch: 128, busyTimeoutMs: 2000 });
+  holder.exec('BEGIN IMMEDIATE');
+  const written = writes.run(() => db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run(key, 1));
+  return {
+    writes,
+    attempts,
+    async release() {
+      holder.exec('COMMIT');
+      await written;
+      expect(db.prepare('SELECT v FROM t WHERE k = ?').get(key)).toEqual({ v: 1 });
+      holder.close();
+      db.close();
+    },
+  };
+}
+
 describe('group commit', () => {
   it('commits the writes of one turn in one transaction', async () => {
     const db = open('one-turn.db');
@@ -125,42 +149,24 @@ describe('group commit', () => {
   });
 
   it('keeps its backoff while another connection holds the lock: commitQueued waits for the retry', async () => {
-    const db = open('backoff.db');
-    const holder = open('backoff.db');
-    const { counted, attempts } = countingAttempts(db);
-    const writes = groupCommit(counted, { maxBatch: 128, busyTimeoutMs: 2000 });
-    holder.exec('BEGIN IMMEDIATE');
-    const written = writes.run(() => db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run('kept', 1));
+    const held = writeBehindLock('backoff.db', 'kept');
     await new Promise((resolve) => setTimeout(resolve, 30));
-    const waited = attempts();
+    const waited = held.attempts();
     expect(waited).toBeGreaterThanOrEqual(1);
-    for (let i = 0; i < 50; i++) writes.commitQueued();
-    expect(attempts()).toBe(waited);
-    holder.exec('COMMIT');
-    await written;
-    expect(db.prepare("SELECT v FROM t WHERE k = 'kept'").get()).toEqual({ v: 1 });
-    holder.close();
-    db.close();
+    for (let i = 0; i < 50; i++) held.writes.commitQueued();
+    expect(held.attempts()).toBe(waited);
+    await held.release();
   });
 
   it('drops the flush scheduled for the turn when it runs early, so a lock wait keeps its pause', async () => {
-    const db = open('early.db');
-    const holder = open('early.db');
-    const { counted, attempts } = countingAttempts(db);
-    const writes = groupCommit(counted, { maxBatch: 128, busyTimeoutMs: 2000 });
-    holder.exec('BEGIN IMMEDIATE');
-    const written = writes.run(() => db.prepare('INSERT INTO t (k, v) VALUES (?, ?)').run('early', 1));
+    const held = writeBehindLock('early.db', 'early');
     // Run before the turn ends: busy, so the write now waits a pause on a timer.
-    writes.flush();
-    expect(attempts()).toBe(1);
+    held.writes.flush();
+    expect(held.attempts()).toBe(1);
     // The flush run() scheduled for the end of the turn would try again at once.
     await new Promise((resolve) => setImmediate(resolve));
-    expect(attempts()).toBe(1);
-    holder.exec('COMMIT');
-    await written;
-    expect(db.prepare("SELECT v FROM t WHERE k = 'early'").get()).toEqual({ v: 1 });
-    holder.close();
-    db.close();
+    expect(held.attempts()).toBe(1);
+    await held.release();
   });
 
   it('fails with SQLITE_BUSY past the busy timeout, having written nothing', async () => {
