@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { makeWithoutRowidFile } from '../../test/helpers/sqlite-files.js';
 import { storeContractCases } from './contract.js';
 import { createSqliteStore } from './sqlite.js';
 
@@ -26,21 +27,8 @@ describe('sqlite store: shared contract', () => {
 const require = createRequire(import.meta.url);
 const Database = require('better-sqlite3') as typeof import('better-sqlite3');
 
-/**
- * A new file in `dir` holding the table as stores made it before the rowid layout, clustered by
- * key, plus any further SQL.
- */
-function olderFile(name: string, ...more: string[]): string {
-  const file = join(dir, name);
-  const db = new Database(file);
-  db.exec(`CREATE TABLE idempo_records (
-    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
-    lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
-  ) WITHOUT ROWID`);
-  for (const sql of more) db.exec(sql);
-  db.close();
-  return file;
-}
+/** A new file in `dir` holding the table as stores made it before the rowid layout, plus any further SQL. */
+const olderFile = (name: string, ...more: string[]) => makeWithoutRowidFile(join(dir, name), ...more);
 
 function tableSql(file: string): string {
   const db = new Database(file, { readonly: true });

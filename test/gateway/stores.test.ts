@@ -1,11 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, postJson, ROOT, spawnGateway, startUpstream } from '../helpers/servers.js';
+import { makeWithoutRowidFile } from '../helpers/sqlite-files.js';
 
 // `--store redis://` and `--store postgres://` against the real servers, through the CLI.
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -38,13 +38,7 @@ describe('gateway store URLs', () => {
   it('idempo migrate moves a SQLite table an earlier version made, keeps its records, and says so again without changing anything', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'idempo-migrate-'));
     try {
-      const file = join(dir, 'old.db');
-      const db = new (createRequire(import.meta.url)('better-sqlite3'))(file);
-      db.exec(`CREATE TABLE idempo_records (
-        key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, state INTEGER NOT NULL, token INTEGER NOT NULL,
-        lease_until INTEGER NOT NULL, expires_at INTEGER NOT NULL, steps TEXT, status INTEGER, headers TEXT, body BLOB
-      ) WITHOUT ROWID`);
-      db.close();
+      const file = makeWithoutRowidFile(join(dir, 'old.db'));
       const gateway = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
       const key = randomUUID();
       const first = await postJson(`${gateway.url}/orders`, { sku: 'm-1' }, key);
