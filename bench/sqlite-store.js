@@ -6,18 +6,30 @@
  * /proc/self/io), and the pairs per second. Median of three rounds, each on a new file.
  * For before/after figures of store changes, run it alternately in two trees:
  *
- *   npm run build && node bench/sqlite-store.js [PAIRS]
+ *   npm run build && node bench/sqlite-store.js [PAIRS] [--loops N]
+ *
+ * `--loops` (default 20) sets how many loops run at once, and so how many writes share a group
+ * commit: fewer loops show what a commit costs when few requests are in flight (a gateway whose
+ * requests wait on the upstream commits in smaller groups than 20 tight loops do).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { createSqliteStore } from 'idempo/sqlite';
 import { STORED_RESPONSE as RESPONSE } from './lib/app.js';
 import { median } from './lib/report.js';
 
-const PAIRS = Number(process.argv[2] ?? 40_000);
-const LOOPS = 20;
+const { values, positionals } = parseArgs({
+  options: { loops: { type: 'string', default: '20' } },
+  allowPositionals: true,
+});
+const LOOPS = Number(values.loops);
+if (!Number.isSafeInteger(LOOPS) || LOOPS < 1)
+  throw new Error(`--loops: expected a positive integer, got ${values.loops}`);
+// A whole number of steps per loop, so the figures divide by what ran.
+const PAIRS = Math.ceil(Number(positionals[0] ?? 40_000) / LOOPS) * LOOPS;
 const TTL = 86_400_000;
 const FINGERPRINT = createHash('sha256').update('body').digest('base64url');
 
@@ -32,7 +44,7 @@ const newKey = () => createHash('sha256').update(randomUUID()).digest('base64url
 async function inLoops(total, step) {
   await Promise.all(
     Array.from({ length: LOOPS }, async () => {
-      for (let i = 0; i < total / LOOPS; i++) await step();
+      for (let i = 0; i < Math.ceil(total / LOOPS); i++) await step();
     }),
   );
 }
@@ -84,6 +96,7 @@ const rounds = [];
 for (let i = 0; i < 3; i++) rounds.push(await round());
 const show = (name, unit, digits) =>
   `${median(rounds.map((r) => r[name])).toFixed(digits)} ${unit} (${rounds.map((r) => r[name].toFixed(digits)).join(' ')})`;
+console.log(`${LOOPS} loops, ${PAIRS} pairs per round`);
 console.log(`fresh   ${show('freshUs', 'µs CPU per claim + complete', 1)}`);
 console.log(`        ${show('bytes', 'bytes written per claim + complete', 0)}`);
 console.log(`        ${show('pairsPerSecond', 'pairs/s', 0)}`);
