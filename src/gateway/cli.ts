@@ -271,7 +271,7 @@ function buildProgram(): Command {
     .addOption(
       new Option(
         '--migrate',
-        'PostgreSQL: create or upgrade the schema at start (else an unmigrated database stops the start)',
+        'PostgreSQL: create or upgrade the schema at start (else an unmigrated database stops the start); SQLite: move a table an earlier version made to the current layout',
       ).env('IDEMPO_MIGRATE'),
     )
     .addOption(

@@ -16,12 +16,22 @@ export interface OpenedStore {
   close(): Promise<void>;
   /** A finer health check than the store's ping (PostgreSQL: reachable and migrated). */
   check?(): Promise<'ok' | 'unreachable' | 'not_migrated'>;
+  /** What the gateway logs once the store is open: a layout it moved at start, or one worth moving. */
+  notices?: StoreNotice[];
+}
+
+/** A line about the opened store, for the gateway's log. */
+export interface StoreNotice {
+  level: 'info' | 'warn';
+  message: string;
 }
 
 /** Options of `openStore` (store-url.ts). */
 export interface OpenStoreOptions {
   /**
    * PostgreSQL: create or upgrade the schema at start instead of refusing to start without it.
+   * SQLite: move a table an earlier version made to the current layout at start (without it, the
+   * older layout is served as it is, with a warning).
    * @default false
    */
   migrate?: boolean;

@@ -121,7 +121,9 @@ export interface GatewayOptions {
   keepAliveTimeout?: Duration;
   /**
    * PostgreSQL: run the schema migration at start. Without it a database without idempo's schema
-   * stops the start with `IDEMPO_STORE_NOT_MIGRATED` and the command to run.
+   * stops the start with `IDEMPO_STORE_NOT_MIGRATED` and the command to run. SQLite: move a table
+   * an earlier version made to the current layout at start; without it that table is served as
+   * it is, and the gateway logs a warning with the command that moves it.
    * @default false
    */
   migrate?: boolean;
@@ -264,6 +266,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     typeof options.store === 'object'
       ? { store: options.store, description: 'custom', close: async () => {} }
       : await openStore(options.store ?? GATEWAY_DEFAULTS.store, { migrate: options.migrate === true });
+  for (const notice of opened.notices ?? []) logger?.[notice.level]({ store: opened.description }, notice.message);
   // Sealing sits directly on the store, under everything that watches it, so watchers see plaintext.
   const store = options.encryption ? encryptStore(opened.store, options.encryption) : opened.store;
   const tracked = trackStore(store);

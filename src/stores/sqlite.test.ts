@@ -74,8 +74,11 @@ describe('sqlite store', () => {
     await mover.complete('done', done.token, paid, 60_000);
     await serving.saveStep('running', running.token, 'charge', 'ch_1');
 
+    expect([mover.schemaVersion(), serving.schemaVersion()]).toEqual([1, 1]);
     expect(await mover.migrate()).toEqual({ table: 'idempo_records', from: 1, to: 2, applied: [2] });
     expect(tableSql(file)).not.toMatch(/WITHOUT ROWID/i);
+    // Read from the file, so the other connection sees the move too.
+    expect([mover.schemaVersion(), serving.schemaVersion()]).toEqual([2, 2]);
 
     for (const store of [serving, mover]) {
       const replay = await store.claim({ key: 'done', ...input });
