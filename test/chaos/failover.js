@@ -11,34 +11,12 @@
 // - replica-stall: SIGSTOP the replica for `storeDownMs`, then SIGCONT: no failover, but the
 //                  master's WAIT counts 0 meanwhile.
 import { execFile } from 'node:child_process';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HOST, killHard, sleep, spawnTracked, tempDir, waitForPort } from './procs.js';
+import { freePort, HOST, killHard, sleep, spawnTracked, tempDir, waitForPort } from './procs.js';
 
 const run = promisify(execFile);
-
-function canListen(port) {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, HOST, () => server.close(() => resolve(true)));
-  });
-}
-
-const handedOut = new Set();
-async function freeClusterPort() {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
-    // started again on its port must not find it taken by some outgoing connection meanwhile.
-    const port = 10_000 + Math.floor(Math.random() * 12_000);
-    if (!handedOut.has(port) && (await canListen(port)) && (await canListen(port + 10_000))) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-  throw new Error('no free port found');
-}
 
 /** One inline command over a raw socket; the raw reply. */
 export function redisCommand(port, command, timeoutMs = 500) {
@@ -90,7 +68,7 @@ function parseNodes(text) {
 export async function startRedisCluster({ masters = 3, nodeTimeoutMs = 1_500 } = {}) {
   const nodes = [];
   for (let i = 0; i < masters * 2; i++) {
-    const port = await freeClusterPort();
+    const port = await freePort({ bus: true });
     const dir = tempDir(`idempo-chaos-cluster-${port}-`);
     const args = [
       '--port',

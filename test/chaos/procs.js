@@ -57,18 +57,23 @@ function canListen(port) {
 }
 
 const handedOut = new Set();
-/** A free loopback port, never handed out twice by this process (restarts reuse their own). */
-export async function freePort() {
+/**
+ * A free loopback port, never handed out twice by this process (restarts reuse their own); with
+ * `bus`, port + 10000 is free too (a Redis Cluster node's bus port). The tests' twin is
+ * test/helpers/ports.ts.
+ */
+export async function freePort({ bus = false } = {}) {
   for (let attempt = 0; attempt < 200; attempt++) {
     // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
     // started again on its port must not find it taken by some outgoing connection meanwhile.
     const port = 10_000 + Math.floor(Math.random() * 12_000);
-    if (!handedOut.has(port) && (await canListen(port))) {
+    if (handedOut.has(port)) continue;
+    if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) {
       handedOut.add(port);
       return port;
     }
   }
-  throw new Error('no free port found');
+  throw new Error('no free port found below the ephemeral range');
 }
 
 /** Reads a child's stdout line by line. */

@@ -7,10 +7,10 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './ports.js';
 
 const run = promisify(execFile);
 const HOST = '127.0.0.1';
@@ -45,24 +45,6 @@ function binDir(): string {
   if (versions.length === 0)
     throw new Error('no PostgreSQL server binaries found under /usr/lib/postgresql (set PG_BIN)');
   return join(root, versions[0] as string, 'bin');
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, HOST, () => server.close(() => resolve(true)));
-  });
-}
-
-async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
-    // started again on its port must not find it taken by some outgoing connection meanwhile.
-    const port = 10_000 + Math.floor(Math.random() * 12_000);
-    if (await canListen(port)) return port;
-  }
-  throw new Error('no free port found');
 }
 
 const asRoot = process.getuid?.() === 0;

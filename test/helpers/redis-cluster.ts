@@ -6,10 +6,13 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from './ports.js';
+
+export { freePort };
 
 const run = promisify(execFile);
 const HOST = '127.0.0.1';
@@ -60,25 +63,6 @@ export interface ClusterNode {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, HOST, () => server.close(() => resolve(true)));
-  });
-}
-
-/** A free port; with `bus`, also port + 10000 is free (the Cluster bus port). */
-export async function freePort({ bus = false }: { bus?: boolean } = {}): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
-    // started again on its port must not find it taken by some outgoing connection meanwhile.
-    const port = 10_000 + Math.floor(Math.random() * 12_000);
-    if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) return port;
-  }
-  throw new Error('no free port found');
 }
 
 /** Sends one inline command over a raw socket and returns the raw reply (no client library). */

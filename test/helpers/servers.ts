@@ -3,6 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
+export { freePort } from './ports.js';
+
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI = `${ROOT}dist/gateway/cli.js`;
 
@@ -34,15 +36,6 @@ export async function startUpstream(
         server.closeAllConnections();
       }),
   };
-}
-
-/** A free loopback port (bound and released; good enough for tests that restart a server on it). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Runs `idempo serve` as a child process and resolves once it listens. */
