@@ -1,3 +1,4 @@
+import type { SqliteStore } from '../stores/sqlite.js';
 import { IdempotencyConfigInvalidError, IdempotencyError } from '../vocabulary/index.js';
 import { type OpenedStore, type OpenStoreOptions, redact, type StoreNotice } from './opened-store.js';
 
@@ -62,7 +63,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
  * with the command that moves it.
  */
 async function sqliteLayoutNotices(
-  store: { schemaVersion(): number; migrate(): Promise<{ from: number; to: number; applied: number[] }> },
+  store: Pick<SqliteStore, 'schemaVersion' | 'migrate'>,
   description: string,
   migrate: boolean,
 ): Promise<StoreNotice[]> {
