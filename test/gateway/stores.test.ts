@@ -36,6 +36,47 @@ function layoutWarnings(logs: string[]): string[] {
     .map((line) => line?.msg ?? '');
 }
 
+/** Runs `fn` in a new temporary directory, removed afterwards. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'idempo-sqlite-layout-'));
+  try {
+    await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** `idempo serve` on the SQLite `file`, with `more` flags. */
+const serveSqlite = (file: string, ...more: string[]) =>
+  spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`, ...more]);
+
+/** `idempo migrate` on the SQLite `file`. */
+const migrateCli = (file: string) =>
+  spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], { cwd: ROOT, encoding: 'utf8' });
+
+async function stop(gateway: Awaited<ReturnType<typeof spawnGateway>>): Promise<void> {
+  gateway.child.kill('SIGTERM');
+  await gateway.exited;
+}
+
+/** A request with a new key through the gateway at `url`, and what it answered. */
+async function firstRequest(url: string, sku: string) {
+  const key = randomUUID();
+  const first = await postJson(`${url}/orders`, { sku }, key);
+  expect(first.status).toBe(201);
+  return { key, sku, body: await first.text() };
+}
+
+/** The same request again through `url`: replayed byte for byte, without reaching the upstream. */
+async function expectReplayed(url: string, sent: { key: string; sku: string; body: string }): Promise<void> {
+  const hits = upstream.hits.length;
+  const replay = await postJson(`${url}/orders`, { sku: sent.sku }, sent.key);
+  expect(replay.status).toBe(201);
+  expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  expect(await replay.text()).toBe(sent.body);
+  expect(upstream.hits.length).toBe(hits);
+}
+
 describe('gateway store URLs', () => {
   it('idempo migrate prepares PostgreSQL, and says so again without changing anything', () => {
     const first = spawnSync(process.execPath, [CLI, 'migrate', '--store', POSTGRES_URL], {
@@ -53,62 +94,37 @@ describe('gateway store URLs', () => {
   });
 
   it('idempo migrate moves a SQLite table an earlier version made, keeps its records, and says so again without changing anything', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'idempo-migrate-'));
-    try {
+    await inTempDir(async (dir) => {
       const file = makeWithoutRowidFile(join(dir, 'old.db'));
-      const gateway = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
+      const gateway = await serveSqlite(file);
       expect(layoutWarnings(gateway.logs)).toEqual([
         expect.stringContaining(`run \`idempo migrate --store sqlite:${file}\`, or start it once with --migrate`),
       ]);
-      const key = randomUUID();
-      const first = await postJson(`${gateway.url}/orders`, { sku: 'm-1' }, key);
-      expect(first.status).toBe(201);
-      const body = await first.text();
-      gateway.child.kill('SIGTERM');
-      await gateway.exited;
+      const sent = await firstRequest(gateway.url, 'm-1');
+      await stop(gateway);
 
-      const moved = spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], {
-        cwd: ROOT,
-        encoding: 'utf8',
-      });
+      const moved = migrateCli(file);
       expect(moved.status, moved.stderr).toBe(0);
       expect(moved.stdout).toMatch(/migrated schema from version 1 to 2/);
-      const again = spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], {
-        cwd: ROOT,
-        encoding: 'utf8',
-      });
+      const again = migrateCli(file);
       expect(again.status, again.stderr).toBe(0);
       expect(again.stdout).toMatch(/already at version 2/);
 
-      const after = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
+      const after = await serveSqlite(file);
       expect(layoutWarnings(after.logs)).toEqual([]);
-      const hits = upstream.hits.length;
-      const replay = await postJson(`${after.url}/orders`, { sku: 'm-1' }, key);
-      expect(replay.status).toBe(201);
-      expect(replay.headers.get('idempotent-replayed')).toBe('true');
-      expect(await replay.text()).toBe(body);
-      expect(upstream.hits.length).toBe(hits);
-      after.child.kill('SIGTERM');
-      await after.exited;
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+      await expectReplayed(after.url, sent);
+      await stop(after);
+    });
   });
 
   it('idempo serve --migrate moves a SQLite table an earlier version made at start, and replays what it held', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'idempo-migrate-'));
-    try {
+    await inTempDir(async (dir) => {
       const file = makeWithoutRowidFile(join(dir, 'old.db'));
-      const before = await spawnGateway(['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`]);
-      const key = randomUUID();
-      const first = await postJson(`${before.url}/orders`, { sku: 's-1' }, key);
-      expect(first.status).toBe(201);
-      const body = await first.text();
-      before.child.kill('SIGTERM');
-      await before.exited;
+      const before = await serveSqlite(file);
+      const sent = await firstRequest(before.url, 's-1');
+      await stop(before);
 
-      const args = ['--upstream', upstream.url, '--port', '0', '--store', `sqlite:${file}`, '--migrate'];
-      const moving = await spawnGateway(args);
+      const moving = await serveSqlite(file, '--migrate');
       expect(layoutWarnings(moving.logs)).toEqual([]);
       const moved = moving.logs
         .map(parsed)
@@ -119,71 +135,37 @@ describe('gateway store URLs', () => {
           msg: `sqlite:${file}: moved the table to the current layout (version 1 to 2); every record was kept.`,
         }),
       ]);
-      const hits = upstream.hits.length;
-      const replay = await postJson(`${moving.url}/orders`, { sku: 's-1' }, key);
-      expect(replay.headers.get('idempotent-replayed')).toBe('true');
-      expect(await replay.text()).toBe(body);
-      expect(upstream.hits.length).toBe(hits);
-      moving.child.kill('SIGTERM');
-      await moving.exited;
+      await expectReplayed(moving.url, sent);
+      await stop(moving);
 
       // Moved once: the next start with --migrate has nothing to say.
-      const again = await spawnGateway(args);
+      const again = await serveSqlite(file, '--migrate');
       expect(
         again.logs.map(parsed).filter((line) => /moved the table|earlier idempo version/.test(line?.msg ?? '')),
       ).toEqual([]);
-      again.child.kill('SIGTERM');
-      await again.exited;
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+      await stop(again);
+    });
   });
 
   it('idempo serve --migrate that cannot move the table stops the start with the cause, and leaves the file as it was', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'idempo-migrate-'));
-    try {
+    await inTempDir(async (dir) => {
       const file = makeWithoutRowidFile(join(dir, 'old.db'), 'CREATE TABLE idempo_records_rowid (mine TEXT)');
-      const started = spawnGateway([
-        '--upstream',
-        upstream.url,
-        '--port',
-        '0',
-        '--store',
-        `sqlite:${file}`,
-        '--migrate',
-      ]);
-      await expect(started).rejects.toThrow(
+      await expect(serveSqlite(file, '--migrate')).rejects.toThrow(
         /exited with 1 before listening: .*could not move idempo_records .*idempo_records_rowid already exists.*the table is as it was/,
       );
-      const check = spawnSync(process.execPath, [CLI, 'migrate', '--store', `sqlite:${file}`], {
-        cwd: ROOT,
-        encoding: 'utf8',
-      });
+      const check = migrateCli(file);
       expect(check.status).not.toBe(0);
       expect(check.stderr).toMatch(/idempo_records_rowid already exists/);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('idempo serve on a SQLite file this version made logs no layout warning', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'idempo-layout-'));
-    try {
-      const gateway = await spawnGateway([
-        '--upstream',
-        upstream.url,
-        '--port',
-        '0',
-        '--store',
-        `sqlite:${join(dir, 'new.db')}`,
-      ]);
+    await inTempDir(async (dir) => {
+      const gateway = await serveSqlite(join(dir, 'new.db'));
       expect(gateway.logs.map(parsed).some((line) => line?.msg === 'idempo gateway listening')).toBe(true);
       expect(layoutWarnings(gateway.logs)).toEqual([]);
-      gateway.child.kill('SIGTERM');
-      await gateway.exited;
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+      await stop(gateway);
+    });
   });
 
   it('idempo migrate on a store with no schema says there is nothing to do', () => {
