@@ -697,6 +697,35 @@ describe('unknown outcomes keep the key', () => {
     expect(events.some((e) => e.type === 'released')).toBe(false);
   });
 
+  it('hands a taken-over key back unreleased when its client leaves before the handler starts, so the next claim still recovers it', async () => {
+    const { idem, events } = setup({ lease: 200 });
+    const request = {
+      method: 'POST',
+      url: '/pay',
+      header: (name: string) => (name === 'idempotency-key' ? 'k' : undefined),
+      body: async () => null,
+    };
+    // The first owner's run ends with its outcome unknown, as after a crash mid-run.
+    const first = await idem.begin(request);
+    if (first.action !== 'execute') throw new Error(first.action);
+    await first.abort(new IdempotencyUpstreamTimeoutError('the upstream has the request'));
+    await new Promise((r) => setTimeout(r, 250));
+    // A retry takes the key over, and its client hangs up before the handler starts.
+    const takeover = await idem.begin(request);
+    if (takeover.action !== 'execute') throw new Error(takeover.action);
+    expect(takeover.context.recovered).toBe(true);
+    await takeover.abort(CLIENT_GONE);
+    // The next retry, at once (no second lease to wait out), runs knowing the earlier run may have happened.
+    const next = await idem.begin(request);
+    if (next.action !== 'execute') throw new Error(next.action);
+    expect(next.context.recovered).toBe(true);
+    expect(events.some((e) => e.type === 'released')).toBe(false);
+    expect(events.filter((e) => e.type === 'outcome_unknown').map((e) => e.reason)).toEqual([
+      'IDEMPO_UPSTREAM_TIMEOUT',
+      'client_gone',
+    ]);
+  });
+
   it('retries a step whose save the store failed, so the step does not run again', async () => {
     const memory = createMemoryStore();
     let failures = 2;

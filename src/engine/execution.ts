@@ -313,8 +313,26 @@ export class ClaimedExecution implements Execution, Renewable {
     this.#limitTicket?.finish();
     this.#renewer.delete(this);
     if (this.#mustKeep || (error instanceof IdempotencyError && error.outcomeUnknown)) return this.#keep(error);
+    if (error === CLIENT_GONE && this.context.recovered) return this.#handBack();
     // A client that went away before the handler started is not a handler that threw.
     await this.#release(error === CLIENT_GONE ? 'client_gone' : 'threw', undefined, error);
+  }
+
+  /**
+   * A key taken over from an owner whose lease passed (a crash mid-run), whose client left before
+   * the handler started. Nothing ran here, but the earlier owner's work may have happened: a
+   * release would forget that, and the next claim would run the work without `recovered`. So the
+   * key goes back as the takeover found it, in flight with its lease already passed (a renewal to
+   * now), and the next claim recovers it. If the store cannot be reached, this lease passes in
+   * its time, with the same result.
+   */
+  async #handBack(): Promise<void> {
+    try {
+      if ((await this.#config.store.renew(this.#storeKey, this.#token, 0)) === 'stale') return this.#loseLease();
+    } catch (error) {
+      this.#emit({ type: 'store_error', key: this.#key, reason: 'renew', action: 'response_sent', error });
+    }
+    this.#emit({ type: 'outcome_unknown', key: this.#key, reason: 'client_gone' });
   }
 
   /**

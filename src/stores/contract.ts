@@ -265,6 +265,25 @@ export const storeContractCases: readonly StoreContractCase[] = [
     },
   },
   {
+    // The engine hands a taken-over key back this way when its client leaves before the handler
+    // starts: the next claim must still see a record whose earlier run may have happened.
+    name: 'renew to 0 ms ends the lease at once: the next claim takes over at once, recovered, steps kept',
+    async run(h) {
+      const store = await h.store();
+      const key = freshKey();
+      const first = await acquire(store, key);
+      strictEqual(await store.saveStep(key, first.token, 'a', '1'), 'ok');
+      strictEqual(await store.renew(key, first.token, 0), 'ok');
+      // Some stores keep time in whole milliseconds: the lease ends within the next one.
+      await sleep(2);
+      const second = await acquire(store, key, 'fp-a', LONG);
+      strictEqual(second.token > first.token, true);
+      strictEqual(second.recovered, true);
+      deepStrictEqual(second.steps, { a: '1' });
+      strictEqual(await store.complete(key, first.token, response('late'), DAY), 'stale');
+    },
+  },
+  {
     name: 'saveStep overwrites a step of the same name and keeps others',
     async run(h) {
       const store = await h.store();
