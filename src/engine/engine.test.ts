@@ -7,7 +7,7 @@ import { createSqliteStore } from '../stores/sqlite.js';
 import { type IdempotencyStore, IdempotencyUpstreamTimeoutError } from '../vocabulary/index.js';
 import { createIdempotency } from './engine.js';
 import { CLIENT_GONE } from './error-responses.js';
-import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions } from './types.js';
+import type { IdempotencyContext, IdempotencyEvent, IdempotencyOptions, IdempotencyRequest } from './types.js';
 
 const URL_BASE = 'http://api.test';
 
@@ -38,6 +38,16 @@ function setup(options: Partial<IdempotencyOptions> = {}) {
     });
   };
   return { idem, events, handler, runs: () => runs };
+}
+
+/** An engine-level request (no adapter): `POST /pay` with `key` and no body. */
+function bodilessPost(key: string): IdempotencyRequest {
+  return {
+    method: 'POST',
+    url: '/pay',
+    header: (name: string) => (name === 'idempotency-key' ? key : undefined),
+    body: async () => null,
+  };
 }
 
 async function problem(response: Response) {
@@ -302,12 +312,7 @@ describe('protocol rows through handle()', () => {
   it("names the release of a client that hung up before the handler started 'client_gone', not 'threw'", async () => {
     const events: IdempotencyEvent[] = [];
     const idem = createIdempotency({ store: createMemoryStore(), onEvent: (e) => events.push(e) });
-    const request = {
-      method: 'POST',
-      url: '/pay',
-      header: (name: string) => (name === 'idempotency-key' ? 'k' : undefined),
-      body: async () => null,
-    };
+    const request = bodilessPost('k');
     const decision = await idem.begin(request);
     if (decision.action !== 'execute') throw new Error(decision.action);
     await decision.abort(CLIENT_GONE);
@@ -699,12 +704,7 @@ describe('unknown outcomes keep the key', () => {
 
   it('hands a taken-over key back unreleased when its client leaves before the handler starts, so the next claim still recovers it', async () => {
     const { idem, events } = setup({ lease: 200 });
-    const request = {
-      method: 'POST',
-      url: '/pay',
-      header: (name: string) => (name === 'idempotency-key' ? 'k' : undefined),
-      body: async () => null,
-    };
+    const request = bodilessPost('k');
     // The first owner's run ends with its outcome unknown, as after a crash mid-run.
     const first = await idem.begin(request);
     if (first.action !== 'execute') throw new Error(first.action);
