@@ -1,0 +1,141 @@
+/**
+ * Side by side: the cases named are started once and all at the same time, then measured in
+ * short slices taken in turn (A B, B A, A B, …), so a slow second of this shared machine falls on
+ * each case alike instead of on whichever ran in that minute of a full run. Reports, for every
+ * case after the first, the median of its per-slice ratios to the first case (req/s) and of its
+ * per-slice differences in server CPU per request; with a target of issue 20 for the pair, how
+ * many slices met it.
+ *
+ *   node bench/ab.js [--slices N] [--slice S] [--warmup S] [--connections N] [--paced S]
+ *                    [--rate N] [--json FILE] CASE CASE…
+ *
+ *   node bench/ab.js proxy/fresh gateway-sqlite/fresh
+ *   node bench/ab.js --paced 2 fastify/fresh fastify-idempo-memory/fresh
+ *
+ * The first CASE is the reference. Run `npm run build` first. Not for CI: it measures.
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { allCases, TARGETS } from './cases.js';
+import { checkEnvironment, closeCase, emptyStoresFor, loadavg, log, measureCase, openCase } from './lib/harness.js';
+import { median } from './lib/report.js';
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    slices: { type: 'string', default: '12' },
+    slice: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '1' },
+    connections: { type: 'string', default: '20' },
+    paced: { type: 'string', default: '0' },
+    rate: { type: 'string', default: '2000' },
+    pool: { type: 'string', default: '1000' },
+    json: { type: 'string' },
+  },
+});
+
+const config = {
+  duration: Number(args.slice),
+  warmup: Number(args.warmup),
+  pacedDuration: Number(args.paced),
+  pacedRate: Number(args.rate),
+  connections: Number(args.connections),
+  poolSize: Number(args.pool),
+};
+const slices = Number(args.slices);
+if (positionals.length < 2)
+  throw new Error('name at least two cases, the reference first (e.g. proxy/fresh gateway-sqlite/fresh)');
+const known = new Map(allCases().map((c) => [c.id, c]));
+const cases = positionals.map((id) => {
+  const c = known.get(id);
+  if (c === undefined) throw new Error(`no case ${id}; cases are ${[...known.keys()].join(', ')}`);
+  return c;
+});
+
+/** Issue 20's target for `c` measured against `reference`, if it has one. */
+function targetFor(c, reference) {
+  for (const t of TARGETS) {
+    if (t.variant !== c.variantId || t.workload !== c.workload) continue;
+    if (t.ratio !== undefined && reference.id === c.baseline) return { kind: 'ratio', value: t.ratio };
+    if (t.peer !== undefined && reference.id === `${t.peer}/${c.workload}`)
+      return { kind: 'ratio', value: t.peerRatio };
+    if (t.cpu !== undefined && reference.id === c.baseline) return { kind: 'cpu', value: t.cpu };
+  }
+  return undefined;
+}
+
+const env = await checkEnvironment();
+for (const c of cases) {
+  const missing = (c.needs ?? []).filter((need) => !env.available.has(need));
+  if (missing.length > 0) throw new Error(`${c.id} needs ${missing.join(', ')}: ${env.notes.join('; ')}`);
+}
+log(
+  `${cases.length} cases side by side, ${slices} slices of ${config.duration}s each${config.pacedDuration > 0 ? ` (+${config.pacedDuration}s at ${config.pacedRate} req/s)` : ''}, ${config.connections} connections; 1-min load ${loadavg()}`,
+);
+
+// Every store emptied first: opening a case must not empty what an earlier one primed.
+for (const c of cases) await emptyStoresFor(c, env);
+const opened = [];
+const slicesOf = new Map(cases.map((c) => [c.id, []]));
+try {
+  for (const c of cases) opened.push(await openCase(c, env, config, { emptied: true }));
+  for (let s = 0; s < slices; s++) {
+    // Each case takes each place in the order in turn.
+    const order = opened.map((_, i) => opened[(i + s) % opened.length]);
+    for (const o of order) {
+      const r = await measureCase(o, env, config);
+      slicesOf.get(o.c.id).push(r);
+      if (r.problems.length > 0) log(`${s + 1}/${slices} ${o.c.id}: ⚠ ${r.problems.join('; ')}`);
+    }
+  }
+} finally {
+  await Promise.all(opened.map((o) => closeCase(o)));
+  env.redis?.disconnect();
+}
+
+const reference = cases[0];
+const summary = cases.map((c) => {
+  const runs = slicesOf.get(c.id);
+  const refRuns = slicesOf.get(reference.id);
+  const row = {
+    case: c.id,
+    rps: median(runs.map((r) => r.rps)),
+    cpuUsPerReq: median(runs.map((r) => r.cpuUsPerReq)),
+    ...(config.pacedDuration > 0 ? { pacedCpuUsPerReq: median(runs.map((r) => r.pacedCpuUsPerReq)) } : {}),
+  };
+  if (c === reference) return row;
+  const ratios = runs.map((r, i) => r.rps / refRuns[i].rps);
+  // CPU targets are judged at the fixed rate when there is one, as in the full run.
+  const cpuKey = config.pacedDuration > 0 ? 'pacedCpuUsPerReq' : 'cpuUsPerReq';
+  const added = runs.map((r, i) => r[cpuKey] - refRuns[i][cpuKey]);
+  Object.assign(row, { ratio: median(ratios), ratios, cpuAdded: median(added), cpuAddedBy: cpuKey });
+  const target = targetFor(c, reference);
+  if (target !== undefined) {
+    const met =
+      target.kind === 'ratio' ? ratios.filter((x) => x >= target.value) : added.filter((x) => x <= target.value);
+    row.target = { ...target, slicesMet: met.length, slices: runs.length };
+  }
+  return row;
+});
+
+for (const row of summary) {
+  const parts = [
+    `${row.case.padEnd(36)} ${row.rps.toFixed(0).padStart(6)} req/s  ${row.cpuUsPerReq.toFixed(1)} µs/req`,
+  ];
+  if (row.pacedCpuUsPerReq !== undefined)
+    parts.push(`@${config.pacedRate}/s ${row.pacedCpuUsPerReq.toFixed(1)} µs/req`);
+  if (row.ratio !== undefined) {
+    parts.push(`× ${reference.id}: ${row.ratio.toFixed(2)} (slices ${row.ratios.map((x) => x.toFixed(2)).join(' ')})`);
+    parts.push(`CPU ${row.cpuAdded >= 0 ? '+' : ''}${row.cpuAdded.toFixed(1)} µs/req`);
+  }
+  if (row.target) {
+    const { kind, value, slicesMet, slices: n } = row.target;
+    parts.push(`target ${kind === 'ratio' ? `≥ ${value}×` : `≤ +${value} µs`}: met in ${slicesMet}/${n} slices`);
+  }
+  console.log(parts.join('  '));
+}
+if (args.json)
+  writeFileSync(
+    args.json,
+    `${JSON.stringify({ config, slices, summary, runs: Object.fromEntries(slicesOf) }, null, 2)}\n`,
+  );
