@@ -25,7 +25,8 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       const { createSqliteStore } = await import('../stores/sqlite.js');
       let store: ReturnType<typeof createSqliteStore>;
       try {
-        store = createSqliteStore({ path });
+        // The CLI says it itself: serve logs a warning line, migrate moves the table.
+        store = createSqliteStore({ path, layoutWarning: false });
       } catch (error) {
         if (error instanceof IdempotencyError) throw error;
         // better-sqlite3's own message names neither the file nor the flag.

@@ -41,8 +41,8 @@ function tableSql(file: string): string {
 
 // A file made by an earlier version keeps its WITHOUT ROWID table, and every operation still holds on it.
 const olderPath = olderFile('without-rowid.db');
-const olderStore = createSqliteStore({ path: olderPath });
-const olderOther = createSqliteStore({ path: olderPath });
+const olderStore = createSqliteStore({ path: olderPath, layoutWarning: false });
+const olderOther = createSqliteStore({ path: olderPath, layoutWarning: false });
 afterAll(async () => {
   await olderStore.close();
   await olderOther.close();
@@ -63,9 +63,9 @@ describe('sqlite store', () => {
 
   it('migrate() moves a WITHOUT ROWID table to rowid order while another connection serves on it, and every record survives', async () => {
     const file = olderFile('moved.db');
-    const mover = createSqliteStore({ path: file });
+    const mover = createSqliteStore({ path: file, layoutWarning: false });
     // Another process's store, with its statements prepared on the old table.
-    const serving = createSqliteStore({ path: file });
+    const serving = createSqliteStore({ path: file, layoutWarning: false });
     const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
     const done = await mover.claim({ key: 'done', ...input });
     const running = await serving.claim({ key: 'running', ...input });
@@ -106,10 +106,41 @@ describe('sqlite store', () => {
     await reopened.close();
   });
 
+  it('warns once, as a process warning, when it opens a file in the older layout, and not after migrate()', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => {
+      if ((warning as { code?: string }).code === 'IDEMPO_SQLITE_OLD_LAYOUT') warnings.push(warning);
+    };
+    process.on('warning', onWarning);
+    try {
+      const file = olderFile('warned.db');
+      const first = createSqliteStore({ path: file });
+      const second = createSqliteStore({ path: file });
+      // Node emits process warnings on the next tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.message)).toEqual([
+        `idempo: the SQLite table idempo_records in ${file} has the layout of an earlier idempo version (clustered by key): it works, but writes about twice the bytes per request. To move it, keeping every record: await store.migrate(), or stop the processes using the file and run idempo migrate --store sqlite:${file}.`,
+      ]);
+
+      // Not when asked not to, nor for a table this version made, nor for one migrate() moved.
+      const quietFile = olderFile('quiet.db');
+      const quiet = createSqliteStore({ path: quietFile, layoutWarning: false });
+      const fresh = createSqliteStore({ path: join(dir, 'fresh-layout.db') });
+      await quiet.migrate();
+      await Promise.all([first, second, quiet].map((s) => s.close()));
+      const moved = createSqliteStore({ path: quietFile });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).toHaveLength(1);
+      await Promise.all([fresh, moved].map((s) => s.close()));
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('migrate() leaves the table as it was when the move fails, and says why', async () => {
     // A table of the application's own, with the name the move would use: never dropped.
     const file = olderFile('blocked-move.db', 'CREATE TABLE idempo_records_rowid (mine TEXT)');
-    const store = createSqliteStore({ path: file });
+    const store = createSqliteStore({ path: file, layoutWarning: false });
     const input = { fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
     const claim = await store.claim({ key: 'kept', ...input });
     if (claim.status !== 'acquired') throw new Error('expected acquired');
@@ -132,7 +163,7 @@ describe('sqlite store', () => {
 
   it('migrate() waits for another connection’s write lock on timers up to busyTimeout, then gives up with the table as it was', async () => {
     const file = olderFile('locked-move.db');
-    const store = createSqliteStore({ path: file, busyTimeout: 150 });
+    const store = createSqliteStore({ path: file, busyTimeout: 150, layoutWarning: false });
     const writer = new Database(file);
     writer.exec('BEGIN IMMEDIATE');
     let ticks = 0;
