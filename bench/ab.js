@@ -12,9 +12,17 @@
  *   node bench/ab.js proxy/fresh gateway-sqlite/fresh
  *   node bench/ab.js --paced 2 fastify/fresh fastify-idempo-memory/fresh
  *
- * The first CASE is the reference. Run `npm run build` first. Not for CI: it measures.
+ * The first CASE is the reference. `CASE@DIR` runs the case's server from another checkout,
+ * built, with its own bench servers and idempo: two builds of one case side by side, e.g.
+ *
+ *   git worktree add /tmp/before HEAD~1 && ln -s "$PWD/node_modules" /tmp/before/node_modules
+ *   (cd /tmp/before && npm run build)
+ *   node bench/ab.js gateway-memory/fresh@/tmp/before gateway-memory/fresh
+ *
+ * Run `npm run build` first. Not for CI: it measures.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { allCases, TARGETS } from './cases.js';
 import { checkEnvironment, closeCase, emptyStoresFor, loadavg, log, measureCase, openCase } from './lib/harness.js';
@@ -46,14 +54,22 @@ const slices = Number(args.slices);
 if (positionals.length < 2)
   throw new Error('name at least two cases, the reference first (e.g. proxy/fresh gateway-sqlite/fresh)');
 const known = new Map(allCases().map((c) => [c.id, c]));
-const cases = positionals.map((id) => {
+const cases = positionals.map((name) => {
+  const [id, dir] = name.split('@');
   const c = known.get(id);
   if (c === undefined) throw new Error(`no case ${id}; cases are ${[...known.keys()].join(', ')}`);
-  return c;
+  if (dir === undefined) return { ...c, label: id };
+  const root = resolve(dir);
+  if (!existsSync(join(root, 'dist', 'index.js')) || !existsSync(join(root, 'bench', 'lib', 'host.js'))) {
+    throw new Error(`${name}: ${root} is not a built checkout (no dist/index.js or bench/lib/host.js)`);
+  }
+  return { ...c, label: name, root };
 });
+if (new Set(cases.map((c) => c.label)).size !== cases.length) throw new Error('a case is named twice');
 
-/** Issue 20's target for `c` measured against `reference`, if it has one. */
+/** Issue 20's target for `c` measured against `reference`, if it has one (both of one build). */
 function targetFor(c, reference) {
+  if (c.root !== reference.root) return undefined;
   for (const t of TARGETS) {
     if (t.variant !== c.variantId || t.workload !== c.workload) continue;
     if (t.ratio !== undefined && reference.id === c.baseline) return { kind: 'ratio', value: t.ratio };
@@ -76,16 +92,16 @@ log(
 // Every store emptied first: opening a case must not empty what an earlier one primed.
 for (const c of cases) await emptyStoresFor(c, env);
 const opened = [];
-const slicesOf = new Map(cases.map((c) => [c.id, []]));
+const slicesOf = new Map(cases.map((c) => [c.label, []]));
 try {
-  for (const c of cases) opened.push(await openCase(c, env, config, { emptied: true }));
+  for (const c of cases) opened.push(await openCase(c, env, config, { emptied: true, root: c.root }));
   for (let s = 0; s < slices; s++) {
     // Each case takes each place in the order in turn.
     const order = opened.map((_, i) => opened[(i + s) % opened.length]);
     for (const o of order) {
       const r = await measureCase(o, env, config);
-      slicesOf.get(o.c.id).push(r);
-      if (r.problems.length > 0) log(`${s + 1}/${slices} ${o.c.id}: ⚠ ${r.problems.join('; ')}`);
+      slicesOf.get(o.c.label).push(r);
+      if (r.problems.length > 0) log(`${s + 1}/${slices} ${o.c.label}: ⚠ ${r.problems.join('; ')}`);
     }
   }
 } finally {
@@ -95,10 +111,10 @@ try {
 
 const reference = cases[0];
 const summary = cases.map((c) => {
-  const runs = slicesOf.get(c.id);
-  const refRuns = slicesOf.get(reference.id);
+  const runs = slicesOf.get(c.label);
+  const refRuns = slicesOf.get(reference.label);
   const row = {
-    case: c.id,
+    case: c.label,
     rps: median(runs.map((r) => r.rps)),
     cpuUsPerReq: median(runs.map((r) => r.cpuUsPerReq)),
     ...(config.pacedDuration > 0 ? { pacedCpuUsPerReq: median(runs.map((r) => r.pacedCpuUsPerReq)) } : {}),
@@ -125,7 +141,9 @@ for (const row of summary) {
   if (row.pacedCpuUsPerReq !== undefined)
     parts.push(`@${config.pacedRate}/s ${row.pacedCpuUsPerReq.toFixed(1)} µs/req`);
   if (row.ratio !== undefined) {
-    parts.push(`× ${reference.id}: ${row.ratio.toFixed(2)} (slices ${row.ratios.map((x) => x.toFixed(2)).join(' ')})`);
+    parts.push(
+      `× ${reference.label}: ${row.ratio.toFixed(2)} (slices ${row.ratios.map((x) => x.toFixed(2)).join(' ')})`,
+    );
     parts.push(`CPU ${row.cpuAdded >= 0 ? '+' : ''}${row.cpuAdded.toFixed(1)} µs/req`);
   }
   if (row.target) {

@@ -17,7 +17,7 @@ import {
 } from './stores.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
+const ROOT = join(here, '..', '..');
 
 export function log(...parts) {
   console.log(`[${new Date().toISOString().slice(11, 19)}]`, ...parts);
@@ -67,8 +67,9 @@ function spawnChild(script, argv, env = {}) {
   return child;
 }
 
-async function startHost(spec) {
-  const child = spawnChild(join(here, 'host.js'), [JSON.stringify(spec)]);
+/** A server process for `spec`, run from the checkout at `root` (this one by default). */
+async function startHost(spec, root = ROOT) {
+  const child = spawnChild(join(root, 'bench', 'lib', 'host.js'), [JSON.stringify(spec)]);
   const ready = await waitFor(child, 'ready', 30_000, `server ${spec.module}/${spec.variant}`);
   return { child, port: ready.port };
 }
@@ -119,30 +120,35 @@ let runCounter = 0;
 /**
  * Starts one case: its store emptied (unless `emptied`), its server (and upstream) and a load
  * generator, the replay pool primed and the warm-up run. `closeCase()` stops what it started.
+ * `root`: another checkout (built) whose bench servers and idempo build the server runs, to
+ * compare two builds of the same case.
  */
-export async function openCase(c, env, config, { profile, emptied = false } = {}) {
+export async function openCase(c, env, config, { profile, emptied = false, root } = {}) {
   const runId = `${Date.now().toString(36)}${(runCounter++).toString(36)}`;
   if (!emptied) await emptyStoresFor(c, env);
   const opened = { c, runId, children: [] };
   try {
     if (c.upstream) {
-      opened.upstream = await startHost({ module: 'proxy', variant: 'upstream', runId });
+      opened.upstream = await startHost({ module: 'proxy', variant: 'upstream', runId }, root);
       opened.children.push(opened.upstream.child);
     }
-    opened.server = await startHost({
-      module: c.module,
-      variant: c.variant,
-      store: c.store,
-      runId,
-      upstreamPort: opened.upstream?.port,
-      ...(c.logLevel ? { logLevel: c.logLevel } : {}),
-      ...(c.autoPipelining ? { autoPipelining: true } : {}),
-      ...(c.redisClient ? { redisClient: c.redisClient } : {}),
-      ...(c.fixedFingerprint ? { fixedFingerprint: true } : {}),
-      ...(c.observe ? { observe: c.observe } : {}),
-      ...(c.handler ? { handler: c.handler } : {}),
-      ...(profile ? { profile } : {}),
-    });
+    opened.server = await startHost(
+      {
+        module: c.module,
+        variant: c.variant,
+        store: c.store,
+        runId,
+        upstreamPort: opened.upstream?.port,
+        ...(c.logLevel ? { logLevel: c.logLevel } : {}),
+        ...(c.autoPipelining ? { autoPipelining: true } : {}),
+        ...(c.redisClient ? { redisClient: c.redisClient } : {}),
+        ...(c.fixedFingerprint ? { fixedFingerprint: true } : {}),
+        ...(c.observe ? { observe: c.observe } : {}),
+        ...(c.handler ? { handler: c.handler } : {}),
+        ...(profile ? { profile } : {}),
+      },
+      root,
+    );
     opened.children.push(opened.server.child);
     opened.load = spawnChild(join(here, 'load.js'), []);
     opened.children.push(opened.load);
@@ -305,12 +311,12 @@ function problemsOf(c, r, config) {
 export async function checkEnvironment() {
   const available = new Set();
   const notes = [];
-  if (!existsSync(join(root, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+  if (!existsSync(join(ROOT, 'dist', 'index.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   for (const [need, file] of [
     ['fastify-adapter', 'dist/adapters/fastify.js'],
     ['express-adapter', 'dist/adapters/express.js'],
   ]) {
-    if (existsSync(join(root, file))) available.add(need);
+    if (existsSync(join(ROOT, file))) available.add(need);
     else notes.push(`${file} is not built: cases that need it are skipped`);
   }
   let redis;
