@@ -5,11 +5,14 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { chown } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { freePort } from '../helpers/ports.js';
+
+export { freePort };
 
 const run = promisify(execFile);
 export const HOST = '127.0.0.1';
@@ -46,34 +49,6 @@ export function spawnTracked(file, args, options = {}) {
 export async function killHard(child) {
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await child.exited;
-}
-
-function canListen(port) {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, HOST, () => server.close(() => resolve(true)));
-  });
-}
-
-const handedOut = new Set();
-/**
- * A free loopback port, never handed out twice by this process (restarts reuse their own); with
- * `bus`, port + 10000 is free too (a Redis Cluster node's bus port). The tests' twin is
- * test/helpers/ports.ts.
- */
-export async function freePort({ bus = false } = {}) {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    // Below Linux's ephemeral range (32768–60999), bus port (+10000) included: a server stopped and
-    // started again on its port must not find it taken by some outgoing connection meanwhile.
-    const port = 10_000 + Math.floor(Math.random() * 12_000);
-    if (handedOut.has(port)) continue;
-    if ((await canListen(port)) && (!bus || (await canListen(port + 10_000)))) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-  throw new Error('no free port found below the ephemeral range');
 }
 
 /** Reads a child's stdout line by line. */
