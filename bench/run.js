@@ -5,14 +5,26 @@
  * bench/results/ (RESULTS.md, results.json, chart.svg/png).
  *
  *   node bench/run.js [--quick] [--runs N] [--duration S] [--warmup S] [--connections N]
- *                     [--only REGEX] [--profile] [--wait-quiet S] [--out DIR]
+ *                     [--only REGEX] [--profile] [--wait-quiet S] [--out DIR] [--side-by-side]
+ *
+ * `--side-by-side` opens the cases of one framework and workload together and takes the runs as
+ * alternating slices (see measureSideBySide), and judges the targets on the slices' paired ratios.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { allCases } from './cases.js';
-import { checkEnvironment, loadavg, log, runOnce } from './lib/harness.js';
+import {
+  checkEnvironment,
+  closeCase,
+  emptyStoresFor,
+  loadavg,
+  log,
+  measureCase,
+  openCase,
+  runOnce,
+} from './lib/harness.js';
 import { machine } from './lib/machine.js';
 import { writeReport } from './lib/report.js';
 
@@ -32,6 +44,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
     'wait-quiet': { type: 'string', default: '0' },
+    'side-by-side': { type: 'boolean', default: false },
     out: { type: 'string' },
     from: { type: 'string' },
   },
@@ -59,6 +72,85 @@ async function waitQuiet(maxSeconds) {
     load = loadavg();
   }
   return load;
+}
+
+const profileOf = (c) => (args.profile ? join(profileDir, `${c.id.replace('/', '-')}.cpuprofile`) : undefined);
+
+function logRun(round, c, r) {
+  log(
+    `${round + 1}/${config.runs} ${c.id.padEnd(34)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms  ${r.cpuUsPerReq.toFixed(1)} µs/req` +
+      (r.pacedCpuUsPerReq === undefined
+        ? ''
+        : `  @${config.pacedRate}/s ${r.pacedCpuUsPerReq.toFixed(1)} µs/req${r.pacedValid ? '' : ' (saturated)'}`) +
+      (r.clientRoundTripsPerReq !== undefined ? `  ${r.clientRoundTripsPerReq.toFixed(2)} redis rt/req` : '') +
+      (r.redisCommandsPerReq !== undefined
+        ? `  redis ran ${r.redisCommandsPerReq.toFixed(2)} cmds, ${r.redisCpuUsPerReq.toFixed(1)} µs/req`
+        : '') +
+      (r.problems.length ? `  ⚠ ${r.problems.join('; ')}` : ''),
+  );
+}
+
+/** Every case in its own fresh server for each run, round-robin over all cases. */
+async function measureRoundRobin(cases, env) {
+  const runs = [];
+  for (let round = 0; round < config.runs; round++) {
+    for (const c of cases) {
+      try {
+        const r = { ...(await runOnce(c, env, config, { profile: profileOf(c) })), round };
+        runs.push(r);
+        logRun(round, c, r);
+      } catch (error) {
+        log(`${round + 1}/${config.runs} ${c.id}: FAILED ${error.message}`);
+        runs.push({ case: c.id, round, failed: String(error.message) });
+      }
+    }
+  }
+  return runs;
+}
+
+/**
+ * `--side-by-side`: the cases of one group and workload (a bare server, idempo's variants, the
+ * peers) opened together and measured in alternating slices, as `ab.js` does, so each ratio
+ * compares slices taken seconds apart. A round is a slice.
+ */
+async function measureSideBySide(cases, env) {
+  const sets = new Map();
+  for (const c of cases) {
+    const set = `${c.group}/${c.workload}`;
+    sets.set(set, [...(sets.get(set) ?? []), c]);
+  }
+  const runs = [];
+  for (const set of sets.values()) {
+    // Every store emptied first: opening a case must not empty what an earlier one primed.
+    for (const c of set) await emptyStoresFor(c, env);
+    const opened = [];
+    try {
+      for (const c of set) {
+        try {
+          opened.push(await openCase(c, env, config, { emptied: true, profile: profileOf(c) }));
+        } catch (error) {
+          log(`${c.id}: FAILED to open: ${error.message}`);
+          runs.push({ case: c.id, failed: String(error.message) });
+        }
+      }
+      for (let round = 0; round < config.runs; round++) {
+        // Each case takes each place in the order in turn.
+        for (const o of opened.map((_, i) => opened[(i + round) % opened.length])) {
+          try {
+            const r = { ...(await measureCase(o, env, config)), round };
+            runs.push(r);
+            logRun(round, o.c, r);
+          } catch (error) {
+            log(`${round + 1}/${config.runs} ${o.c.id}: FAILED ${error.message}`);
+            runs.push({ case: o.c.id, round, failed: String(error.message) });
+          }
+        }
+      }
+    } finally {
+      await Promise.all(opened.map((o) => closeCase(o)));
+    }
+  }
+  return runs;
 }
 
 // ─── main ─────────────────────────────────────────────────────────────────────────────────────
@@ -92,30 +184,7 @@ async function main() {
     `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, +${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
   );
 
-  const runs = [];
-  for (let rep = 0; rep < config.runs; rep++) {
-    for (const c of cases) {
-      try {
-        const profile = args.profile ? join(profileDir, `${c.id.replace('/', '-')}.cpuprofile`) : undefined;
-        const r = await runOnce(c, env, config, { profile });
-        runs.push(r);
-        log(
-          `${rep + 1}/${config.runs} ${c.id.padEnd(34)} ${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms  ${r.cpuUsPerReq.toFixed(1)} µs/req` +
-            (r.pacedCpuUsPerReq === undefined
-              ? ''
-              : `  @${config.pacedRate}/s ${r.pacedCpuUsPerReq.toFixed(1)} µs/req${r.pacedValid ? '' : ' (saturated)'}`) +
-            (r.clientRoundTripsPerReq !== undefined ? `  ${r.clientRoundTripsPerReq.toFixed(2)} redis rt/req` : '') +
-            (r.redisCommandsPerReq !== undefined
-              ? `  redis ran ${r.redisCommandsPerReq.toFixed(2)} cmds, ${r.redisCpuUsPerReq.toFixed(1)} µs/req`
-              : '') +
-            (r.problems.length ? `  ⚠ ${r.problems.join('; ')}` : ''),
-        );
-      } catch (error) {
-        log(`${rep + 1}/${config.runs} ${c.id}: FAILED ${error.message}`);
-        runs.push({ case: c.id, failed: String(error.message) });
-      }
-    }
-  }
+  const runs = args['side-by-side'] ? await measureSideBySide(cases, env) : await measureRoundRobin(cases, env);
   env.redis?.disconnect();
 
   const finishedAt = new Date();
@@ -129,6 +198,7 @@ async function main() {
     notes: env.notes,
     skipped,
     partial,
+    sideBySide: args['side-by-side'],
   };
   mkdirSync(outDir, { recursive: true });
   const written = writeReport({ outDir, meta, cases, runs });

@@ -49,6 +49,8 @@ export function summarize(cases, runs) {
     m.failed = failed;
     for (const field of FIELDS) m[field] = median(ok.map((r) => r[field]));
     m.rpsAll = ok.map((r) => Math.round(r.rps));
+    // Not enumerable: for pairing only, left out of results.json.
+    Object.defineProperty(m, 'byRound', { value: new Map(ok.map((r, i) => [r.round ?? i, r])) });
     m.problems = [...new Set(ok.flatMap((r) => r.problems))];
     // Paced figures only from runs that kept up with the asked rate.
     const paced = ok.filter((r) => r.pacedValid);
@@ -71,13 +73,31 @@ export function summarize(cases, runs) {
     m.cpuDelta = m.cpuUsPerReq - base.cpuUsPerReq;
     m.pacedCpuDelta = m.pacedCpuUsPerReq - base.pacedCpuUsPerReq;
     m.pacedMainDelta = m.pacedMainUsPerReq - base.pacedMainUsPerReq;
-    // Paired: each run against the baseline's run of the same round, which ran within a minute of it.
-    const mine = runs.filter((r) => r.case === c.id && !r.failed);
-    const theirs = runs.filter((r) => r.case === c.baseline && !r.failed);
-    const pairs = mine.map((r, i) => (theirs[i] ? r.rps / theirs[i].rps : Number.NaN));
-    m.pairedRatio = median(pairs);
+    m.pairedRatio = paired(m, base, (mine, theirs) => mine.rps / theirs.rps);
+    m.pairedCpuDelta = paired(m, base, (mine, theirs) => mine.cpuUsPerReq - theirs.cpuUsPerReq);
+    m.pairedPacedCpuDelta = paired(m, base, (mine, theirs) =>
+      mine.pacedValid && theirs.pacedValid ? mine.pacedCpuUsPerReq - theirs.pacedCpuUsPerReq : Number.NaN,
+    );
   }
   return byCase;
+}
+
+/**
+ * The median over rounds of `compare(m's run, other's run of the same round)`: runs within a
+ * minute of each other in a round-robin run, seconds apart in a side-by-side one.
+ */
+function paired(m, other, compare) {
+  const values = [];
+  for (const [round, run] of m.byRound) {
+    const theirs = other.byRound.get(round);
+    if (theirs !== undefined) values.push(compare(run, theirs));
+  }
+  return median(values);
+}
+
+/** What a target's ratio is judged on: paired when the cases ran side by side, else the medians' ratio. */
+function targetRatio(m, other, meta) {
+  return meta.sideBySide ? paired(m, other, (mine, theirs) => mine.rps / theirs.rps) : m.rps / other.rps;
 }
 
 function evaluateTargets(byCase, meta) {
@@ -85,21 +105,27 @@ function evaluateTargets(byCase, meta) {
     const m = byCase.get(`${t.variant}/${t.workload}`);
     if (!m || m.rps === undefined) return { ...t, measured: undefined, holds: undefined, label: labelOf(t) };
     const checks = [];
-    if (t.ratio !== undefined)
-      checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(m.ratio, 2)}×`, ok: m.ratio >= t.ratio });
+    if (t.ratio !== undefined) {
+      const ratio = meta.sideBySide ? m.pairedRatio : m.ratio;
+      checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(ratio, 2)}×`, ok: ratio >= t.ratio });
+    }
     if (t.cpu !== undefined) {
       // Judged at the fixed rate, where both servers answer the same number of requests per
       // second; the saturated figure is shown beside it.
-      const delta = Number.isFinite(m.pacedCpuDelta) ? m.pacedCpuDelta : m.cpuDelta;
+      // Side by side, each slice against the bare slice beside it.
+      const [pacedDelta, saturatedDelta] = meta.sideBySide
+        ? [m.pairedPacedCpuDelta, m.pairedCpuDelta]
+        : [m.pacedCpuDelta, m.cpuDelta];
+      const delta = Number.isFinite(pacedDelta) ? pacedDelta : saturatedDelta;
       checks.push({
         what: `≤ +${t.cpu} µs CPU/req`,
-        value: `${sign(m.pacedCpuDelta)} µs at ${meta.config.pacedRate} req/s (saturated: ${sign(m.cpuDelta)} µs)`,
+        value: `${sign(pacedDelta)} µs at ${meta.config.pacedRate} req/s (saturated: ${sign(saturatedDelta)} µs)`,
         ok: delta <= t.cpu,
       });
     }
     if (t.peerRatio !== undefined) {
       const peer = byCase.get(`${t.peer}/${t.workload}`);
-      const ratio = peer?.rps ? m.rps / peer.rps : undefined;
+      const ratio = peer?.rps ? targetRatio(m, peer, meta) : undefined;
       checks.push({
         what: `≥ ${t.peerRatio.toFixed(2)}× ${t.peer}`,
         value:
@@ -204,9 +230,13 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
   push('## Method', '');
   push(
     `- One route, \`POST /payments\` with a ${Buffer.byteLength(REQUEST_BODY)}-byte JSON body, answering \`201\` with a small JSON payment. Every variant runs the same business logic and reads the body as JSON.`,
-    `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
+    meta.sideBySide
+      ? `- Each case: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up; then each slice measures ${meta.config.duration} s.`
+      : `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
     `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
-    `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
+    meta.sideBySide
+      ? `- Side by side (\`--side-by-side\`): the cases of one framework and workload (the bare one, idempo's and the peers') are opened together and measured in ${meta.config.runs} alternating slices, each case taking each place in the order in turn; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload; *paired*, the median of each slice's ratio to the bare slice beside it, is what the targets are judged on (and a peer target, on the same pairing with the peer).`
+      : `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
     "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's. At saturation this figure grows as throughput falls (fewer requests share each wake-up of the event loop and each write wakes an idle client: bare node:http costs 44 µs/req at 20 connections and 124 µs/req at one), so the same is also measured with autocannon held to a fixed rate (*@N/s*: the same request rate for every variant, after the saturated window, in the same server; left out when a variant could not keep up), and for the main JavaScript thread alone (from `/proc/self/task`, without V8's GC helper threads). The CPU targets are judged on the fixed-rate figure.",
     "- *Redis round trips/req*: for idempo, counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate; in parentheses, the commands Redis ran per response by `INFO commandstats` deltas over the window, which include the commands inside idempo's Lua scripts. The peers send no scripts, so for them that count is their round trips. *Redis CPU µs/req*: Redis's own CPU time (`INFO cpu`, user + system) over the window per response.",
     '- Every run checks the workload did what it says: the handler ran once per fresh request and never on a replay, and no request failed. Runs that did not are listed under Problems.',
