@@ -8,7 +8,8 @@
  *                     [--only REGEX] [--profile] [--wait-quiet S] [--out DIR] [--side-by-side]
  *
  * `--side-by-side` opens the cases of one framework and workload together and takes the runs as
- * alternating slices (see measureSideBySide), and judges the targets on the slices' paired ratios.
+ * alternating slices (see measureSideBySide; 6 slices of 2 s unless --runs and --duration say
+ * otherwise), and judges the targets on the slices' paired ratios.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -50,9 +51,11 @@ const { values: args } = parseArgs({
   },
 });
 
+// Side by side, a run is a slice: more of them, shorter, so each case meets its baseline often.
+const sideBySide = args['side-by-side'];
 const config = {
-  runs: Number(args.runs ?? (args.quick ? 1 : 3)),
-  duration: Number(args.duration ?? (args.quick ? 2 : 3)),
+  runs: Number(args.runs ?? (args.quick ? 1 : sideBySide ? 6 : 3)),
+  duration: Number(args.duration ?? (args.quick || sideBySide ? 2 : 3)),
   pacedDuration: Number(args.paced ?? 2),
   pacedRate: Number(args.rate),
   warmup: Number(args.warmup ?? 1),
@@ -184,7 +187,7 @@ async function main() {
     `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, +${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
   );
 
-  const runs = args['side-by-side'] ? await measureSideBySide(cases, env) : await measureRoundRobin(cases, env);
+  const runs = sideBySide ? await measureSideBySide(cases, env) : await measureRoundRobin(cases, env);
   env.redis?.disconnect();
 
   const finishedAt = new Date();
@@ -198,7 +201,7 @@ async function main() {
     notes: env.notes,
     skipped,
     partial,
-    sideBySide: args['side-by-side'],
+    sideBySide,
   };
   mkdirSync(outDir, { recursive: true });
   const written = writeReport({ outDir, meta, cases, runs });
