@@ -111,10 +111,29 @@ async function measureRoundRobin(cases, env) {
   return runs;
 }
 
+/** A baseline slice comes before every this many other slices of a side-by-side round. */
+const BASELINE_EVERY = 3;
+
+/**
+ * One round's order: the other cases rotated by the round, so each takes each place in turn, and
+ * the baseline (the bare case, or the first if it was left out) before every `BASELINE_EVERY`, so no slice is
+ * more than two away from one of the baseline's in a group of a dozen cases.
+ */
+function sliceOrder(opened, round) {
+  const baseline = opened.find((o) => o.c.id === o.c.baseline) ?? opened[0];
+  const others = opened.filter((o) => o !== baseline);
+  const rotated = others.map((_, i) => others[(i + round) % others.length]);
+  const order = [];
+  for (let i = 0; i < rotated.length; i += BASELINE_EVERY)
+    order.push(baseline, ...rotated.slice(i, i + BASELINE_EVERY));
+  return rotated.length === 0 ? [baseline] : order;
+}
+
 /**
  * `--side-by-side`: the cases of one group and workload (a bare server, idempo's variants, the
  * peers) opened together and measured in alternating slices, as `ab.js` does, so each ratio
- * compares slices taken seconds apart. A round is a slice.
+ * compares slices taken seconds apart. A round gives every case a slice (the baseline several);
+ * `seq` numbers the slices of a group in the order taken, for the report's pairing.
  */
 async function measureSideBySide(cases, env) {
   const sets = new Map();
@@ -136,11 +155,11 @@ async function measureSideBySide(cases, env) {
           runs.push({ case: c.id, failed: String(error.message) });
         }
       }
+      let seq = 0;
       for (let round = 0; round < config.runs; round++) {
-        // Each case takes each place in the order in turn.
-        for (const o of opened.map((_, i) => opened[(i + round) % opened.length])) {
+        for (const o of sliceOrder(opened, round)) {
           try {
-            const r = { ...(await measureCase(o, env, config)), round };
+            const r = { ...(await measureCase(o, env, config)), round, seq: seq++ };
             runs.push(r);
             logRun(round, o.c, r);
           } catch (error) {
@@ -202,6 +221,7 @@ async function main() {
     skipped,
     partial,
     sideBySide,
+    ...(sideBySide ? { baselineEvery: BASELINE_EVERY } : {}),
   };
   mkdirSync(outDir, { recursive: true });
   const written = writeReport({ outDir, meta, cases, runs });

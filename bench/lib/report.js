@@ -49,8 +49,8 @@ export function summarize(cases, runs) {
     m.failed = failed;
     for (const field of FIELDS) m[field] = median(ok.map((r) => r[field]));
     m.rpsAll = ok.map((r) => Math.round(r.rps));
-    // Not enumerable: for pairing only, left out of results.json.
-    Object.defineProperty(m, 'byRound', { value: new Map(ok.map((r, i) => [r.round ?? i, r])) });
+    // Not enumerable: for pairing only, left out of results.json. Older results carry no round.
+    Object.defineProperty(m, 'slices', { value: ok.map((r, i) => ({ ...r, round: r.round ?? i })) });
     m.problems = [...new Set(ok.flatMap((r) => r.problems))];
     // Paced figures only from runs that kept up with the asked rate.
     const paced = ok.filter((r) => r.pacedValid);
@@ -83,16 +83,27 @@ export function summarize(cases, runs) {
 }
 
 /**
- * The median over rounds of `compare(m's run, other's run of the same round)`: runs within a
- * minute of each other in a round-robin run, seconds apart in a side-by-side one.
+ * The median over `m`'s runs of `compare(run, other's run beside it)`. Side by side (runs numbered
+ * by `seq`), beside it is `other`'s slice nearest in the order taken, seconds away; in a
+ * round-robin run, `other`'s run of the same round, within a minute.
  */
 function paired(m, other, compare) {
   const values = [];
-  for (const [round, run] of m.byRound) {
-    const theirs = other.byRound.get(round);
+  for (const run of m.slices) {
+    const theirs =
+      run.seq === undefined ? other.slices.find((o) => o.round === run.round) : nearest(other.slices, run.seq);
     if (theirs !== undefined) values.push(compare(run, theirs));
   }
   return median(values);
+}
+
+function nearest(slices, seq) {
+  let best;
+  for (const slice of slices) {
+    if (slice.seq !== undefined && (best === undefined || Math.abs(slice.seq - seq) < Math.abs(best.seq - seq)))
+      best = slice;
+  }
+  return best;
 }
 
 /** What a target's ratio is judged on: paired when the cases ran side by side, else the medians' ratio. */
@@ -235,7 +246,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
       : `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
     `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
     meta.sideBySide
-      ? `- Side by side (\`--side-by-side\`): the cases of one framework and workload (the bare one, idempo's and the peers') are opened together and measured in ${meta.config.runs} alternating slices, each case taking each place in the order in turn; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload; *paired*, the median of each slice's ratio to the bare slice beside it, is what the targets are judged on (and a peer target, on the same pairing with the peer).`
+      ? `- Side by side (\`--side-by-side\`): the cases of one framework and workload (the bare one, idempo's and the peers') are opened together and measured in ${meta.config.runs} rounds of alternating slices, each case taking each place in the order in turn${meta.baselineEvery ? ` and the bare case again before every ${meta.baselineEvery} others` : ''}; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload; *paired*, the median of each slice's ratio to the bare slice nearest it, is what the targets are judged on (and a peer target, on the same pairing with the peer).`
       : `- ${meta.config.runs} run${meta.config.runs > 1 ? 's' : ''} per case, round-robin over all cases; the tables show medians. *ratio* is median req/s over the bare framework's median on the same workload (*paired*: the median over runs of each run's ratio to the bare run of the same round).`,
     "- *CPU µs/req*: the server process's `process.cpuUsage()` (user + system) over the measured window divided by the responses in it; *Δ*: minus the bare framework's. At saturation this figure grows as throughput falls (fewer requests share each wake-up of the event loop and each write wakes an idle client: bare node:http costs 44 µs/req at 20 connections and 124 µs/req at one), so the same is also measured with autocannon held to a fixed rate (*@N/s*: the same request rate for every variant, after the saturated window, in the same server; left out when a variant could not keep up), and for the main JavaScript thread alone (from `/proc/self/task`, without V8's GC helper threads). The CPU targets are judged on the fixed-rate figure.",
     "- *Redis round trips/req*: for idempo, counted in the server process (every ioredis command it sent), which other clients of the shared Redis cannot inflate; in parentheses, the commands Redis ran per response by `INFO commandstats` deltas over the window, which include the commands inside idempo's Lua scripts. The peers send no scripts, so for them that count is their round trips. *Redis CPU µs/req*: Redis's own CPU time (`INFO cpu`, user + system) over the window per response.",
