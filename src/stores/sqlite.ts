@@ -338,16 +338,6 @@ function checkpointInBackground(
   });
 }
 
-/**
- * Creates a SQLite store on a database file, creating its table if needed.
- *
- * @example
- * ```ts
- * import { createSqliteStore } from 'idempo/sqlite';
- * const store = createSqliteStore({ path: './idempo.db' });
- * const idem = createIdempotency({ store });
- * ```
- */
 /** The files (and tables) whose older layout this process has already warned of. */
 const WARNED_OF_LAYOUT = new Set<string>();
 
@@ -366,6 +356,16 @@ function warnOfOlderLayout(db: Database, path: string, table: string): void {
   );
 }
 
+/**
+ * Creates a SQLite store on a database file, creating its table if needed.
+ *
+ * @example
+ * ```ts
+ * import { createSqliteStore } from 'idempo/sqlite';
+ * const store = createSqliteStore({ path: './idempo.db' });
+ * const idem = createIdempotency({ store });
+ * ```
+ */
 export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore {
   const { path = './idempo.db', table = 'idempo_records', sweepInterval = '60s', onBackgroundError } = options;
   const sweepBatchSize = options.sweepBatchSize ?? options.sweepBatch ?? 500;
