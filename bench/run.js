@@ -115,18 +115,35 @@ async function measureRoundRobin(cases, env) {
 const BASELINE_EVERY = 3;
 
 /**
- * One round's order: the other cases rotated by the round, so each takes each place in turn, and
- * the baseline (the bare case, or the first if it was left out) before every `BASELINE_EVERY`, so no slice is
- * more than two away from one of the baseline's in a group of a dozen cases.
+ * One round's order. The cases other than the baseline (the bare case, or the first if it was
+ * left out) go in units: an idempo case with the peers measured against it, whose slices are
+ * taken one after the other (in turn first and last, round by round), so a peer target compares
+ * slices seconds apart as a bare target does. The units are rotated by the round, so each takes
+ * each place in turn, and the baseline comes before every `BASELINE_EVERY` slices or so, so no
+ * slice is more than a few away from one of the baseline's in a group of a dozen cases.
  */
 function sliceOrder(opened, round) {
   const baseline = opened.find((o) => o.c.id === o.c.baseline) ?? opened[0];
   const others = opened.filter((o) => o !== baseline);
-  const rotated = others.map((_, i) => others[(i + round) % others.length]);
-  const order = [];
-  for (let i = 0; i < rotated.length; i += BASELINE_EVERY)
-    order.push(baseline, ...rotated.slice(i, i + BASELINE_EVERY));
-  return rotated.length === 0 ? [baseline] : order;
+  const beside = (o) => o.c.kind === 'peer' && others.some((p) => p.c.id === `${o.c.peerOf}/${o.c.workload}`);
+  const units = others
+    .filter((o) => !beside(o))
+    .map((o) => {
+      const unit = [o, ...others.filter((p) => beside(p) && `${p.c.peerOf}/${p.c.workload}` === o.c.id)];
+      return round % 2 === 0 ? unit : unit.reverse();
+    });
+  const rotated = units.map((_, i) => units[(i + round) % units.length]);
+  const order = [baseline];
+  let sinceBaseline = 0;
+  for (const unit of rotated) {
+    if (sinceBaseline >= BASELINE_EVERY) {
+      order.push(baseline);
+      sinceBaseline = 0;
+    }
+    order.push(...unit);
+    sinceBaseline += unit.length;
+  }
+  return order;
 }
 
 /**
@@ -221,7 +238,7 @@ async function main() {
     skipped,
     partial,
     sideBySide,
-    ...(sideBySide ? { baselineEvery: BASELINE_EVERY } : {}),
+    ...(sideBySide ? { baselineEvery: BASELINE_EVERY, peersBeside: true } : {}),
   };
   mkdirSync(outDir, { recursive: true });
   const written = writeReport({ outDir, meta, cases, runs });
