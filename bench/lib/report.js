@@ -73,28 +73,42 @@ export function summarize(cases, runs) {
     m.cpuDelta = m.cpuUsPerReq - base.cpuUsPerReq;
     m.pacedCpuDelta = m.pacedCpuUsPerReq - base.pacedCpuUsPerReq;
     m.pacedMainDelta = m.pacedMainUsPerReq - base.pacedMainUsPerReq;
-    m.pairedRatio = paired(m, base, (mine, theirs) => mine.rps / theirs.rps);
+    m.pairedRatios = pairs(m, base, (mine, theirs) => mine.rps / theirs.rps);
+    m.pairedRatio = median(m.pairedRatios);
     m.pairedCpuDelta = paired(m, base, (mine, theirs) => mine.cpuUsPerReq - theirs.cpuUsPerReq);
-    m.pairedPacedCpuDelta = paired(m, base, (mine, theirs) =>
+    m.pairedPacedCpuDeltas = pairs(m, base, (mine, theirs) =>
       mine.pacedValid && theirs.pacedValid ? mine.pacedCpuUsPerReq - theirs.pacedCpuUsPerReq : Number.NaN,
     );
+    m.pairedPacedCpuDelta = median(m.pairedPacedCpuDeltas);
   }
   return byCase;
 }
 
 /**
- * The median over `m`'s runs of `compare(run, other's run beside it)`. Side by side (runs numbered
- * by `seq`), beside it is `other`'s slice nearest in the order taken, seconds away; in a
- * round-robin run, `other`'s run of the same round, within a minute.
+ * `compare(run, other's run beside it)` for each of `m`'s runs. Side by side (runs numbered by
+ * `seq`), beside it is `other`'s slice nearest in the order taken, seconds away; in a round-robin
+ * run, `other`'s run of the same round, within a minute.
  */
-function paired(m, other, compare) {
+function pairs(m, other, compare) {
   const values = [];
   for (const run of m.slices) {
     const theirs =
       run.seq === undefined ? other.slices.find((o) => o.round === run.round) : nearest(other.slices, run.seq);
     if (theirs !== undefined) values.push(compare(run, theirs));
   }
-  return median(values);
+  return values;
+}
+
+/** The median of {@link pairs}. */
+function paired(m, other, compare) {
+  return median(pairs(m, other, compare));
+}
+
+/** Side by side, how many of a target's slice pairs met it: `, k of n slices met`. */
+function slicesMet(meta, values, ok) {
+  if (!meta.sideBySide) return '';
+  const judged = values.filter(Number.isFinite);
+  return `, ${judged.filter(ok).length} of ${judged.length} slices met`;
 }
 
 function nearest(slices, seq) {
@@ -118,7 +132,8 @@ function evaluateTargets(byCase, meta) {
     const checks = [];
     if (t.ratio !== undefined) {
       const ratio = meta.sideBySide ? m.pairedRatio : m.ratio;
-      checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(ratio, 2)}×`, ok: ratio >= t.ratio });
+      const met = slicesMet(meta, m.pairedRatios ?? [], (r) => r >= t.ratio);
+      checks.push({ what: `≥ ${t.ratio.toFixed(2)}× bare`, value: `${fmt(ratio, 2)}×${met}`, ok: ratio >= t.ratio });
     }
     if (t.cpu !== undefined) {
       // Judged at the fixed rate, where both servers answer the same number of requests per
@@ -130,19 +145,26 @@ function evaluateTargets(byCase, meta) {
       const delta = Number.isFinite(pacedDelta) ? pacedDelta : saturatedDelta;
       checks.push({
         what: `≤ +${t.cpu} µs CPU/req`,
-        value: `${sign(pacedDelta)} µs at ${meta.config.pacedRate} req/s (saturated: ${sign(saturatedDelta)} µs)`,
+        value: `${sign(pacedDelta)} µs at ${meta.config.pacedRate} req/s${slicesMet(meta, m.pairedPacedCpuDeltas ?? [], (d) => d <= t.cpu)} (saturated: ${sign(saturatedDelta)} µs)`,
         ok: delta <= t.cpu,
       });
     }
     if (t.peerRatio !== undefined) {
       const peer = byCase.get(`${t.peer}/${t.workload}`);
       const ratio = peer?.rps ? targetRatio(m, peer, meta) : undefined;
+      const met = peer?.rps
+        ? slicesMet(
+            meta,
+            pairs(m, peer, (mine, theirs) => mine.rps / theirs.rps),
+            (r) => r >= t.peerRatio,
+          )
+        : '';
       checks.push({
         what: `≥ ${t.peerRatio.toFixed(2)}× ${t.peer}`,
         value:
           ratio === undefined
             ? 'peer not measured'
-            : `${fmt(ratio, 2)}× (${fmt(m.rps, 0)} vs ${fmt(peer.rps, 0)} req/s)`,
+            : `${fmt(ratio, 2)}×${met} (${fmt(m.rps, 0)} vs ${fmt(peer.rps, 0)} req/s)`,
         ok: ratio !== undefined && ratio >= t.peerRatio,
       });
     }
