@@ -125,11 +125,16 @@ const BASELINE_EVERY = 3;
 function sliceOrder(opened, round) {
   const baseline = opened.find((o) => o.c.id === o.c.baseline) ?? opened[0];
   const others = opened.filter((o) => o !== baseline);
-  const beside = (o) => o.c.kind === 'peer' && others.some((p) => p.c.id === `${o.c.peerOf}/${o.c.workload}`);
+  const ids = new Set(others.map((o) => o.c.id));
+  // The idempo case a peer is measured against, when that case is in the group too.
+  const besideOf = (o) => {
+    const id = `${o.c.peerOf}/${o.c.workload}`;
+    return o.c.kind === 'peer' && ids.has(id) ? id : undefined;
+  };
   const units = others
-    .filter((o) => !beside(o))
+    .filter((o) => besideOf(o) === undefined)
     .map((o) => {
-      const unit = [o, ...others.filter((p) => beside(p) && `${p.c.peerOf}/${p.c.workload}` === o.c.id)];
+      const unit = [o, ...others.filter((p) => besideOf(p) === o.c.id)];
       return round % 2 === 0 ? unit : unit.reverse();
     });
   const rotated = units.map((_, i) => units[(i + round) % units.length]);

@@ -73,7 +73,7 @@ export function summarize(cases, runs) {
     m.cpuDelta = m.cpuUsPerReq - base.cpuUsPerReq;
     m.pacedCpuDelta = m.pacedCpuUsPerReq - base.pacedCpuUsPerReq;
     m.pacedMainDelta = m.pacedMainUsPerReq - base.pacedMainUsPerReq;
-    m.pairedRatios = pairs(m, base, (mine, theirs) => mine.rps / theirs.rps);
+    m.pairedRatios = pairs(m, base, rpsRatio);
     m.pairedRatio = median(m.pairedRatios);
     m.pairedCpuDelta = paired(m, base, (mine, theirs) => mine.cpuUsPerReq - theirs.cpuUsPerReq);
     m.pairedPacedCpuDeltas = pairs(m, base, (mine, theirs) =>
@@ -120,10 +120,8 @@ function nearest(slices, seq) {
   return best;
 }
 
-/** What a target's ratio is judged on: paired when the cases ran side by side, else the medians' ratio. */
-function targetRatio(m, other, meta) {
-  return meta.sideBySide ? paired(m, other, (mine, theirs) => mine.rps / theirs.rps) : m.rps / other.rps;
-}
+/** The comparison of throughput a ratio target is judged on, one run against the one beside it. */
+const rpsRatio = (mine, theirs) => mine.rps / theirs.rps;
 
 function evaluateTargets(byCase, meta) {
   return TARGETS.map((t) => {
@@ -151,14 +149,10 @@ function evaluateTargets(byCase, meta) {
     }
     if (t.peerRatio !== undefined) {
       const peer = byCase.get(`${t.peer}/${t.workload}`);
-      const ratio = peer?.rps ? targetRatio(m, peer, meta) : undefined;
-      const met = peer?.rps
-        ? slicesMet(
-            meta,
-            pairs(m, peer, (mine, theirs) => mine.rps / theirs.rps),
-            (r) => r >= t.peerRatio,
-          )
-        : '';
+      // Side by side, paired slice by slice as a bare target is; otherwise the medians' ratio.
+      const ratios = peer?.rps ? pairs(m, peer, rpsRatio) : [];
+      const ratio = !peer?.rps ? undefined : meta.sideBySide ? median(ratios) : m.rps / peer.rps;
+      const met = slicesMet(meta, ratios, (r) => r >= t.peerRatio);
       checks.push({
         what: `≥ ${t.peerRatio.toFixed(2)}× ${t.peer}`,
         value:
