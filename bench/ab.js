@@ -21,11 +21,11 @@
  *
  * Run `npm run build` first. Not for CI: it measures.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { allCases, TARGETS } from './cases.js';
+import { TARGETS } from './cases.js';
 import { checkEnvironment, closeCase, emptyStoresFor, loadavg, log, measureCase, openCase } from './lib/harness.js';
+import { namedCases } from './lib/named-cases.js';
 import { median } from './lib/report.js';
 
 const { values: args, positionals } = parseArgs({
@@ -53,19 +53,7 @@ const config = {
 const slices = Number(args.slices);
 if (positionals.length < 2)
   throw new Error('name at least two cases, the reference first (e.g. proxy/fresh gateway-sqlite/fresh)');
-const known = new Map(allCases().map((c) => [c.id, c]));
-const cases = positionals.map((name) => {
-  const [id, dir] = name.split('@');
-  const c = known.get(id);
-  if (c === undefined) throw new Error(`no case ${id}; cases are ${[...known.keys()].join(', ')}`);
-  if (dir === undefined) return { ...c, label: id };
-  const root = resolve(dir);
-  if (!existsSync(join(root, 'dist', 'index.js')) || !existsSync(join(root, 'bench', 'lib', 'host.js'))) {
-    throw new Error(`${name}: ${root} is not a built checkout (no dist/index.js or bench/lib/host.js)`);
-  }
-  return { ...c, label: name, root };
-});
-if (new Set(cases.map((c) => c.label)).size !== cases.length) throw new Error('a case is named twice');
+const cases = namedCases(positionals);
 
 /** Issue 20's target for `c` measured against `reference`, if it has one (both of one build). */
 function targetFor(c, reference) {

@@ -54,11 +54,18 @@ function waitFor(child, type, timeoutMs, what) {
   });
 }
 
-function spawnChild(script, argv, env = {}) {
+/**
+ * A Node.js child on IPC. `wrap`, for a server measured under a tool: `command`, which runs Node
+ * itself, with its arguments before Node's path (`['valgrind', '--tool=callgrind', …]`), and
+ * `nodeArgs`, Node's own options.
+ */
+function spawnChild(script, argv, env = {}, wrap = undefined) {
   const child = fork(script, argv, {
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, NODE_ENV: 'production', ...env },
-    execArgv: [],
+    ...(wrap
+      ? { execPath: wrap.command[0], execArgv: [...wrap.command.slice(1), process.execPath, ...wrap.nodeArgs] }
+      : { execArgv: [] }),
   });
   child.stderrTail = '';
   child.stderr.on('data', (chunk) => {
@@ -68,9 +75,10 @@ function spawnChild(script, argv, env = {}) {
 }
 
 /** A server process for `spec`, run from the checkout at `root` (this one by default). */
-async function startHost(spec, root = ROOT) {
-  const child = spawnChild(join(root, 'bench', 'lib', 'host.js'), [JSON.stringify(spec)]);
-  const ready = await waitFor(child, 'ready', 30_000, `server ${spec.module}/${spec.variant}`);
+async function startHost(spec, root = ROOT, wrap = undefined) {
+  const child = spawnChild(join(root, 'bench', 'lib', 'host.js'), [JSON.stringify(spec)], {}, wrap);
+  // Under a tool such as valgrind, starting takes many times longer.
+  const ready = await waitFor(child, 'ready', wrap ? 300_000 : 30_000, `server ${spec.module}/${spec.variant}`);
   return { child, port: ready.port };
 }
 
@@ -121,9 +129,10 @@ let runCounter = 0;
  * Starts one case: its store emptied (unless `emptied`), its server (and upstream) and a load
  * generator, the replay pool primed and the warm-up run. `closeCase()` stops what it started.
  * `root`: another checkout (built) whose bench servers and idempo build the server runs, to
- * compare two builds of the same case.
+ * compare two builds of the same case. `wrapServer`: a command the server's Node runs under (see
+ * `spawnChild`).
  */
-export async function openCase(c, env, config, { profile, emptied = false, root } = {}) {
+export async function openCase(c, env, config, { profile, emptied = false, root, wrapServer } = {}) {
   const runId = `${Date.now().toString(36)}${(runCounter++).toString(36)}`;
   if (!emptied) await emptyStoresFor(c, env);
   const opened = { c, runId, children: [] };
@@ -148,6 +157,7 @@ export async function openCase(c, env, config, { profile, emptied = false, root 
         ...(profile ? { profile } : {}),
       },
       root,
+      wrapServer,
     );
     opened.children.push(opened.server.child);
     opened.load = spawnChild(join(here, 'load.js'), []);
@@ -195,9 +205,11 @@ export async function closeCase(opened) {
 
 /**
  * One measured window of an opened case (`config.duration` seconds at `config.connections`),
- * then `config.pacedDuration` seconds at the fixed rate when that is above 0.
+ * then `config.pacedDuration` seconds at the fixed rate when that is above 0. `window.open()` and
+ * `window.close()`, when given, run right after the server marks the saturated window's start and
+ * right before it reports (to turn an instrument on and off around exactly the load).
  */
-export async function measureCase(opened, env, config) {
+export async function measureCase(opened, env, config, window = undefined) {
   const { c, runId, upstream, server, load, loadConfig, phaseTimeout } = opened;
   const usesRedis = c.store === 'redis';
   const loadBefore = loadavg();
@@ -207,7 +219,9 @@ export async function measureCase(opened, env, config) {
   const selfBefore = process.cpuUsage();
   if (upstream) await request(upstream.child, 'mark', 'marked', 'upstream mark');
   await request(server.child, 'mark', 'marked', 'server mark');
+  await window?.open();
   const measured = await loadPhase(load, { ...loadConfig, duration: config.duration }, 'measure', phaseTimeout);
+  await window?.close();
   const report = await request(server.child, 'report', 'report', 'server report');
   const upstreamReport = upstream ? await request(upstream.child, 'report', 'report', 'upstream report') : undefined;
   const busyUs = machineBusyUs() - busyBefore;
