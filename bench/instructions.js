@@ -30,13 +30,14 @@
  * next. What it does not see: time lost to cache misses and the kernel's side of system calls
  * (strace counts one `read` and one `writev` per request with idempo as without).
  *
- * The callgrind files are kept in bench/results/raw/instructions/ for `callgrind_annotate`, which
- * names V8's builtins and Node's C++ (JavaScript shows as addresses). Needs valgrind
- * (`apt-get install valgrind`) and `npm run build`. Not for CI: it measures.
+ * The callgrind files of each case's last count are kept in bench/results/raw/instructions/ for
+ * `callgrind_annotate`, which names V8's builtins and Node's C++ (JavaScript shows as
+ * addresses). Needs valgrind (`apt-get install valgrind`) and `npm run build`. Not for CI: it
+ * measures.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { checkEnvironment, closeCase, emptyStoresFor, log, measureCase, openCase } from './lib/harness.js';
@@ -100,6 +101,8 @@ function totalOf(file) {
 
 async function countCase(c, env) {
   const stem = join(outDir, c.label.replace(/[^\w.-]+/g, '_'));
+  // Only the last count of each case is kept: a count's files take about 15 MB.
+  for (const file of readdirSync(outDir)) if (file.startsWith(`${basename(stem)}.`)) rmSync(join(outDir, file));
   const wrap = {
     command: [
       'valgrind',
