@@ -24,7 +24,16 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { TARGETS } from './cases.js';
-import { checkEnvironment, closeCase, emptyStoresFor, loadavg, log, measureCase, openCase } from './lib/harness.js';
+import {
+  checkEnvironment,
+  closeCase,
+  emptyStoresFor,
+  loadavg,
+  log,
+  measureCase,
+  openCase,
+  requireNeeds,
+} from './lib/harness.js';
 import { namedCases } from './lib/named-cases.js';
 import { median } from './lib/report.js';
 
@@ -69,10 +78,7 @@ function targetFor(c, reference) {
 }
 
 const env = await checkEnvironment();
-for (const c of cases) {
-  const missing = (c.needs ?? []).filter((need) => !env.available.has(need));
-  if (missing.length > 0) throw new Error(`${c.id} needs ${missing.join(', ')}: ${env.notes.join('; ')}`);
-}
+requireNeeds(cases, env);
 log(
   `${cases.length} cases side by side, ${slices} slices of ${config.duration}s each${config.pacedDuration > 0 ? ` (+${config.pacedDuration}s at ${config.pacedRate} req/s)` : ''}, ${config.connections} connections; 1-min load ${loadavg()}`,
 );

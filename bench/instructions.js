@@ -40,7 +40,15 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { checkEnvironment, closeCase, emptyStoresFor, log, measureCase, openCase } from './lib/harness.js';
+import {
+  checkEnvironment,
+  closeCase,
+  emptyStoresFor,
+  log,
+  measureCase,
+  openCase,
+  requireNeeds,
+} from './lib/harness.js';
 import { namedCases } from './lib/named-cases.js';
 import { median } from './lib/report.js';
 
@@ -154,10 +162,7 @@ async function countCase(c, env) {
 }
 
 const env = await checkEnvironment();
-for (const c of cases) {
-  const missing = (c.needs ?? []).filter((need) => !env.available.has(need));
-  if (missing.length > 0) throw new Error(`${c.id} needs ${missing.join(', ')}: ${env.notes.join('; ')}`);
-}
+requireNeeds(cases, env);
 log(
   `${cases.length} cases under callgrind, one at a time: ${args.warmup}s warm-up, ${windows} windows of ${args.window}s (first ${discard} discarded), ${config.connections} connections`,
 );

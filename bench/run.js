@@ -23,6 +23,7 @@ import {
   loadavg,
   log,
   measureCase,
+  missingNeeds,
   openCase,
   runOnce,
 } from './lib/harness.js';
@@ -214,10 +215,10 @@ async function main() {
   for (const note of env.notes) log(`note: ${note}`);
   const only = args.only ? new RegExp(args.only) : undefined;
   const selected = allCases().filter((c) => !only || only.test(c.id));
-  const cases = selected.filter((c) => (c.needs ?? []).every((need) => env.available.has(need)));
+  const cases = selected.filter((c) => missingNeeds(c, env).length === 0);
   const skipped = selected
     .filter((c) => !cases.includes(c))
-    .map((c) => ({ case: c.id, missing: c.needs.filter((n) => !env.available.has(n)) }));
+    .map((c) => ({ case: c.id, missing: missingNeeds(c, env) }));
   if (args.profile) mkdirSync(profileDir, { recursive: true });
 
   const quietLoad = await waitQuiet(Number(args['wait-quiet']));

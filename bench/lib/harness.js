@@ -322,6 +322,19 @@ function problemsOf(c, r, config) {
 
 // ─── environment ──────────────────────────────────────────────────────────────────────────────
 
+/** What case `c` needs (a built adapter, Redis, PostgreSQL) that `env` does not have. */
+export function missingNeeds(c, env) {
+  return (c.needs ?? []).filter((need) => !env.available.has(need));
+}
+
+/** Throws, naming what is missing, unless `env` has what every one of `cases` needs. */
+export function requireNeeds(cases, env) {
+  for (const c of cases) {
+    const missing = missingNeeds(c, env);
+    if (missing.length > 0) throw new Error(`${c.id} needs ${missing.join(', ')}: ${env.notes.join('; ')}`);
+  }
+}
+
 export async function checkEnvironment() {
   const available = new Set();
   const notes = [];
