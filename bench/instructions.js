@@ -6,7 +6,8 @@
  * machine's speed: what idempo adds to the bare framework, and what a change did.
  *
  *   node bench/instructions.js [--windows N] [--discard N] [--window S] [--warmup S]
- *                              [--connections N] [--node-args ARGS] [--json FILE] CASE CASE…
+ *                              [--connections N] [--node-args ARGS] [--functions N]
+ *                              [--json FILE] CASE CASE…
  *
  *   node bench/instructions.js fastify/fresh fastify-idempo-memory/fresh
  *   node bench/instructions.js fastify-idempo-memory/fresh@/tmp/before fastify-idempo-memory/fresh
@@ -32,14 +33,18 @@
  *
  * The callgrind files of each case's last count are kept in bench/results/raw/instructions/ for
  * `callgrind_annotate`, which names V8's builtins and Node's C++ (JavaScript shows as
- * addresses). Needs valgrind (`apt-get install valgrind`) and `npm run build`. Not for CI: it
- * measures.
+ * addresses). `--functions N` names the JavaScript too (Node runs with `--perf-basic-prof`, and
+ * its map of compiled code is kept beside the counts) and prints, from each case's lowest
+ * window, the reference's N costliest functions and, for every other case, the N functions it
+ * adds most instructions to per request (and those where it saves). Needs valgrind
+ * (`apt-get install valgrind`) and `npm run build`. Not for CI: it measures.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { costDifferences, functionCosts, perfMapPath } from './lib/callgrind.js';
 import {
   checkEnvironment,
   closeCase,
@@ -63,10 +68,14 @@ const { values: args, positionals } = parseArgs({
     pool: { type: 'string', default: '1000' },
     json: { type: 'string' },
     'node-args': { type: 'string', default: '--single-threaded' },
+    functions: { type: 'string' },
   },
 });
 
 const windows = Number(args.windows);
+const functionRows = args.functions === undefined ? 0 : Number(args.functions);
+if (!(Number.isInteger(functionRows) && functionRows >= 0))
+  throw new Error(`--functions (${args.functions}) must be a whole number of rows`);
 const discard = Number(args.discard);
 if (!(Number.isInteger(windows) && Number.isInteger(discard) && discard >= 0 && windows > discard))
   throw new Error(`--windows (${args.windows}) must be an integer above --discard (${args.discard})`);
@@ -120,7 +129,7 @@ async function countCase(c, env) {
       // V8 writes and rewrites machine code; valgrind must notice code changed outside mapped files.
       '--smc-check=all-non-file',
     ],
-    nodeArgs: args['node-args'].split(' ').filter(Boolean),
+    nodeArgs: [...args['node-args'].split(' ').filter(Boolean), ...(functionRows > 0 ? ['--perf-basic-prof'] : [])],
   };
   await emptyStoresFor(c, env);
   const opened = await openCase(c, env, config, { emptied: true, root: c.root, wrapServer: wrap });
@@ -151,6 +160,14 @@ async function countCase(c, env) {
   }
   const kept = counted.slice(discard);
   const perWindow = kept.map((x) => x.perRequest);
+  const lowest = kept.reduce((a, b) => (b.perRequest < a.perRequest ? b : a));
+  let perfMap;
+  if (functionRows > 0 && existsSync(perfMapPath(pid))) {
+    // Kept beside the counts it names, for callgrind_annotate later.
+    perfMap = `${stem}.${pid}.map`;
+    copyFileSync(perfMapPath(pid), perfMap);
+    rmSync(perfMapPath(pid));
+  }
   return {
     case: c.label,
     perRequest: median(perWindow),
@@ -158,6 +175,7 @@ async function countCase(c, env) {
     mean: kept.reduce((sum, x) => sum + x.instructions, 0) / kept.reduce((sum, x) => sum + x.responses, 0),
     windows: counted,
     files: `${stem}.${pid}.*`,
+    lowest: { file: `${stem}.${pid}.${lowest.window}`, responses: lowest.responses, perfMap },
   };
 }
 
@@ -189,4 +207,30 @@ for (const r of results) {
   console.log(parts.join('  '));
 }
 console.log(`callgrind files: ${outDir}`);
+if (functionRows > 0) printFunctions(results, functionRows);
 if (args.json) writeFileSync(args.json, `${JSON.stringify({ config, windows, discard, results }, null, 2)}\n`);
+
+/**
+ * Each case's lowest kept window, function by function: the reference's costliest functions, and
+ * for every other case the functions whose instructions per request differ most from the
+ * reference's.
+ */
+function printFunctions(counts, rows) {
+  const root = dirname(here);
+  const costsOf = (r) => ({
+    responses: r.lowest.responses,
+    costs: functionCosts(r.lowest.file, { perfMap: r.lowest.perfMap, root }),
+  });
+  const row = (n) => `${Math.round(n)}`.padStart(8);
+  const base = costsOf(counts[0]);
+  console.log(`\n${counts[0].case}, lowest window: instructions per request, own (not callees')`);
+  const top = [...base.costs].sort((a, b) => b[1] - a[1]).slice(0, rows);
+  for (const [name, n] of top) console.log(`${row(n / base.responses)}  ${name}`);
+  for (const r of counts.slice(1)) {
+    const { added, saved } = costDifferences(base, costsOf(r), rows);
+    console.log(
+      `\n${r.case} against ${counts[0].case}, lowest windows: ${'added'.padStart(8)} ${'ref'.padStart(8)} ${'case'.padStart(8)}`,
+    );
+    for (const d of [...added, ...saved]) console.log(`${row(d.added)} ${row(d.before)} ${row(d.after)}  ${d.name}`);
+  }
+}
