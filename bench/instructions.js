@@ -129,7 +129,11 @@ async function countCase(c, env) {
       // V8 writes and rewrites machine code; valgrind must notice code changed outside mapped files.
       '--smc-check=all-non-file',
     ],
-    nodeArgs: [...args['node-args'].split(' ').filter(Boolean), ...(functionRows > 0 ? ['--perf-basic-prof'] : [])],
+    nodeArgs: [
+      ...args['node-args'].split(' ').filter(Boolean),
+      // The flag also starts V8's log, which would land in the working directory as isolate-*.log.
+      ...(functionRows > 0 ? ['--perf-basic-prof', '--no-logfile-per-isolate', `--logfile=${stem}.v8.log`] : []),
+    ],
   };
   await emptyStoresFor(c, env);
   const opened = await openCase(c, env, config, { emptied: true, root: c.root, wrapServer: wrap });
@@ -168,6 +172,7 @@ async function countCase(c, env) {
     copyFileSync(perfMapPath(pid), perfMap);
     rmSync(perfMapPath(pid));
   }
+  rmSync(`${stem}.v8.log`, { force: true });
   return {
     case: c.label,
     perRequest: median(perWindow),
@@ -175,7 +180,13 @@ async function countCase(c, env) {
     mean: kept.reduce((sum, x) => sum + x.instructions, 0) / kept.reduce((sum, x) => sum + x.responses, 0),
     windows: counted,
     files: `${stem}.${pid}.*`,
-    lowest: { file: `${stem}.${pid}.${lowest.window}`, responses: lowest.responses, perfMap },
+    // The checkout the server ran from: its paths are cut from the functions' names.
+    lowest: {
+      file: `${stem}.${pid}.${lowest.window}`,
+      responses: lowest.responses,
+      perfMap,
+      root: c.root ?? dirname(here),
+    },
   };
 }
 
@@ -216,10 +227,9 @@ if (args.json) writeFileSync(args.json, `${JSON.stringify({ config, windows, dis
  * reference's.
  */
 function printFunctions(counts, rows) {
-  const root = dirname(here);
-  const costsOf = (r) => ({
-    responses: r.lowest.responses,
-    costs: functionCosts(r.lowest.file, { perfMap: r.lowest.perfMap, root }),
+  const costsOf = ({ lowest }) => ({
+    responses: lowest.responses,
+    costs: functionCosts(lowest.file, { perfMap: lowest.perfMap, roots: [lowest.root, dirname(here)] }),
   });
   const row = (n) => `${Math.round(n)}`.padStart(8);
   const base = costsOf(counts[0]);

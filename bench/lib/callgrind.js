@@ -63,14 +63,14 @@ function withoutArguments(name) {
 
 /**
  * A function's name as the tables show it: V8's tier marks (`*` optimised, `~` interpreted, `^`
- * baseline) dropped, so one function's tiers add up; the checkout's path made relative; C++
- * names without their argument lists.
+ * baseline) dropped, so one function's tiers add up; paths made relative to the checkouts in
+ * `roots` (a worktree's `node_modules` may be a link to another's); C++ names without their
+ * argument lists.
  */
-function displayName(name, root) {
-  return withoutArguments(name)
-    .replace(/^JS:[*~^+]?/, 'JS ')
-    .replaceAll(`file://${root}/`, '')
-    .replaceAll(`${root}/`, '');
+function displayName(name, roots) {
+  let shown = withoutArguments(name).replace(/^JS:[*~^+]?/, 'JS ');
+  for (const root of roots) shown = shown.replaceAll(`file://${root}/`, '').replaceAll(`${root}/`, '');
+  return shown;
 }
 
 /**
@@ -78,7 +78,7 @@ function displayName(name, root) {
  * what it calls), JavaScript named through `perfMap` when given; addresses it cannot name add up
  * under "JavaScript, unnamed".
  */
-export function functionCosts(file, { perfMap, root } = {}) {
+export function functionCosts(file, { perfMap, roots = [] } = {}) {
   const nameOf = perfMap === undefined ? () => undefined : addressNames(perfMap);
   const annotated = execFileSync('callgrind_annotate', ['--threshold=100', file], {
     encoding: 'utf8',
@@ -93,7 +93,7 @@ export function functionCosts(file, { perfMap, root } = {}) {
     let name = match[2].replace(/\s+\[[^\]]*\]$/, '');
     const address = /^\?\?\?:0x([0-9a-f]+)/.exec(name);
     if (address !== null) name = nameOf(Number.parseInt(address[1], 16)) ?? 'JavaScript, unnamed';
-    name = displayName(name.replace(/^\?\?\?:/, ''), root);
+    name = displayName(name.replace(/^\?\?\?:/, ''), roots);
     costs.set(name, (costs.get(name) ?? 0) + instructions);
   }
   return costs;
