@@ -276,7 +276,7 @@ const FOUND_COLUMNS = 'fingerprint, state, lease_until, expires_at, status, head
 type FoundValues = [string, number, number, number, number | null, string | null, Buffer | null];
 type RowValues = [...FoundValues, number, string | null];
 
-function foundOf(values: FoundValues | undefined): Found | undefined {
+function foundOf(values: FoundValues | RowValues | undefined): Found | undefined {
   if (values === undefined) return undefined;
   // Indexed, not destructured: destructuring goes through the array iterator until optimised.
   return {
@@ -290,19 +290,10 @@ function foundOf(values: FoundValues | undefined): Found | undefined {
   };
 }
 
+/** Only a claim that may take the key reads a whole row: rare enough to build it from {@link foundOf}'s. */
 function rowOf(values: RowValues | undefined): Row | undefined {
   if (values === undefined) return undefined;
-  return {
-    fingerprint: values[0],
-    state: values[1],
-    lease_until: values[2],
-    expires_at: values[3],
-    status: values[4],
-    headers: values[5],
-    body: values[6],
-    token: values[7],
-    steps: values[8],
-  };
+  return { ...(foundOf(values) as Found), token: values[7], steps: values[8] };
 }
 
 interface Statement {
