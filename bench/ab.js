@@ -22,8 +22,8 @@
  * Run `npm run build` first. Not for CI: it measures.
  */
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { TARGETS } from './cases.js';
+import { parseToolArgs } from './lib/cli.js';
 import {
   checkEnvironment,
   closeCase,
@@ -37,7 +37,7 @@ import {
 import { namedCases } from './lib/named-cases.js';
 import { median } from './lib/report.js';
 
-const { values: args, positionals } = parseArgs({
+const { values: args, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: {
     slices: { type: 'string', default: '12' },

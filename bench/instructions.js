@@ -43,8 +43,8 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { costDifferences, functionCosts, perfMapPath } from './lib/callgrind.js';
+import { parseToolArgs } from './lib/cli.js';
 import {
   checkEnvironment,
   closeCase,
@@ -57,7 +57,7 @@ import {
 import { namedCases } from './lib/named-cases.js';
 import { median } from './lib/report.js';
 
-const { values: args, positionals } = parseArgs({
+const { values: args, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: {
     windows: { type: 'string', default: '10' },

@@ -16,10 +16,10 @@
 import { rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseToolArgs } from './lib/cli.js';
 import { PG_URL, redisOptions } from './lib/env.js';
 
-const { values: args } = parseArgs({
+const { values: args } = parseToolArgs(import.meta.url, {
   options: {
     stores: { type: 'string', default: 'memory,sqlite,redis,postgres' },
     sizes: { type: 'string', default: '10000,100000,1000000' },

@@ -6,9 +6,9 @@
  *   node bench/profile.js bench/results/raw/profiles/fastify-idempo-memory-fresh.cpuprofile [--top 30]
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseToolArgs } from './lib/cli.js';
 
-const { values, positionals } = parseArgs({
+const { values, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: { top: { type: 'string', default: '30' } },
 });

@@ -17,12 +17,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { createIdempotency } from '../dist/index.js';
 import { createRedisStore } from '../dist/stores/redis.js';
+import { parseToolArgs } from './lib/cli.js';
 
-const { values } = parseArgs({
+const { values } = parseToolArgs(import.meta.url, {
   options: {
     seconds: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '64' },

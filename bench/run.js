@@ -14,8 +14,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { allCases } from './cases.js';
+import { parseToolArgs } from './lib/cli.js';
 import {
   checkEnvironment,
   closeCase,
@@ -33,7 +33,7 @@ import { writeReport } from './lib/report.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
 
-const { values: args } = parseArgs({
+const { values: args } = parseToolArgs(import.meta.url, {
   options: {
     quick: { type: 'boolean', default: false },
     runs: { type: 'string' },

@@ -16,12 +16,12 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { createSqliteStore } from 'idempo/sqlite';
 import { STORED_RESPONSE as RESPONSE } from './lib/app.js';
+import { parseToolArgs } from './lib/cli.js';
 import { median } from './lib/report.js';
 
-const { values, positionals } = parseArgs({
+const { values, positionals } = parseToolArgs(import.meta.url, {
   options: { loops: { type: 'string', default: '20' } },
   allowPositionals: true,
 });
