@@ -143,6 +143,19 @@ describe('protocol rows through handle()', () => {
     expect(events.map((e) => e.type)).toEqual(['executed', 'replayed']);
   });
 
+  it('gives a web response a fresh Date when it has none, and keeps the one it has', async () => {
+    const unkeyedRequired = createIdempotency({ store: createMemoryStore(), required: true });
+    const refused = await unkeyedRequired.handle(post('/pay', {}), async () => new Response('never'));
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get('date')).toMatch(/GMT$/);
+    const dated = async () => new Response('x', { headers: { date: 'Tue, 01 Dec 2026 10:00:00 GMT' } });
+    const keeping = createIdempotency({ store: createMemoryStore(), replayHeaders: { exclude: [] } });
+    await keeping.handle(post('/pay', { key: 'dated' }), dated);
+    const replay = await keeping.handle(post('/pay', { key: 'dated' }), dated);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('date')).toBe('Tue, 01 Dec 2026 10:00:00 GMT');
+  });
+
   it('does not let a handler forge the replay marker', async () => {
     const { idem } = setup();
     const forging = async () => new Response('x', { headers: { 'idempotent-replayed': 'true' } });

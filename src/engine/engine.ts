@@ -261,20 +261,15 @@ async function verifySignature(
   }
 }
 
-let cachedDate = '';
-let cachedDateSecond = 0;
-
-/** The stored response plus the replay marker and a fresh `Date`. */
+/**
+ * The stored response plus the replay marker. Its fresh `Date` comes from the server that sends
+ * it, as the original's did: Node's HTTP server (under every Node adapter and the gateway) adds
+ * one to a response without it, and `toWebResponse` (web.ts) does for web `Response`s.
+ */
 function replayOf(stored: StoredResponse): IdempotencyResponse {
-  const now = Date.now();
-  const second = Math.floor(now / 1_000);
-  if (second !== cachedDateSecond) {
-    cachedDateSecond = second;
-    cachedDate = new Date(now).toUTCString();
-  }
   return {
     status: stored.status,
-    headers: [...stored.headers, [REPLAYED_HEADER, 'true'], ['date', cachedDate]],
+    headers: [...stored.headers, [REPLAYED_HEADER, 'true']],
     body: stored.body,
   };
 }

@@ -51,14 +51,32 @@ export function fromWebRequest(request: Request): IdempotencyRequest {
   };
 }
 
-/** A neutral response as a web `Response`. */
+/**
+ * A neutral response as a web `Response`, with a fresh `Date` unless it has one: Node's HTTP
+ * server adds it to the responses of the Node adapters, but a `Response` may be served by anything.
+ */
 export function toWebResponse(response: IdempotencyResponse): Response {
   const headers = new Headers();
   for (const [name, value] of response.headers) headers.append(name, value);
+  if (!headers.has('date')) headers.set('date', httpDate());
   return new Response(isNullBodyStatus(response.status) ? null : bodyInit(response.body), {
     status: response.status,
     headers,
   });
+}
+
+let cachedDate = '';
+let cachedDateSecond = 0;
+
+/** The current time as an HTTP date (RFC 9110), made once a second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1_000);
+  if (second !== cachedDateSecond) {
+    cachedDateSecond = second;
+    cachedDate = new Date(now).toUTCString();
+  }
+  return cachedDate;
 }
 
 // Bytes idempo holds are never shared-memory views; the DOM typings just cannot tell.
