@@ -283,11 +283,29 @@ class FastifyNeutralRequest implements IdempotencyRequest {
 
 /** Sends a replay or an idempo error through `reply`, so the app's onSend and onResponse hooks see it. */
 function send(reply: FastifyReply, response: IdempotencyResponse): FastifyReply {
-  const grouped: Record<string, string | string[]> = {};
-  for (const [name, value] of response.headers) {
-    const prior = grouped[name];
-    grouped[name] = prior === undefined ? value : ([] as string[]).concat(prior, value);
+  const { headers } = response;
+  if (namesRepeat(headers)) {
+    // `reply.header()` keeps one value per name (but Set-Cookie's): a repeated name goes as a list.
+    const grouped: Record<string, string | string[]> = {};
+    for (const [name, value] of headers) {
+      const prior = grouped[name];
+      grouped[name] = prior === undefined ? value : ([] as string[]).concat(prior, value);
+    }
+    reply.headers(grouped);
+  } else {
+    // Most responses name each header once: set them as they come, without first building the
+    // object `reply.headers()` takes.
+    for (const [name, value] of headers) reply.header(name, value);
   }
   const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
-  return reply.code(response.status).headers(grouped).send(body);
+  return reply.code(response.status).send(body);
+}
+
+/** Whether a header name occurs twice among the pairs. */
+function namesRepeat(headers: readonly (readonly [string, string])[]): boolean {
+  for (let i = 1; i < headers.length; i++) {
+    const name = (headers[i] as readonly [string, string])[0];
+    for (let j = 0; j < i; j++) if ((headers[j] as readonly [string, string])[0] === name) return true;
+  }
+  return false;
 }

@@ -1,5 +1,7 @@
 /** The Fastify plugin's own surface: route opt-in/opt-out, per-route options, decorators. */
 import { randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../../src/adapters/fastify.js';
@@ -17,6 +19,24 @@ async function twice(method: 'POST' | 'PUT', url: string) {
   const second = await app.inject({ method, url, headers, payload: '{"a":1}' });
   return { first, second, replayed: second.headers['idempotent-replayed'] === 'true' };
 }
+
+/** POSTs over a real socket; the response's header lines as sent (name lower-cased, in order). */
+function rawPost(server: FastifyInstance, path: string, key: string): Promise<[string, string][]> {
+  const { port } = server.server.address() as AddressInfo;
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ port, path, method: 'POST', headers: { 'idempotency-key': key } }, (res) => {
+      const lines: [string, string][] = [];
+      for (let i = 0; i < res.rawHeaders.length; i += 2) {
+        lines.push([(res.rawHeaders[i] as string).toLowerCase(), res.rawHeaders[i + 1] as string]);
+      }
+      res.resume().on('end', () => resolve(lines));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const valuesOf = (lines: [string, string][], name: string) => lines.filter(([n]) => n === name).map(([, v]) => v);
 
 function routes(server: FastifyInstance, counter: Map<string, number>) {
   const handler = (name: string) => async () => {
@@ -81,5 +101,39 @@ describe('fastify plugin', () => {
     expect(() => app.post('/x', { config: { idempotency: { required: true } } }, async () => ({}))).toThrow(
       IdempotencyConfigInvalidError,
     );
+  });
+
+  it('replays every header line: a repeated name with all its values, and one Date', async () => {
+    app = Fastify();
+    await app.register(idempotency, { store: createMemoryStore() });
+    app.post('/multi', async (_request, reply) => {
+      reply.header('x-multi', ['a', 'b']).header('x-single', 'one');
+      return { ok: true };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const key = randomUUID();
+    const first = await rawPost(app, '/multi', key);
+    const replay = await rawPost(app, '/multi', key);
+    expect(valuesOf(replay, 'idempotent-replayed')).toEqual(['true']);
+    for (const lines of [first, replay]) {
+      expect(valuesOf(lines, 'x-multi')).toEqual(['a', 'b']);
+      expect(valuesOf(lines, 'x-single')).toEqual(['one']);
+      expect(valuesOf(lines, 'date')).toHaveLength(1);
+    }
+  });
+
+  it('replays a Date the handler set as it was, alone, when replayHeaders keeps it', async () => {
+    app = Fastify();
+    await app.register(idempotency, { store: createMemoryStore(), replayHeaders: { exclude: [] } });
+    app.post('/dated', async (_request, reply) => {
+      reply.header('date', 'Tue, 01 Dec 2026 10:00:00 GMT');
+      return { ok: true };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const key = randomUUID();
+    await rawPost(app, '/dated', key);
+    const replay = await rawPost(app, '/dated', key);
+    expect(valuesOf(replay, 'idempotent-replayed')).toEqual(['true']);
+    expect(valuesOf(replay, 'date')).toEqual(['Tue, 01 Dec 2026 10:00:00 GMT']);
   });
 });
