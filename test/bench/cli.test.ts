@@ -13,15 +13,18 @@ import { ROOT } from '../helpers/servers.js';
 
 const TOOLS = ['ab', 'instructions', 'keys-curve', 'profile', 'replica-ack', 'run', 'sqlite-store'];
 
+const toolPath = (name: string) => join(ROOT, 'bench', `${name}.js`);
+const usageFor = (name: string) => usageOf(pathToFileURL(toolPath(name)).href) as string;
+
 function tool(name: string, ...args: string[]) {
-  return spawnSync(process.execPath, [join(ROOT, 'bench', `${name}.js`), ...args], { encoding: 'utf8' });
+  return spawnSync(process.execPath, [toolPath(name), ...args], { encoding: 'utf8' });
 }
 
 describe('bench tools: --help and unknown options', () => {
   it.each(TOOLS)('%s --help prints its usage and exits 0', (name) => {
     const result = tool(name, '--help');
     expect(result.status).toBe(0);
-    const usage = usageOf(pathToFileURL(join(ROOT, 'bench', `${name}.js`)).href) as string;
+    const usage = usageFor(name);
     expect(usage.length).toBeGreaterThan(80);
     expect(usage).not.toMatch(/^\s*(\*|\/\/)/m);
     expect(result.stdout.trim()).toBe(usage);
@@ -31,7 +34,7 @@ describe('bench tools: --help and unknown options', () => {
     const result = tool(name, '--no-such-option');
     expect(result.status).toBe(2);
     expect(result.stderr).toContain("Unknown option '--no-such-option'");
-    expect(result.stderr).toContain(usageOf(pathToFileURL(join(ROOT, 'bench', `${name}.js`)).href));
+    expect(result.stderr).toContain(usageFor(name));
     expect(result.stderr).not.toMatch(/\n\s+at /);
   });
 
@@ -42,7 +45,7 @@ describe('bench tools: --help and unknown options', () => {
   });
 
   it('reads a usage written as line comments', () => {
-    const usage = usageOf(pathToFileURL(join(ROOT, 'bench', 'replica-ack.js')).href) as string;
+    const usage = usageFor('replica-ack');
     expect(usage.startsWith("The cost of the Redis store's replicaAck")).toBe(true);
     expect(usage).not.toContain('//');
   });
