@@ -235,6 +235,31 @@ describe('redis store on the standalone server at 127.0.0.1:6379', () => {
     expect(replay.response.headers).toEqual(headers);
   });
 
+  it('replays ASCII, multi-byte UTF-8 and large bodies byte for byte, and keeps them in the record as sent', async () => {
+    const emoji = '\u{1F4B3}';
+    const bodies = {
+      ascii: '{"id":"pay_1","amount":4200,"note":"tab\there\r\n"}',
+      utf8: `{"name":"Zo\u00eb \u00c5ngstr\u00f6m","symbol":"\u20ac","card":"${emoji}"}`,
+      'ascii over 16 KiB': `"${'x'.repeat(16_384)}"`,
+      'utf8 over 16 KiB': `"${'\u00e9'.repeat(9_000)}"`,
+    };
+    for (const [name, text] of Object.entries(bodies)) {
+      const key = `k:${randomUUID()}`;
+      const claimed = await storeA.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      if (claimed.status !== 'acquired') throw new Error(claimed.status);
+      // A view into a larger buffer: only its own bytes are the body.
+      const backing = Buffer.from(`##${text}##`);
+      const body = new Uint8Array(backing.buffer, backing.byteOffset + 2, backing.length - 4);
+      const headers: [string, string][] = [['content-type', 'application/json']];
+      expect(await storeA.complete(key, claimed.token, { status: 201, headers, body }, DAY)).toBe('ok');
+      const replay = await storeB.claim({ key, fingerprint: 'fp', leaseMs: 60_000, ttlMs: DAY });
+      if (replay.status !== 'replay') throw new Error(`${name}: ${replay.status}`);
+      expect(Buffer.from(replay.response.body).equals(Buffer.from(text)), name).toBe(true);
+      const record = await clientA.getBuffer(`${prefix}{${key}}`);
+      expect(record?.subarray(record.length - body.byteLength).equals(Buffer.from(text)), name).toBe(true);
+    }
+  });
+
   describe('retention by Redis expiry', () => {
     async function pttls(key: string): Promise<[number, number]> {
       const record = `${prefix}{${key}}`;

@@ -19,6 +19,7 @@ import { socketCorker } from './redis-corker.js';
 import { isNodeRedis, type NodeRedisClient, type NodeRedisCluster, nodeRedisStoreClient } from './redis-node-client.js';
 import { createRedisOperations } from './redis-operations.js';
 import {
+  bodyArgument,
   COMPLETED,
   completedClaim,
   fenced,
@@ -27,7 +28,6 @@ import {
   type Reply,
   responseHead,
   text,
-  toBuffer,
 } from './redis-record.js';
 import {
   CLAIM_SCRIPT,
@@ -530,7 +530,7 @@ export function createRedisStore({
         steps,
         String(token),
         responseHead(response),
-        toBuffer(response.body),
+        bodyArgument(response.body),
         ms(ttlMs),
         notify ? channel : '',
       ]),
