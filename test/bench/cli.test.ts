@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { usageOf } from '../../bench/lib/cli.js';
 import { ROOT } from '../helpers/servers.js';
 
-const TOOLS = ['ab', 'instructions', 'keys-curve', 'profile', 'replica-ack', 'run', 'sqlite-store'];
+const TOOLS = ['ab', 'instructions', 'keys-curve', 'profile', 'redis-store', 'replica-ack', 'run', 'sqlite-store'];
 
 const toolPath = (name: string) => join(ROOT, 'bench', `${name}.js`);
 const usageFor = (name: string) => usageOf(pathToFileURL(toolPath(name)).href) as string;
