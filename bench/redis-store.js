@@ -53,8 +53,9 @@ const FINGERPRINT = 'kq4DBn5m1XzQ0pT1b6Q8v2yq0Hn4Jq3W9VnJZ0e7ZQk';
 function bodyOf() {
   if (values['body-bytes'] === undefined) return STORED_RESPONSE;
   const size = positive('body-bytes');
-  const filler = values['non-ascii'] ? 'éxxx' : 'exxx';
-  const text = JSON.stringify({ data: filler.repeat(Math.ceil(size / 4)).slice(0, Math.max(0, size - 11)) });
+  // Four bytes a repeat either way ('é' is two in UTF-8), inside the 11 bytes of {"data":""}.
+  const filler = values['non-ascii'] ? 'éxx' : 'exxx';
+  const text = JSON.stringify({ data: filler.repeat(Math.max(0, Math.floor((size - 11) / 4))) });
   return { ...STORED_RESPONSE, headers: [STORED_RESPONSE.headers[0]], body: Buffer.from(text) };
 }
 
