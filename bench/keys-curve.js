@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseToolArgs } from './lib/cli.js';
 import { PG_URL, redisOptions } from './lib/env.js';
+import { emptyRedis } from './lib/stores.js';
 
 const { values: args } = parseToolArgs(import.meta.url, {
   options: {
@@ -85,7 +86,7 @@ async function openStore(name) {
       const { Redis } = await import('ioredis');
       const { createRedisStore } = await import('idempo/redis');
       const client = new Redis({ ...redisOptions(), maxRetriesPerRequest: 1 });
-      await emptyRedis(client);
+      await emptyRedis(client, REDIS_PREFIX);
       const store = createRedisStore({ client, prefix: REDIS_PREFIX });
       await completeOne(store, 'template');
       const dump = await client.dumpBuffer(`${REDIS_PREFIX}{template}`);
@@ -104,7 +105,7 @@ async function openStore(name) {
         size: async () => (await usedMemory()) - baseline,
         close: async () => {
           await store.close?.();
-          await emptyRedis(client);
+          await emptyRedis(client, REDIS_PREFIX);
           client.disconnect();
         },
       };
@@ -145,15 +146,6 @@ async function openStore(name) {
     default:
       throw new Error(`keys-curve: unknown store ${name}`);
   }
-}
-
-async function emptyRedis(client) {
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${REDIS_PREFIX}*`, 'COUNT', 5000);
-    cursor = next;
-    if (keys.length > 0) await client.unlink(...keys);
-  } while (cursor !== '0');
 }
 
 async function completeOne(store, key) {

@@ -26,6 +26,7 @@ import { STORED_RESPONSE } from './lib/app.js';
 import { parseToolArgs } from './lib/cli.js';
 import { redisOptions } from './lib/env.js';
 import { median } from './lib/report.js';
+import { emptyRedis } from './lib/stores.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   options: {
@@ -107,11 +108,6 @@ try {
     );
   }
 } finally {
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await client.unlink(...keys);
-  } while (cursor !== '0');
+  await emptyRedis(client, prefix);
   client.disconnect();
 }

@@ -131,12 +131,15 @@ export async function harnessRedis() {
   return client;
 }
 
-/** Deletes every key under the benchmark's prefix in its database index, and nothing else. */
-export async function emptyRedis(client) {
+/**
+ * Deletes every key under `prefix` (the benchmark's, unless another is given) in the client's
+ * database index, and nothing else; returns how many it deleted.
+ */
+export async function emptyRedis(client, prefix = KEY_PREFIX) {
   let cursor = '0';
   let deleted = 0;
   do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${KEY_PREFIX}*`, 'COUNT', 1000);
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 5000);
     cursor = next;
     if (keys.length > 0) deleted += await client.unlink(...keys);
   } while (cursor !== '0');
