@@ -108,6 +108,7 @@ try {
     );
   }
 } finally {
+  for (const { store } of builds) await store.close?.();
   await emptyRedis(client, prefix);
   client.disconnect();
 }
