@@ -229,7 +229,7 @@ if (args.json) writeFileSync(args.json, `${JSON.stringify({ config, windows, dis
 function printFunctions(counts, rows) {
   const costsOf = ({ lowest }) => ({
     responses: lowest.responses,
-    costs: functionCosts(lowest.file, { perfMap: lowest.perfMap, roots: [lowest.root, dirname(here)] }),
+    costs: functionCosts(lowest.file, { perfMap: lowest.perfMap, roots: [...new Set([lowest.root, dirname(here)])] }),
   });
   const row = (n) => `${Math.round(n)}`.padStart(8);
   const base = costsOf(counts[0]);
