@@ -18,16 +18,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSqliteStore } from 'idempo/sqlite';
 import { STORED_RESPONSE as RESPONSE } from './lib/app.js';
-import { parseToolArgs } from './lib/cli.js';
+import { parseToolArgs, positiveInteger } from './lib/cli.js';
 import { median } from './lib/report.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   options: { loops: { type: 'string', default: '20' } },
   allowPositionals: true,
 });
-const LOOPS = Number(values.loops);
-if (!Number.isSafeInteger(LOOPS) || LOOPS < 1)
-  throw new Error(`--loops: expected a positive integer, got ${values.loops}`);
+const LOOPS = positiveInteger(values, 'loops');
 // A whole number of steps per loop, so the figures divide by what ran.
 const PAIRS = Math.ceil(Number(positionals[0] ?? 40_000) / LOOPS) * LOOPS;
 const TTL = 86_400_000;

@@ -36,3 +36,11 @@ export function parseToolArgs(url, config) {
   }
   return parsed;
 }
+
+/** The option `name` of parsed `values` as a positive integer; throws naming the option otherwise. */
+export function positiveInteger(values, name) {
+  const value = Number(values[name]);
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new Error(`--${name}: expected a positive integer, got ${values[name]}`);
+  return value;
+}
