@@ -1,7 +1,9 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { IdempotencyStore } from '../vocabulary/index.js';
 import { storeContractCases } from './contract.js';
-import { createMemoryStore } from './memory.js';
+import { createMemoryStore, type MemoryStore } from './memory.js';
 
 const store = createMemoryStore();
 afterAll(() => store.close());
@@ -85,5 +87,70 @@ describe('memory store: bounds', () => {
     expect(() => createMemoryStore({ maxEntries: 0 })).toThrow(
       expect.objectContaining({ code: 'IDEMPO_CONFIG_INVALID' }),
     );
+  });
+});
+
+describe('memory store: the bytes it keeps', () => {
+  const input = { key: 'body', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 };
+  const operations = (store: MemoryStore) => {
+    const { inspect, rewriteResponse } = store;
+    if (inspect === undefined || rewriteResponse === undefined) throw new Error('expected the operations');
+    return { inspect, rewriteResponse };
+  };
+  const bytes = [0x7b, 0x00, 0x80, 0xc3, 0x28, 0xff, 0x7d];
+
+  it('replays the bytes it was given even when the caller changes its buffer afterwards', async () => {
+    const own = createMemoryStore();
+    const body = Uint8Array.from(bytes);
+    const claim = await own.claim(input);
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    await own.complete(input.key, claim.token, { status: 201, headers: [['x-a', '1']], body }, 60_000);
+    body.fill(0);
+    const replay = await own.claim(input);
+    if (replay.status !== 'replay') throw new Error('expected a replay');
+    expect([...replay.response.body]).toEqual(bytes);
+    expect(replay.response).toMatchObject({ status: 201, headers: [['x-a', '1']] });
+    expect([...((await operations(own).inspect(input.key))?.response?.body ?? [])]).toEqual(bytes);
+    await own.close();
+  });
+
+  it('compares and rewrites a kept body byte for byte', async () => {
+    const own = createMemoryStore();
+    const claim = await own.claim(input);
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    await own.complete(input.key, claim.token, { status: 200, headers: [], body: Uint8Array.from(bytes) }, 60_000);
+    const next = { status: 200, headers: [], body: Uint8Array.from([0xfe, 0x41]) };
+    const { inspect, rewriteResponse } = operations(own);
+    expect(await rewriteResponse(input.key, Uint8Array.from(bytes.slice(1)), next)).toBe('changed');
+    expect(await rewriteResponse(input.key, Uint8Array.from(bytes), next)).toBe('ok');
+    next.body.fill(0);
+    expect([...((await inspect(input.key))?.response?.body ?? [])]).toEqual([0xfe, 0x41]);
+    await own.close();
+  });
+
+  it('holds no reference to the buffer a body was a view of', async () => {
+    // A body is usually a few bytes cut from a large shared buffer (Node's 8 KiB slabs): holding
+    // the view would hold all of it.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const own = createMemoryStore();
+    const claim = await own.claim(input);
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    const weak = ((): WeakRef<ArrayBuffer> => {
+      const slab = new ArrayBuffer(1 << 20);
+      const body = new Uint8Array(slab, 4096, bytes.length);
+      body.set(bytes);
+      void own.complete(input.key, claim.token, { status: 200, headers: [], body }, 60_000);
+      return new WeakRef(slab);
+    })();
+    // A WeakRef's target lives at least to the end of the job that made it.
+    for (let i = 0; i < 3 && weak.deref() !== undefined; i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    expect(weak.deref()).toBeUndefined();
+    const replay = await own.claim(input);
+    expect(replay.status === 'replay' && [...replay.response.body]).toEqual(bytes);
+    await own.close();
   });
 });

@@ -21,6 +21,7 @@ import {
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { bodyKeeper } from './memory-bodies.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { startSweeper } from './sweeper.js';
 
@@ -98,6 +99,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const { sweepInterval = '30s' } = options;
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
   const records = new Map<string, MemoryRecord>();
+  const keepBody = bodyKeeper();
+  /** The response as the store keeps it: its own copy of the body (see memory-bodies.ts). */
+  const kept = (response: StoredResponse): StoredResponse => ({
+    status: response.status,
+    headers: response.headers,
+    body: keepBody(response.body),
+  });
   const waiters = new Map<string, Set<() => void>>();
 
   const isLive = (record: MemoryRecord, now: number) => record.state === 'in_flight' && record.leaseUntil > now;
@@ -178,7 +186,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     const record = owned(key, token);
     if (!record) return 'stale';
     record.state = 'completed';
-    record.response = response;
+    record.response = kept(response);
     record.steps = undefined;
     record.expiresAt = Date.now() + ttlMs;
     notify(key);
@@ -256,7 +264,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const record = records.get(key);
       if (record?.state !== 'completed' || isExpired(record, Date.now())) return 'changed';
       if (!sameBytes(record.response?.body, expectedBody)) return 'changed';
-      record.response = response;
+      record.response = kept(response);
       return 'ok';
     },
 
