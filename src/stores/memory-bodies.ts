@@ -27,13 +27,14 @@ const EMPTY = Buffer.alloc(0);
  * `bench/instructions.js` could tell from its noise.
  */
 export function bodyKeeper(): (body: Uint8Array) => Buffer {
-  let chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  // The first chunk is made by the first body that needs one: a store that keeps none costs none.
+  let chunk = EMPTY;
   let used = 0;
   return function keep(body: Uint8Array): Buffer {
     const size = body.byteLength;
     if (size === 0) return EMPTY;
     if (size > CHUNK_BYTES / 2) return Buffer.from(body);
-    if (used + size > CHUNK_BYTES) {
+    if (used + size > chunk.length) {
       chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
       used = 0;
     }
