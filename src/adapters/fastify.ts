@@ -33,6 +33,7 @@ import { IdempotencyConfigInvalidError } from '../vocabulary/index.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';
 import { hasBody, headerOf } from './node-body.js';
+import { asBuffer } from './node-response.js';
 
 /**
  * What a route's `config.idempotency` says: `false` leaves the route alone, `true` protects it
@@ -297,8 +298,7 @@ function send(reply: FastifyReply, response: IdempotencyResponse): FastifyReply 
     // object `reply.headers()` takes.
     for (const [name, value] of headers) reply.header(name, value);
   }
-  const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
-  return reply.code(response.status).send(body);
+  return reply.code(response.status).send(asBuffer(response.body));
 }
 
 /** Whether a header name occurs twice among the pairs. */

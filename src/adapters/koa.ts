@@ -11,6 +11,7 @@ import { unprotectedContext } from '../engine/unprotected.js';
 import { type EngineOrOptions, engineOf } from './engine-of.js';
 import { capture } from './node.js';
 import { bodyOf, headerOf } from './node-body.js';
+import { asBuffer } from './node-response.js';
 
 declare module 'koa' {
   interface DefaultState {
@@ -131,7 +132,7 @@ function koaRequest(ctx: ParameterizedContext): IdempotencyRequest {
  * it like any other response. Koa's body setter picks a type and length; the stored ones replace them.
  */
 function respond(ctx: ParameterizedContext, response: IdempotencyResponse): void {
-  ctx.body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+  ctx.body = asBuffer(response.body);
   ctx.status = response.status;
   ctx.remove('Content-Type');
   ctx.remove('Content-Length');

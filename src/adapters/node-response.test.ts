@@ -3,7 +3,7 @@ import { type AddressInfo, Socket } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import type { CapturedResponse, Execution } from '../engine/types.js';
 import { unprotectedContext } from '../engine/unprotected.js';
-import { capture, respondEarly } from './node-response.js';
+import { asBuffer, capture, respondEarly } from './node-response.js';
 
 /** An execution that records what it was asked to store. */
 function recordingExecution(seen: CapturedResponse[]): Execution {
@@ -101,5 +101,18 @@ describe('respondEarly()', () => {
     expect(answer.status).toBe(201);
     await expect(answer.text()).rejects.toThrow();
     await close();
+  });
+});
+
+describe('asBuffer', () => {
+  it('returns a Buffer as it is and a plain view as a Buffer over the same bytes', () => {
+    const buffer = Buffer.from('abc');
+    expect(asBuffer(buffer)).toBe(buffer);
+    const backing = new TextEncoder().encode('{"id":1}');
+    const view = asBuffer(backing.subarray(1, 5));
+    expect(Buffer.isBuffer(view)).toBe(true);
+    expect(view.toString()).toBe('"id"');
+    backing[2] = 0x4a; // 'J'
+    expect(view.toString()).toBe('"Jd"');
   });
 });

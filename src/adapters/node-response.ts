@@ -88,8 +88,15 @@ function bytesOf(chunk: unknown, encoding: unknown): Buffer | undefined {
   if (typeof chunk === 'string') {
     return Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
   }
-  const view = chunk as Uint8Array;
-  return Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+  return asBuffer(chunk as Uint8Array);
+}
+
+/**
+ * The same bytes as a Buffer, which is what the frameworks send as they are (a plain `Uint8Array`
+ * they would serialise or reject): the bytes themselves when they are one, otherwise a view.
+ */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** The `Content-Length` a response declares, from the headers captured or set so far; -1 for none. */

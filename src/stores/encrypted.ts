@@ -33,6 +33,7 @@ import {
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 
 export { IdempotencyRecordUnreadableError } from '../vocabulary/index.js';
 
@@ -148,7 +149,7 @@ function envelopeKeyId(bytes: Uint8Array): string | undefined {
   if (bytes.length < 2 + IV_BYTES + TAG_BYTES || bytes[0] !== VERSION) return undefined;
   const idLength = bytes[1] as number;
   if (idLength === 0 || bytes.length < 2 + idLength + IV_BYTES + TAG_BYTES) return undefined;
-  return Buffer.from(bytes.buffer, bytes.byteOffset + 2, idLength).toString('utf8');
+  return asBuffer(bytes).toString('utf8', 2, 2 + idLength);
 }
 
 /**
@@ -213,7 +214,7 @@ export function encryptStore(store: IdempotencyStore, options: EncryptionOptions
         `${what} is sealed with key ${JSON.stringify(keyId)}, which the key set does not hold; add it back (and run the re-encryption) to read it.`,
       );
     const start = 2 + Buffer.byteLength(keyId);
-    const bytes = Buffer.from(envelope.buffer, envelope.byteOffset, envelope.byteLength);
+    const bytes = asBuffer(envelope);
     try {
       const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(start, start + IV_BYTES));
       decipher.setAAD(dataOf(keyId));
@@ -415,7 +416,7 @@ export function encryptStore(store: IdempotencyStore, options: EncryptionOptions
       const info = await inspect.call(store, key);
       if (info?.state !== 'completed' || info.response === undefined) return 'changed';
       const body = openResponse(key, info.response).body;
-      if (!Buffer.from(body.buffer, body.byteOffset, body.byteLength).equals(expectedBody)) return 'changed';
+      if (!asBuffer(body).equals(expectedBody)) return 'changed';
       return rewriteResponse.call(store, key, info.response.body, sealResponse(key, replacement));
     };
   }

@@ -21,6 +21,7 @@ import {
   type StoredResponse,
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 import { bodyKeeper } from './memory-bodies.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { startSweeper } from './sweeper.js';
@@ -64,7 +65,7 @@ interface MemoryRecord {
 }
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+  return a !== undefined && asBuffer(a).equals(b);
 }
 
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});

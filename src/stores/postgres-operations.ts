@@ -13,6 +13,7 @@ import type {
   RewriteResult,
   StoredResponse,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 import { outlastToken, pageLimit } from './operations.js';
 import type { PostgresQueryResult } from './postgres-client.js';
 import { json, parseToken, toBytes } from './postgres-rows.js';
@@ -103,13 +104,12 @@ export function createPostgresOperations({ run, table }: PostgresOperationsOptio
       return 'deleted';
     },
     async rewriteResponse(key, expectedBody, response) {
-      const bytes = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
       const { rowCount } = await run(REWRITE, [
         key,
         response.status,
         JSON.stringify(response.headers),
-        bytes(response.body),
-        bytes(expectedBody),
+        asBuffer(response.body),
+        asBuffer(expectedBody),
       ]);
       return rowCount === 0 ? 'changed' : 'ok';
     },

@@ -31,6 +31,7 @@ import {
   type TransactionStep,
   type TransactionWork,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 import {
   type PostgresPool,
   type PostgresQueryable,
@@ -309,7 +310,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         items.map((i) => String(i.token)),
         items.map((i) => i.response.status),
         items.map((i) => JSON.stringify(i.response.headers)),
-        items.map((i) => Buffer.from(i.response.body.buffer, i.response.body.byteOffset, i.response.body.byteLength)),
+        items.map((i) => asBuffer(i.response.body)),
         items.map((i) => i.ttlMs),
         channel,
       ]);

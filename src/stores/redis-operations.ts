@@ -14,8 +14,9 @@ import {
   type RewriteResult,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 import { outlastToken, pageLimit } from './operations.js';
-import { completedResponse, type Reply, responseHead, text, toBuffer } from './redis-record.js';
+import { completedResponse, type Reply, responseHead, text } from './redis-record.js';
 import { PRELUDE } from './redis-scripts.js';
 
 /**
@@ -181,8 +182,8 @@ export function createRedisOperations({ client, prefix, keysOf }: RedisOperation
     expectedBody: Uint8Array,
     response: StoredResponse,
   ): Promise<RewriteResult> {
-    const value = Buffer.concat([Buffer.from(responseHead(response), 'utf8'), toBuffer(response.body)]);
-    const outcome = text(await evaluate(REWRITE_SCRIPT, key, toBuffer(expectedBody), value));
+    const value = Buffer.concat([Buffer.from(responseHead(response), 'utf8'), asBuffer(response.body)]);
+    const outcome = text(await evaluate(REWRITE_SCRIPT, key, asBuffer(expectedBody), value));
     if (outcome !== 'ok' && outcome !== 'changed')
       throw new IdempotencyStoreUnavailableError(`Unexpected rewrite reply from Redis: ${outcome}`);
     return outcome;

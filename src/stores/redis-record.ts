@@ -11,6 +11,7 @@ import {
   IdempotencyStoreUnavailableError,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 
 /** A reply of ioredis in Buffer mode: scripts answer strings, numbers, arrays and bulk strings. */
 export type Reply = Buffer | string | number | null | Reply[];
@@ -20,10 +21,6 @@ export function text(value: Reply | undefined): string {
   if (typeof value === 'string') return value;
   if (typeof value === 'number') return String(value);
   throw new IdempotencyStoreUnavailableError(`Unexpected reply from Redis: ${String(value)}`);
-}
-
-export function toBuffer(body: Uint8Array): Buffer {
-  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
 /** Past this size a body goes as bytes whatever it holds: copying it, not the calls, is the cost. */
@@ -39,7 +36,7 @@ const TEXT_BODY_MAX = 16_384;
  * large body copied twice more, which costs more than the calls (measured at 4 and 64 KiB).
  */
 export function bodyArgument(body: Uint8Array): string | Buffer {
-  const bytes = toBuffer(body);
+  const bytes = asBuffer(body);
   return bytes.length <= TEXT_BODY_MAX && isAscii(bytes) ? bytes.toString('latin1') : bytes;
 }
 

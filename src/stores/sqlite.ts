@@ -22,6 +22,7 @@ import {
   type RecordState,
   type StoredResponse,
 } from '../vocabulary/index.js';
+import { asBuffer } from './bytes.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { isBusy } from './sqlite-busy.js';
 import { type Checkpointer, startCheckpointer } from './sqlite-checkpointer.js';
@@ -577,7 +578,7 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
   return {
     claim,
     async complete(key: string, token: number, response: StoredResponse, ttlMs: number) {
-      const body = Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+      const body = asBuffer(response.body);
       const headers = JSON.stringify(response.headers);
       return fenced((now) => completeStmt.run(response.status, headers, body, now + ttlMs, key, token, now, now), key);
     },
@@ -631,15 +632,14 @@ export function createSqliteStore(options: SqliteStoreOptions = {}): SqliteStore
       return 'deleted';
     },
     async rewriteResponse(key, expectedBody, response) {
-      const bytes = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
       const { changes } = await writes.run(() =>
         rewriteStmt.run(
           response.status,
           JSON.stringify(response.headers),
-          bytes(response.body),
+          asBuffer(response.body),
           key,
           Date.now(),
-          bytes(expectedBody),
+          asBuffer(expectedBody),
         ),
       );
       return changes === 0 ? 'changed' : 'ok';
