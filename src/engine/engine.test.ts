@@ -564,6 +564,29 @@ describe('protocol rows through handle()', () => {
     expect(res.headers.get('x-err')).toBe('IDEMPO_KEY_MISSING');
   });
 
+  it("takes a synchronous store's claims together at the check phase of the turn, not inline", async () => {
+    const memory = createMemoryStore();
+    const sync = memory.sync as NonNullable<IdempotencyStore['sync']>;
+    const events: string[] = [];
+    const claimSync = sync.claim;
+    Object.assign(sync, {
+      claim: (input: Parameters<typeof claimSync>[0]) => {
+        events.push('claim');
+        return claimSync(input);
+      },
+    });
+    const idem = createIdempotency({ store: memory });
+    // An immediate queued before the requests runs before a batch of claims they queue, and after
+    // any claim made inline in a microtask.
+    setImmediate(() => events.push('check phase'));
+    const responses = await Promise.all([
+      idem.handle(post('/pay', { key: 'turn-1' }), async () => new Response('one')),
+      idem.handle(post('/pay', { key: 'turn-2' }), async () => new Response('two')),
+    ]);
+    expect(responses.map((r) => r.status)).toEqual([200, 200]);
+    expect(events).toEqual(['check phase', 'claim', 'claim']);
+  });
+
   it('never bypasses a wrapper of a synchronous store: its claim and complete run', async () => {
     const memory = createMemoryStore();
     const calls: string[] = [];

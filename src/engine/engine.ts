@@ -21,6 +21,7 @@ import { LeaseRenewer } from './lease-renewer.js';
 import { LimitTicket } from './limits.js';
 import { type ResolvedOptions, resolveOptions } from './options.js';
 import { pathOf } from './path.js';
+import { claimThisTurn } from './turn-claims.js';
 import type {
   Decision,
   Idempotency,
@@ -175,7 +176,7 @@ async function claim(
   for (;;) {
     let claim: ClaimResult;
     try {
-      claim = syncStore !== undefined ? syncStore.claim(claimInput) : await store.claim(claimInput);
+      claim = await (syncStore !== undefined ? claimThisTurn(syncStore, claimInput) : store.claim(claimInput));
     } catch (error) {
       if (config.onStoreError === 'fail-open') {
         emit({ type: 'store_error', key, reason: 'claim', action: 'fail-open', error });

@@ -124,10 +124,10 @@ export interface IdempotencyStore {
   ping?(): Promise<void>;
   /**
    * Optional, for stores that need no I/O (the memory store): the same `claim` and `complete`,
-   * answering synchronously. The engine then uses them instead, so a request is claimed and its
-   * response stored and sent in one turn of the event loop, without two promise turns, and
-   * frameworks that wait for a response to finish (Fastify, for a handler that returns `reply`)
-   * see it finished at once. They must behave exactly as the asynchronous methods do, and throw
+   * answering synchronously. The engine then uses them instead: the claims asked for in one turn
+   * of the event loop are taken together at its check phase, and a response is stored without a
+   * promise turn, so frameworks that wait for a response to finish (Fastify, for a handler that
+   * returns `reply`) see it finished at once. They must behave exactly as the asynchronous methods do, and throw
    * where those reject.
    */
   readonly sync?: SyncStoreOperations;
