@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createMemoryStore } from '../stores/memory.js';
 import { createSqliteStore } from '../stores/sqlite.js';
 import { type IdempotencyStore, IdempotencyUpstreamTimeoutError } from '../vocabulary/index.js';
@@ -585,6 +585,19 @@ describe('protocol rows through handle()', () => {
     ]);
     expect(responses.map((r) => r.status)).toEqual([200, 200]);
     expect(events).toEqual(['check phase', 'claim', 'claim']);
+  });
+
+  it('answers on a synchronous store while a test fakes the timers, without advancing them', async () => {
+    const idem = createIdempotency({ store: createMemoryStore() });
+    vi.useFakeTimers();
+    try {
+      const first = await idem.handle(post('/pay', { key: 'faked' }), async () => new Response('once'));
+      const again = await idem.handle(post('/pay', { key: 'faked' }), async () => new Response('twice'));
+      expect(await first.text()).toBe('once');
+      expect(await again.text()).toBe('once');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('never bypasses a wrapper of a synchronous store: its claim and complete run', async () => {

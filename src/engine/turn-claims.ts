@@ -25,6 +25,10 @@ interface Pending {
 
 let queue: Pending[] = [];
 
+// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
+// `jest.useFakeTimers()`) must not hold every claim on the memory store until it advances them.
+const atCheckPhase = setImmediate;
+
 function claimAll(): void {
   const batch = queue;
   queue = [];
@@ -47,7 +51,7 @@ function claimAll(): void {
  */
 export function claimThisTurn(store: SyncStoreOperations, input: ClaimInput): Promise<ClaimResult> {
   return new Promise((resolve, reject) => {
-    if (queue.length === 0) setImmediate(claimAll);
+    if (queue.length === 0) atCheckPhase(claimAll);
     queue.push({ store, input, resolve, reject });
   });
 }
