@@ -127,8 +127,8 @@ export interface IdempotencyStore {
    * answering synchronously. The engine then uses them instead: the claims asked for in one turn
    * of the event loop are taken together at its check phase, and a response is stored without a
    * promise turn, so frameworks that wait for a response to finish (Fastify, for a handler that
-   * returns `reply`) see it finished at once. They must behave exactly as the asynchronous methods do, and throw
-   * where those reject.
+   * returns `reply`) see it finished at once. They must behave exactly as the asynchronous
+   * methods do, and throw where those reject.
    */
   readonly sync?: SyncStoreOperations;
   /**
