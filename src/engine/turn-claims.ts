@@ -6,9 +6,9 @@
  * Why: a server that answers each request inline interleaves one request's parsing, engine work,
  * handler and `writev` with the next's. Answered per turn, the requests read in one poll phase go
  * through each stage together, and their responses leave together. On the bench machine this
- * took Fastify + the memory store from 0.66× to 0.83× bare Fastify on first requests (and from
- * +31 to +14 µs of CPU a request at a fixed rate), node:http from 0.67× to 0.80× and Express from
- * 0.78× to 0.99×; part of it is that machine's (bench/notes/2026-12-05-claims-per-turn.md).
+ * took Fastify + the memory store from 0.63–0.66× to 0.83× bare Fastify on first requests,
+ * node:http from 0.67× to 0.80× and Express from 0.78× to 0.99×; part of it is that machine's
+ * (bench/notes/2026-12-05-claims-per-turn.md).
  * The SQLite store's reads and the Redis store's writes were already answered at the check phase;
  * this puts a synchronous store in step with them. The wait it adds is the rest of one poll
  * phase; a claim is still one atomic call of the store.
