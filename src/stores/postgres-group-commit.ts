@@ -15,6 +15,10 @@ export interface GroupCommitOptions<I> {
   keyOf(item: I): string;
 }
 
+// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
+// `jest.useFakeTimers()`) must not hold every statement of the store until it advances them.
+const atCheckPhase = setImmediate;
+
 interface Pending<I, O> {
   item: I;
   resolve: (value: O) => void;
@@ -90,7 +94,7 @@ export function groupCommit<I, O>(
         // Gathers what this turn of the event loop issues; under load the slots are busy and
         // `pump` runs when one frees.
         scheduled = true;
-        setImmediate(pump);
+        atCheckPhase(pump);
       }
     });
 }

@@ -7,6 +7,10 @@
 import type { Writable } from 'node:stream';
 
 /** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
+// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
+// `jest.useFakeTimers()`) must not hold every command to Redis until it advances them.
+const atCheckPhase = setImmediate;
+
 interface WithStream {
   stream?: Writable;
 }
@@ -41,6 +45,6 @@ export function socketCorker(client: object): () => void {
     corked = [];
     if (typeof nodes === 'function') for (const node of nodes.call(client, 'all')) hold(node.stream, corked);
     else hold((client as WithStream).stream, corked);
-    setImmediate(uncork);
+    atCheckPhase(uncork);
   };
 }

@@ -28,6 +28,12 @@ export interface GroupCommit {
   commitQueued(): void;
 }
 
+// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
+// `jest.useFakeTimers()`) must not hold every write of the store until it advances them.
+// The pause behind another connection's lock is a duration, and keeps the global timer.
+const atCheckPhase = setImmediate;
+const cancelCheckPhase = clearImmediate;
+
 interface Pending {
   write: () => unknown;
   resolve: (value: unknown) => void;
@@ -71,8 +77,8 @@ export function groupCommit(db: TransactionalDatabase, options: GroupCommitOptio
   function schedule(delayMs: number): void {
     if (cancelScheduled) return;
     if (delayMs === 0) {
-      const immediate = setImmediate(flush);
-      cancelScheduled = () => clearImmediate(immediate);
+      const immediate = atCheckPhase(flush);
+      cancelScheduled = () => cancelCheckPhase(immediate);
     } else {
       const timer = setTimeout(flush, delayMs);
       cancelScheduled = () => clearTimeout(timer);

@@ -31,6 +31,10 @@ export interface ReadBatchOptions<I, R, O> {
   afterBatch(): void;
 }
 
+// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
+// `jest.useFakeTimers()`) must not hold every read of the store until it advances them.
+const atCheckPhase = setImmediate;
+
 interface Pending<I, O> {
   item: I;
   resolve(value: O | Promise<O>): void;
@@ -70,7 +74,7 @@ export function readBatch<I, R, O>(db: ReadTransactional, options: ReadBatchOpti
 
   return (item: I) =>
     new Promise<O>((resolve, reject) => {
-      if (queue.length === 0) setImmediate(flush);
+      if (queue.length === 0) atCheckPhase(flush);
       queue.push({ item, resolve, reject });
     });
 }
