@@ -6,11 +6,11 @@
  */
 import type { Writable } from 'node:stream';
 
-/** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
 // Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
 // `jest.useFakeTimers()`) must not hold every command to Redis until it advances them.
 const atCheckPhase = setImmediate;
 
+/** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
 interface WithStream {
   stream?: Writable;
 }
