@@ -29,6 +29,8 @@ afterAll(async () => {
   for (const close of closers) await close();
   await pool.query(`DROP TABLE IF EXISTS idempo_faked_${suffix}, idempo_faked_migrations_${suffix}`);
   await pool.end();
+  const left = await redis.keys(`faked:${suffix}:*`);
+  if (left.length > 0) await redis.del(...left);
   await redis.quit();
   rmSync(dir, { recursive: true, force: true });
 });
