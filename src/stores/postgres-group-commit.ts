@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { atCheckPhase } from './check-phase.js';
 
 /** Options of {@link groupCommit}. */
 export interface GroupCommitOptions<I> {
@@ -14,10 +15,6 @@ export interface GroupCommitOptions<I> {
   /** Items with one key never share a statement (a row may change once per statement). */
   keyOf(item: I): string;
 }
-
-// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
-// `jest.useFakeTimers()`) must not hold every statement of the store until it advances them.
-const atCheckPhase = setImmediate;
 
 interface Pending<I, O> {
   item: I;

@@ -5,10 +5,7 @@
  * @module
  */
 import type { Writable } from 'node:stream';
-
-// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
-// `jest.useFakeTimers()`) must not hold every command to Redis until it advances them.
-const atCheckPhase = setImmediate;
+import { atCheckPhase } from './check-phase.js';
 
 /** A connection whose socket the store may cork: an ioredis `Redis`, standalone or a Cluster's node. */
 interface WithStream {

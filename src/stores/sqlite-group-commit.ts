@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { atCheckPhase, cancelCheckPhase } from './check-phase.js';
 import { isBusy, LOCK_PAUSE_MAX_MS } from './sqlite-busy.js';
 
 /** The part of a better-sqlite3 database that group commit uses. */
@@ -27,12 +28,6 @@ export interface GroupCommit {
    */
   commitQueued(): void;
 }
-
-// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
-// `jest.useFakeTimers()`) must not hold every write of the store until it advances them.
-// The pause behind another connection's lock is a duration, and keeps the global timer.
-const atCheckPhase = setImmediate;
-const cancelCheckPhase = clearImmediate;
 
 interface Pending {
   write: () => unknown;

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { atCheckPhase } from './check-phase.js';
 
 /** What {@link readBatch} needs of a database: better-sqlite3's deferred `transaction`. */
 export interface ReadTransactional {
@@ -30,10 +31,6 @@ export interface ReadBatchOptions<I, R, O> {
   /** Runs once after every item of a batch has been answered: the place to commit queued writes. */
   afterBatch(): void;
 }
-
-// Taken when idempo is loaded: a test that fakes timers afterwards (`vi.useFakeTimers()`,
-// `jest.useFakeTimers()`) must not hold every read of the store until it advances them.
-const atCheckPhase = setImmediate;
 
 interface Pending<I, O> {
   item: I;
