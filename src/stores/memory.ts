@@ -22,7 +22,24 @@ import {
   type SyncStoreOperations,
 } from '../vocabulary/index.js';
 import { asBuffer } from './bytes.js';
-import { bodyKeeper } from './memory-bodies.js';
+import { chunkAllocator } from './memory-chunks.js';
+import {
+  completedRecord,
+  createdAtOf,
+  expiresAtOf,
+  fingerprintOf,
+  hasSteps,
+  inFlightRecord,
+  leaseUntilOf,
+  responseOf,
+  setExpiresAt,
+  setHasSteps,
+  setLeaseUntil,
+  setState,
+  setToken,
+  stateOf,
+  tokenOf,
+} from './memory-records.js';
 import { outlastToken, pageLimit } from './operations.js';
 import { startSweeper } from './sweeper.js';
 
@@ -51,37 +68,7 @@ export interface MemoryStore extends IdempotencyStore {
   close(): Promise<void>;
 }
 
-interface MemoryRecord {
-  fingerprint: string;
-  state: 'in_flight' | 'completed' | 'released';
-  token: number;
-  /** When this lifetime of the record began. */
-  createdAt: number;
-  leaseUntil: number;
-  expiresAt: number;
-  /** Saved steps; `undefined` until the first one, so most records never allocate it. */
-  steps: Record<string, string> | undefined;
-  response: StoredResponse | undefined;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && asBuffer(a).equals(b);
-}
-
 const NO_STEPS: Readonly<Record<string, string>> = Object.freeze({});
-
-function infoOf(key: string, record: MemoryRecord): RecordInfo {
-  return {
-    key,
-    state: record.state,
-    token: record.token,
-    createdAt: record.createdAt,
-    ...(record.state === 'in_flight' ? { leaseUntil: record.leaseUntil } : {}),
-    expiresAt: record.expiresAt,
-    steps: Object.keys(record.steps ?? {}),
-    ...(record.response === undefined ? {} : { response: record.response }),
-  };
-}
 
 /**
  * Creates an in-process store with a size bound and expiry.
@@ -99,22 +86,27 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   }
   const { sweepInterval = '30s' } = options;
   const sweepMs = sweepInterval === false ? undefined : parseDuration(sweepInterval, 'sweepInterval');
-  const records = new Map<string, MemoryRecord>();
-  const keepBody = bodyKeeper();
-  /** The response as the store keeps it: its own copy of the body (see memory-bodies.ts). */
-  const kept = (response: StoredResponse): StoredResponse => ({
-    status: response.status,
-    headers: response.headers,
-    body: keepBody(response.body),
-  });
+  // Each record is one buffer (see memory-records.ts); the steps of the few records that save
+  // any live beside them.
+  const records = new Map<string, Buffer>();
+  const stepsOf = new Map<string, Record<string, string>>();
+  // Open records live apart from completed ones: most complete within milliseconds, and their
+  // chunks are then freed, instead of each sitting beside completed records for a ttl.
+  const allocateOpen = chunkAllocator();
+  const allocateDone = chunkAllocator();
   const waiters = new Map<string, Set<() => void>>();
 
-  const isLive = (record: MemoryRecord, now: number) => record.state === 'in_flight' && record.leaseUntil > now;
-  const isExpired = (record: MemoryRecord, now: number) => record.expiresAt <= now && !isLive(record, now);
+  const isLive = (record: Buffer, now: number) => stateOf(record) === 'in_flight' && leaseUntilOf(record) > now;
+  const isExpired = (record: Buffer, now: number) => expiresAtOf(record) <= now && !isLive(record, now);
+
+  function forget(key: string, record: Buffer): void {
+    records.delete(key);
+    if (hasSteps(record)) stepsOf.delete(key);
+  }
 
   function sweep(): void {
     const now = Date.now();
-    for (const [key, record] of records) if (isExpired(record, now)) records.delete(key);
+    for (const [key, record] of records) if (isExpired(record, now)) forget(key, record);
   }
   const sweeper = startSweeper(sweepMs, sweep, () => {});
 
@@ -128,7 +120,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     // Map order is insertion order, so the first entries are the oldest.
     for (const [key, record] of records) {
       if (!isLive(record, now)) {
-        records.delete(key);
+        forget(key, record);
         if (records.size <= evictTo) return;
       }
     }
@@ -142,10 +134,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   }
 
   /** The record if it is current and owned by `token`; expired and foreign records count as absent. */
-  function owned(key: string, token: number): MemoryRecord | undefined {
+  function owned(key: string, token: number): Buffer | undefined {
     const record = records.get(key);
-    if (record?.state !== 'in_flight' || record.token !== token) return undefined;
+    if (record === undefined || stateOf(record) !== 'in_flight' || tokenOf(record) !== token) return undefined;
     return isExpired(record, Date.now()) ? undefined : record;
+  }
+
+  /** The record's steps, and none left beside it: the record is done with them. */
+  function dropSteps(key: string, record: Buffer): void {
+    if (!hasSteps(record)) return;
+    stepsOf.delete(key);
+    setHasSteps(record, false);
   }
 
   function claim({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult {
@@ -153,45 +152,56 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     let record = records.get(key);
     let floor = 0;
     if (record && isExpired(record, now)) {
-      floor = record.token + 1;
-      records.delete(key);
+      floor = tokenOf(record) + 1;
+      forget(key, record);
       record = undefined;
     }
     if (!record) {
       const leaseUntil = now + leaseMs;
-      records.set(key, {
-        fingerprint,
-        state: 'in_flight',
-        token: Math.max(now, floor),
-        createdAt: now,
-        leaseUntil,
-        expiresAt: Math.max(now + ttlMs, leaseUntil),
-        steps: undefined,
-        response: undefined,
-      });
+      const token = Math.max(now, floor);
+      records.set(
+        key,
+        inFlightRecord(allocateOpen, fingerprint, token, now, leaseUntil, Math.max(now + ttlMs, leaseUntil)),
+      );
       evictIfFull(now);
-      return { status: 'acquired', token: Math.max(now, floor), steps: NO_STEPS, recovered: false };
+      return { status: 'acquired', token, steps: NO_STEPS, recovered: false };
     }
-    if (record.fingerprint !== fingerprint) return { status: 'mismatch' };
-    if (record.state === 'completed') return { status: 'replay', response: record.response as StoredResponse };
-    if (isLive(record, now)) return { status: 'in_flight', retryAfterMs: record.leaseUntil - now };
-    const recovered = record.state === 'in_flight';
-    record.state = 'in_flight';
-    record.token += 1;
-    record.leaseUntil = now + leaseMs;
-    record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
-    return { status: 'acquired', token: record.token, steps: { ...record.steps }, recovered };
+    if (fingerprintOf(record) !== fingerprint) return { status: 'mismatch' };
+    if (stateOf(record) === 'completed') return { status: 'replay', response: responseOf(record) };
+    if (isLive(record, now)) return { status: 'in_flight', retryAfterMs: leaseUntilOf(record) - now };
+    const recovered = stateOf(record) === 'in_flight';
+    const token = tokenOf(record) + 1;
+    const leaseUntil = now + leaseMs;
+    setState(record, 'in_flight');
+    setToken(record, token);
+    setLeaseUntil(record, leaseUntil);
+    setExpiresAt(record, Math.max(expiresAtOf(record), leaseUntil));
+    return { status: 'acquired', token, steps: { ...stepsOf.get(key) }, recovered };
   }
 
   function complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult {
     const record = owned(key, token);
     if (!record) return 'stale';
-    record.state = 'completed';
-    record.response = kept(response);
-    record.steps = undefined;
-    record.expiresAt = Date.now() + ttlMs;
+    dropSteps(key, record);
+    const done = completedRecord(allocateDone, record, response);
+    setExpiresAt(done, Date.now() + ttlMs);
+    records.set(key, done);
     notify(key);
     return 'ok';
+  }
+
+  function infoOf(key: string, record: Buffer): RecordInfo {
+    const state = stateOf(record);
+    return {
+      key,
+      state,
+      token: tokenOf(record),
+      createdAt: createdAtOf(record),
+      ...(state === 'in_flight' ? { leaseUntil: leaseUntilOf(record) } : {}),
+      expiresAt: expiresAtOf(record),
+      steps: Object.keys(stepsOf.get(key) ?? {}),
+      ...(state === 'completed' ? { response: responseOf(record) } : {}),
+    };
   }
 
   const store: MemoryStore = {
@@ -207,8 +217,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     async release(key: string, token: number, ttlMs: number): Promise<FencedResult> {
       const record = owned(key, token);
       if (!record) return 'stale';
-      record.state = 'released';
-      record.expiresAt = Date.now() + ttlMs;
+      setState(record, 'released');
+      setExpiresAt(record, Date.now() + ttlMs);
       notify(key);
       return 'ok';
     },
@@ -216,16 +226,22 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     async renew(key: string, token: number, leaseMs: number): Promise<FencedResult> {
       const record = owned(key, token);
       if (!record) return 'stale';
-      record.leaseUntil = Date.now() + leaseMs;
-      record.expiresAt = Math.max(record.expiresAt, record.leaseUntil);
+      const leaseUntil = Date.now() + leaseMs;
+      setLeaseUntil(record, leaseUntil);
+      setExpiresAt(record, Math.max(expiresAtOf(record), leaseUntil));
       return 'ok';
     },
 
     async saveStep(key: string, token: number, name: string, value: string): Promise<FencedResult> {
       const record = owned(key, token);
       if (!record) return 'stale';
-      record.steps ??= {};
-      record.steps[name] = value;
+      let steps = stepsOf.get(key);
+      if (!hasSteps(record) || steps === undefined) {
+        steps = {};
+        stepsOf.set(key, steps);
+        setHasSteps(record, true);
+      }
+      steps[name] = value;
       return 'ok';
     },
 
@@ -242,9 +258,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const keys = [...records.keys()].filter((key) => query.cursor === undefined || key > query.cursor).sort();
       const page: RecordInfo[] = [];
       for (const key of keys) {
-        const record = records.get(key) as MemoryRecord;
-        if (isExpired(record, now) || (query.state !== undefined && record.state !== query.state)) continue;
-        if (record.createdAt > bornBefore) continue;
+        const record = records.get(key) as Buffer;
+        if (isExpired(record, now) || (query.state !== undefined && stateOf(record) !== query.state)) continue;
+        if (createdAtOf(record) > bornBefore) continue;
         if (page.length === limit) return { records: page, cursor: page[page.length - 1]?.key as string };
         page.push(infoOf(key, record));
       }
@@ -255,17 +271,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const record = records.get(key);
       if (record === undefined || isExpired(record, Date.now())) return 'absent';
       if (isLive(record, Date.now()) && options.force !== true) return 'in_flight';
-      records.delete(key);
+      forget(key, record);
       notify(key);
-      await outlastToken(record.token);
+      await outlastToken(tokenOf(record));
       return 'deleted';
     },
 
     async rewriteResponse(key: string, expectedBody: Uint8Array, response: StoredResponse): Promise<RewriteResult> {
       const record = records.get(key);
-      if (record?.state !== 'completed' || isExpired(record, Date.now())) return 'changed';
-      if (!sameBytes(record.response?.body, expectedBody)) return 'changed';
-      record.response = kept(response);
+      if (record === undefined || stateOf(record) !== 'completed' || isExpired(record, Date.now())) return 'changed';
+      if (!asBuffer(responseOf(record).body).equals(expectedBody)) return 'changed';
+      records.set(key, completedRecord(allocateDone, record, response));
       return 'ok';
     },
 
