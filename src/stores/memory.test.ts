@@ -114,6 +114,20 @@ describe('memory store: the bytes it keeps', () => {
     await own.close();
   });
 
+  it('replays the headers it was given even when the caller changes its header list afterwards', async () => {
+    const own = createMemoryStore();
+    const claim = await own.claim(input);
+    if (claim.status !== 'acquired') throw new Error('expected acquired');
+    const headers: [string, string][] = [['x-a', '1']];
+    await own.complete(input.key, claim.token, { status: 201, headers, body: new Uint8Array() }, 60_000);
+    headers.push(['x-b', '2']);
+    (headers[0] as [string, string])[1] = 'changed';
+    const replay = await own.claim(input);
+    if (replay.status !== 'replay') throw new Error('expected a replay');
+    expect(replay.response.headers).toEqual([['x-a', '1']]);
+    await own.close();
+  });
+
   it('compares and rewrites a kept body byte for byte', async () => {
     const own = createMemoryStore();
     const claim = await own.claim(input);
