@@ -5,12 +5,10 @@ import {
   createdAtOf,
   expiresAtOf,
   fingerprintOf,
-  hasSteps,
   inFlightRecord,
   leaseUntilOf,
   responseOf,
   setExpiresAt,
-  setHasSteps,
   setLeaseUntil,
   setState,
   setToken,
@@ -31,7 +29,6 @@ describe('memory records', () => {
       NOW + 86_400_000,
     ]);
     expect(fingerprintOf(record)).toBe('fp-1');
-    expect(hasSteps(record)).toBe(false);
   });
 
   it('changes its fields in place', () => {
@@ -40,20 +37,17 @@ describe('memory records', () => {
     setToken(record, Number.MAX_SAFE_INTEGER);
     setLeaseUntil(record, NOW + 1);
     setExpiresAt(record, NOW + 2);
-    setHasSteps(record, true);
-    expect([stateOf(record), tokenOf(record), leaseUntilOf(record), expiresAtOf(record), hasSteps(record)]).toEqual([
+    expect([stateOf(record), tokenOf(record), leaseUntilOf(record), expiresAtOf(record)]).toEqual([
       'released',
       Number.MAX_SAFE_INTEGER,
       NOW + 1,
       NOW + 2,
-      true,
     ]);
   });
 
   it('completes into a new record with the same token, times and fingerprint, and the response byte for byte', () => {
     const allocate = chunkAllocator();
     const open = inFlightRecord(allocate, 'fp-2', 42, NOW, NOW + 5, NOW + 9);
-    setHasSteps(open, true);
     const body = Uint8Array.from([0x7b, 0x00, 0x80, 0xff, 0x7d]);
     const headers: [string, string][] = [
       ['content-type', 'application/json'],
@@ -64,7 +58,6 @@ describe('memory records', () => {
     body.fill(0);
     headers[0] = ['x', 'y'];
     expect(stateOf(done)).toBe('completed');
-    expect(hasSteps(done)).toBe(false);
     expect([tokenOf(done), createdAtOf(done), leaseUntilOf(done), expiresAtOf(done)]).toEqual([
       42,
       NOW,

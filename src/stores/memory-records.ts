@@ -13,7 +13,7 @@
  *
  * ```
  *  0  state        u8   0 in flight, 1 completed, 2 released
- *  1  steps        u8   1 when a step was saved in this lifetime (the steps live beside, in a Map)
+ *  1  (unused)     3 bytes
  *  4  response at  u32  where the response starts: the end of the fingerprint
  *  8  token        f64
  * 16  created at   f64  when this lifetime of the record began
@@ -37,7 +37,6 @@ export type RecordState = 'in_flight' | 'completed' | 'released';
 const STATES: readonly RecordState[] = ['in_flight', 'completed', 'released'];
 
 const STATE = 0;
-const STEPS = 1;
 const RESPONSE_AT = 4;
 const TOKEN = 8;
 const CREATED_AT = 16;
@@ -83,7 +82,6 @@ export function inFlightRecord(
 ): Buffer {
   const record = allocate(FINGERPRINT + textSize(fingerprint));
   record[STATE] = 0;
-  record[STEPS] = 0;
   record.writeUInt32LE(writeText(record, FINGERPRINT, fingerprint), RESPONSE_AT);
   record.writeDoubleLE(token, TOKEN);
   record.writeDoubleLE(now, CREATED_AT);
@@ -103,7 +101,6 @@ export function completedRecord(allocate: Allocate, record: Buffer, response: St
   const next = allocate(size);
   record.copy(next, 0, 0, head);
   next[STATE] = 1;
-  next[STEPS] = 0;
   next.writeUInt16LE(response.status, head);
   next.writeUInt32LE(response.headers.length, head + 2);
   let at = head + 6;
@@ -137,15 +134,6 @@ export function stateOf(record: Buffer): RecordState {
 
 export function setState(record: Buffer, state: RecordState): void {
   record[STATE] = STATES.indexOf(state);
-}
-
-/** Whether a step was saved in this lifetime of the record. */
-export function hasSteps(record: Buffer): boolean {
-  return record[STEPS] === 1;
-}
-
-export function setHasSteps(record: Buffer, value: boolean): void {
-  record[STEPS] = value ? 1 : 0;
 }
 
 export const tokenOf = (record: Buffer): number => record.readDoubleLE(TOKEN);

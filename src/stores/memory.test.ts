@@ -60,6 +60,29 @@ describe('memory store: bounds', () => {
     await full.close();
   });
 
+  it('evicts a released record with its saved steps: the key claimed again starts with none', async () => {
+    const small = createMemoryStore({ maxEntries: 2 });
+    const first = await small.claim({ key: 'a', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    if (first.status !== 'acquired') throw new Error('expected acquired');
+    expect(await small.saveStep('a', first.token, 'charge', '"ch_1"')).toBe('ok');
+    expect(await small.release('a', first.token, 60_000)).toBe('ok');
+    // Released with its steps kept: a claim now would resume them. Two newer keys push it out.
+    expect((await small.inspect?.('a'))?.steps).toEqual(['charge']);
+    for (const key of ['b', 'c']) {
+      expect((await small.claim({ key, fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 })).status).toBe('acquired');
+    }
+    expect(await small.inspect?.('a')).toBeUndefined();
+    const again = await small.claim({ key: 'a', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    expect(again).toMatchObject({ status: 'acquired', steps: {}, recovered: false });
+    if (again.status !== 'acquired') throw new Error('expected acquired');
+    // Nothing of the evicted lifetime may come back: not in inspect, not on the claim after a release.
+    expect((await small.inspect?.('a'))?.steps).toEqual([]);
+    expect(await small.release('a', again.token, 60_000)).toBe('ok');
+    const third = await small.claim({ key: 'a', fingerprint: 'f', leaseMs: 60_000, ttlMs: 60_000 });
+    expect(third).toMatchObject({ status: 'acquired', steps: {} });
+    await small.close();
+  });
+
   it('never evicts a live in-flight record, even past maxEntries', async () => {
     const small = createMemoryStore({ maxEntries: 2 });
     for (const key of ['a', 'b', 'c']) {

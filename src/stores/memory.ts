@@ -28,12 +28,10 @@ import {
   createdAtOf,
   expiresAtOf,
   fingerprintOf,
-  hasSteps,
   inFlightRecord,
   leaseUntilOf,
   responseOf,
   setExpiresAt,
-  setHasSteps,
   setLeaseUntil,
   setState,
   setToken,
@@ -99,14 +97,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const isLive = (record: Buffer, now: number) => stateOf(record) === 'in_flight' && leaseUntilOf(record) > now;
   const isExpired = (record: Buffer, now: number) => expiresAtOf(record) <= now && !isLive(record, now);
 
-  function forget(key: string, record: Buffer): void {
+  function forget(key: string): void {
     records.delete(key);
-    if (hasSteps(record)) stepsOf.delete(key);
+    // Few records save steps; the guard spares the common forget a second hash lookup.
+    if (stepsOf.size > 0) stepsOf.delete(key);
   }
 
   function sweep(): void {
     const now = Date.now();
-    for (const [key, record] of records) if (isExpired(record, now)) forget(key, record);
+    for (const [key, record] of records) if (isExpired(record, now)) forget(key);
   }
   const sweeper = startSweeper(sweepMs, sweep, () => {});
 
@@ -120,7 +119,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     // Map order is insertion order, so the first entries are the oldest.
     for (const [key, record] of records) {
       if (!isLive(record, now)) {
-        forget(key, record);
+        forget(key);
         if (records.size <= evictTo) return;
       }
     }
@@ -140,20 +139,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     return isExpired(record, Date.now()) ? undefined : record;
   }
 
-  /** The record's steps, and none left beside it: the record is done with them. */
-  function dropSteps(key: string, record: Buffer): void {
-    if (!hasSteps(record)) return;
-    stepsOf.delete(key);
-    setHasSteps(record, false);
-  }
-
   function claim({ key, fingerprint, leaseMs, ttlMs }: ClaimInput): ClaimResult {
     const now = Date.now();
     let record = records.get(key);
     let floor = 0;
     if (record && isExpired(record, now)) {
       floor = tokenOf(record) + 1;
-      forget(key, record);
+      forget(key);
       record = undefined;
     }
     if (!record) {
@@ -182,7 +174,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   function complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult {
     const record = owned(key, token);
     if (!record) return 'stale';
-    dropSteps(key, record);
+    if (stepsOf.size > 0) stepsOf.delete(key);
     const done = completedRecord(allocateDone, record, response);
     setExpiresAt(done, Date.now() + ttlMs);
     records.set(key, done);
@@ -236,10 +228,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const record = owned(key, token);
       if (!record) return 'stale';
       let steps = stepsOf.get(key);
-      if (!hasSteps(record) || steps === undefined) {
+      if (steps === undefined) {
         steps = {};
         stepsOf.set(key, steps);
-        setHasSteps(record, true);
       }
       steps[name] = value;
       return 'ok';
@@ -271,7 +262,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const record = records.get(key);
       if (record === undefined || isExpired(record, Date.now())) return 'absent';
       if (isLive(record, Date.now()) && options.force !== true) return 'in_flight';
-      forget(key, record);
+      forget(key);
       notify(key);
       await outlastToken(tokenOf(record));
       return 'deleted';
