@@ -97,10 +97,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const isLive = (record: Buffer, now: number) => stateOf(record) === 'in_flight' && leaseUntilOf(record) > now;
   const isExpired = (record: Buffer, now: number) => expiresAtOf(record) <= now && !isLive(record, now);
 
+  /** Drops the steps saved under `key`, if any. */
+  function dropSteps(key: string): void {
+    // Few records save steps; the guard spares the common case a second hash lookup.
+    if (stepsOf.size > 0) stepsOf.delete(key);
+  }
+
   function forget(key: string): void {
     records.delete(key);
-    // Few records save steps; the guard spares the common forget a second hash lookup.
-    if (stepsOf.size > 0) stepsOf.delete(key);
+    dropSteps(key);
   }
 
   function sweep(): void {
@@ -174,7 +179,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   function complete(key: string, token: number, response: StoredResponse, ttlMs: number): FencedResult {
     const record = owned(key, token);
     if (!record) return 'stale';
-    if (stepsOf.size > 0) stepsOf.delete(key);
+    dropSteps(key);
     const done = completedRecord(allocateDone, record, response);
     setExpiresAt(done, Date.now() + ttlMs);
     records.set(key, done);
