@@ -289,6 +289,20 @@ const VARIANTS = [
     workloads: ['fresh'],
     needs: ['postgres'],
   },
+  // What a transaction costs the bare handler: its row between BEGIN and COMMIT on a client of
+  // the same pool, the three round trips `ctx.transaction` starts from.
+  {
+    id: 'fastify-row-in-tx',
+    group: 'fastify-row',
+    label: 'Fastify, inserting one row in BEGIN/COMMIT (bare, diagnostic)',
+    module: 'fastify',
+    variant: 'bare',
+    handler: 'insert-row-in-tx',
+    kind: 'bare',
+    diagnostic: true,
+    workloads: ['fresh'],
+    needs: ['postgres'],
+  },
   {
     id: 'fastify-row-idempo-postgres',
     group: 'fastify-row',

@@ -50,6 +50,30 @@ export async function chargeIntoTable(queryable, body) {
   return payment;
 }
 
+/**
+ * The same INSERT between `BEGIN` and `COMMIT` on a client of the pool: what an application's own
+ * transaction costs on node-postgres, which sends each statement and waits for its reply.
+ */
+export async function chargeInTransaction(pool, body) {
+  const client = await pool.connect();
+  let broken;
+  try {
+    await client.query('BEGIN');
+    try {
+      const payment = await chargeIntoTable(client, body);
+      await client.query('COMMIT');
+      return payment;
+    } catch (error) {
+      await client.query('ROLLBACK').catch((rollbackError) => {
+        broken = rollbackError;
+      });
+      throw error;
+    }
+  } finally {
+    client.release(broken);
+  }
+}
+
 /** Reads a node:http request body as JSON (for the node:http and proxy-upstream servers). */
 export function readJson(req) {
   return new Promise((resolve, reject) => {

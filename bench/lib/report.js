@@ -282,11 +282,13 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
     for (const workload of ['fresh', 'replay']) {
       for (const c of rows.filter((row) => row.workload === workload)) {
         const m = byCase.get(c.id);
+        // A bare diagnostic (the row in a transaction) is measured against the baseline like the rest.
+        const baseline = c.kind === 'bare' && !c.diagnostic;
         push(
-          `| ${c.kind === 'bare' ? `**${c.label}**` : c.label} | ${workload} | ${thousands(m.rps)} | ${fmt(m.ratio, 2)} | ${fmt(m.pairedRatio, 2)} | ` +
-            `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.cpuDelta)} | ` +
-            `${fmt(m.pacedCpuUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedCpuDelta)} | ` +
-            `${fmt(m.pacedMainUsPerReq, 1)} | ${c.kind === 'bare' ? '' : sign(m.pacedMainDelta)} | ` +
+          `| ${baseline ? `**${c.label}**` : c.label} | ${workload} | ${thousands(m.rps)} | ${fmt(m.ratio, 2)} | ${fmt(m.pairedRatio, 2)} | ` +
+            `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${baseline ? '' : sign(m.cpuDelta)} | ` +
+            `${fmt(m.pacedCpuUsPerReq, 1)} | ${baseline ? '' : sign(m.pacedCpuDelta)} | ` +
+            `${fmt(m.pacedMainUsPerReq, 1)} | ${baseline ? '' : sign(m.pacedMainDelta)} | ` +
             `${redisCell(m)} | ${fmt(m.redisCpuUsPerReq, 1)} | ${m.runs}${m.failed.length ? ` (+${m.failed.length} failed)` : ''}${m.problems.length ? ' ⚠' : ''} |`,
         );
       }

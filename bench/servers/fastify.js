@@ -5,7 +5,7 @@
  * wrapping the business logic with its Redis (cache) persistence layer.
  */
 import Fastify from 'fastify';
-import { charge, chargeIntoTable, ROUTE } from '../lib/app.js';
+import { charge, chargeInTransaction, chargeIntoTable, ROUTE } from '../lib/app.js';
 import { KEY_PREFIX, PG_URL, REDIS_URL } from '../lib/env.js';
 import { openIdempoStore } from '../lib/stores.js';
 
@@ -15,12 +15,16 @@ export async function start({ variant, store: storeName, runId, autoPipelining, 
   // The insert-one-row family: the handler writes its payment on a pool of 10 connections, which
   // idempo's PostgreSQL store shares, as one application would.
   let pgPool;
-  if (handler === 'insert-row' || handler === 'insert-row-tx') {
+  if (handler?.startsWith('insert-row')) {
     const { default: pg } = await import('pg');
     pgPool = new pg.Pool({ connectionString: PG_URL, max: 10 });
   }
   const closePool = async () => pgPool?.end();
-  const business = pgPool ? (body) => chargeIntoTable(pgPool, body) : async (body) => charge(body);
+  const business = !pgPool
+    ? async (body) => charge(body)
+    : handler === 'insert-row-in-tx'
+      ? (body) => chargeInTransaction(pgPool, body)
+      : (body) => chargeIntoTable(pgPool, body);
 
   switch (variant) {
     case 'bare':
