@@ -59,16 +59,15 @@ export async function chargeInTransaction(pool, body) {
   let broken;
   try {
     await client.query('BEGIN');
-    try {
-      const payment = await chargeIntoTable(client, body);
-      await client.query('COMMIT');
-      return payment;
-    } catch (error) {
-      await client.query('ROLLBACK').catch((rollbackError) => {
-        broken = rollbackError;
-      });
-      throw error;
-    }
+    const payment = await chargeIntoTable(client, body);
+    await client.query('COMMIT');
+    return payment;
+  } catch (error) {
+    // A connection whose ROLLBACK failed is in an unknown state: destroyed, not pooled again.
+    await client.query('ROLLBACK').catch((rollbackError) => {
+      broken = rollbackError;
+    });
+    throw error;
   } finally {
     client.release(broken);
   }
