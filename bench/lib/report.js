@@ -282,8 +282,8 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
     for (const workload of ['fresh', 'replay']) {
       for (const c of rows.filter((row) => row.workload === workload)) {
         const m = byCase.get(c.id);
-        // A bare diagnostic (the row in a transaction) is measured against the baseline like the rest.
-        const baseline = c.kind === 'bare' && !c.diagnostic;
+        // The group's reference has no Δ; every other case, a bare diagnostic too, is measured against it.
+        const baseline = c.variantId === info.baseline;
         push(
           `| ${baseline ? `**${c.label}**` : c.label} | ${workload} | ${thousands(m.rps)} | ${fmt(m.ratio, 2)} | ${fmt(m.pairedRatio, 2)} | ` +
             `${fmt(m.p50, 0)} | ${fmt(m.p99, 0)} | ${fmt(m.cpuUsPerReq, 1)} | ${baseline ? '' : sign(m.cpuDelta)} | ` +
