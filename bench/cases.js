@@ -49,6 +49,30 @@ const VARIANTS = [
     diagnostic: true,
     needs: ['fastify-adapter'],
   },
+  // Layers of the Fastify + memory case, to show where its CPU per request goes (the ≤ +5 µs
+  // target): Fastify's hook runners with two hooks that do nothing, and idempo's plugin over an
+  // engine that does nothing (its hooks, its body handling and its response capture).
+  {
+    id: 'fastify-hooks-only',
+    group: 'fastify',
+    label: 'Fastify, two empty hooks (diagnostic)',
+    module: 'fastify',
+    variant: 'hooks-only',
+    kind: 'bare',
+    diagnostic: true,
+    workloads: ['fresh'],
+  },
+  {
+    id: 'fastify-adapter-only',
+    group: 'fastify',
+    label: 'idempo/fastify plugin alone, no engine (diagnostic)',
+    module: 'fastify',
+    variant: 'adapter-only',
+    kind: 'idempo',
+    diagnostic: true,
+    workloads: ['fresh'],
+    needs: ['fastify-adapter'],
+  },
   {
     id: 'fastify-idempo-sqlite',
     group: 'fastify',

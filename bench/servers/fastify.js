@@ -7,6 +7,7 @@
 import Fastify from 'fastify';
 import { charge, chargeInTransaction, chargeIntoTable, ROUTE } from '../lib/app.js';
 import { KEY_PREFIX, PG_URL, REDIS_URL } from '../lib/env.js';
+import { idleEngine } from '../lib/idle-engine.js';
 import { openIdempoStore } from '../lib/stores.js';
 
 export async function start({ variant, store: storeName, runId, autoPipelining, redisClient, observe, handler }) {
@@ -50,6 +51,27 @@ export async function start({ variant, store: storeName, runId, autoPipelining, 
       app.post(ROUTE, async (req, reply) => reply.code(201).send(await effect(req)));
       break;
     }
+
+    // Diagnostics (cases.js): what the plugin costs over an engine that does nothing, and what
+    // Fastify's hook runners cost by themselves, with a preParsing and a preHandler hook that do
+    // nothing but call on, as the plugin's do.
+    case 'adapter-only': {
+      const { default: idempotency } = await import('idempo/fastify');
+      await app.register(idempotency, { idempotency: idleEngine() });
+      app.post(ROUTE, async (req, reply) => reply.code(201).send(await business(req.body)));
+      break;
+    }
+
+    case 'hooks-only':
+      app.post(
+        ROUTE,
+        {
+          preParsing: (_req, _reply, payload, done) => done(null, payload),
+          preHandler: (_req, _reply, done) => done(),
+        },
+        async (req, reply) => reply.code(201).send(await business(req.body)),
+      );
+      break;
 
     case 'node-idempotency': {
       const { Idempotency } = await import('@node-idempotency/core');

@@ -4,6 +4,7 @@
  */
 import { createServer } from 'node:http';
 import { nodeListener } from '../lib/app.js';
+import { idleEngine } from '../lib/idle-engine.js';
 import { openIdempoStore } from '../lib/stores.js';
 import { listen } from './listen.js';
 
@@ -23,30 +24,8 @@ export async function start({ variant, store: storeName, runId, fixedFingerprint
   throw new Error(`node: unknown variant ${variant}`);
 }
 
-/**
- * The node:http adapter's listener over an engine that does nothing else: every request has its
- * body watched and its response captured as for a fresh key, and no key is claimed or stored.
- */
+/** The node:http adapter's listener over an engine that does nothing else (`idleEngine`). */
 async function adapterOnly() {
   const { idempotent } = await import('idempo/node');
-  const execution = {
-    action: 'execute',
-    context: undefined,
-    body: null,
-    commitNow: () => undefined,
-    commit: async () => undefined,
-    abort: async () => {},
-    clientGone: () => {},
-    track: () => {},
-  };
-  const engine = {
-    async begin(request) {
-      await request.body(1 << 20);
-      return execution;
-    },
-    handle: () => Promise.reject(new Error('not used')),
-    formatError: () => ({ status: 500, headers: [], body: null }),
-    limits: { maxBodyBytes: 1 << 20, maxResponseBytes: 1 << 20 },
-  };
-  return idempotent(engine, nodeListener);
+  return idempotent(idleEngine(), nodeListener);
 }
