@@ -6,8 +6,8 @@
  * per-slice differences in server CPU per request; with a target of issue 20 for the pair, how
  * many slices met it.
  *
- *   node bench/ab.js [--slices N] [--slice S] [--warmup S] [--connections N] [--paced S]
- *                    [--rate N] [--json FILE] CASE CASE…
+ *   node bench/ab.js [--slices N] [--slice S] [--warmup S] [--slice-warmup S] [--connections N]
+ *                    [--paced S] [--rate N] [--json FILE] CASE CASE…
  *
  *   node bench/ab.js proxy/fresh gateway-sqlite/fresh
  *   node bench/ab.js --paced 2 fastify/fresh fastify-idempo-memory/fresh
@@ -43,6 +43,7 @@ const { values: args, positionals } = parseToolArgs(import.meta.url, {
     slices: { type: 'string', default: '12' },
     slice: { type: 'string', default: '2' },
     warmup: { type: 'string', default: '1' },
+    'slice-warmup': { type: 'string', default: '1' },
     connections: { type: 'string', default: '20' },
     paced: { type: 'string', default: '0' },
     rate: { type: 'string', default: '2000' },
@@ -54,6 +55,7 @@ const { values: args, positionals } = parseToolArgs(import.meta.url, {
 const config = {
   duration: Number(args.slice),
   warmup: Number(args.warmup),
+  sliceWarmup: Number(args['slice-warmup']),
   pacedDuration: Number(args.paced),
   pacedRate: Number(args.rate),
   connections: Number(args.connections),
@@ -80,7 +82,7 @@ function targetFor(c, reference) {
 const env = await checkEnvironment();
 requireNeeds(cases, env);
 log(
-  `${cases.length} cases side by side, ${slices} slices of ${config.duration}s each${config.pacedDuration > 0 ? ` (+${config.pacedDuration}s at ${config.pacedRate} req/s)` : ''}, ${config.connections} connections; 1-min load ${loadavg()}`,
+  `${cases.length} cases side by side, ${slices} slices of ${config.duration}s each${config.sliceWarmup > 0 ? ` after ${config.sliceWarmup}s unmeasured` : ''}${config.pacedDuration > 0 ? ` (+${config.pacedDuration}s at ${config.pacedRate} req/s)` : ''}, ${config.connections} connections; 1-min load ${loadavg()}`,
 );
 
 // Every store emptied first: opening a case must not empty what an earlier one primed.

@@ -6,10 +6,12 @@
  *
  *   node bench/run.js [--quick] [--runs N] [--duration S] [--warmup S] [--connections N]
  *                     [--only REGEX] [--profile] [--wait-quiet S] [--out DIR] [--side-by-side]
+ *                     [--slice-warmup S]
  *
  * `--side-by-side` opens the cases of one framework and workload together and takes the runs as
  * alternating slices (see measureSideBySide; 6 slices of 2 s unless --runs and --duration say
- * otherwise), and judges the targets on the slices' paired ratios.
+ * otherwise), each after `--slice-warmup` seconds of unmeasured load (default 1), and judges the
+ * targets on the slices' paired ratios.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -39,6 +41,7 @@ const { values: args } = parseToolArgs(import.meta.url, {
     runs: { type: 'string' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
+    'slice-warmup': { type: 'string' },
     connections: { type: 'string', default: '20' },
     rate: { type: 'string', default: '2000' },
     paced: { type: 'string' },
@@ -60,6 +63,7 @@ const config = {
   pacedDuration: Number(args.paced ?? 2),
   pacedRate: Number(args.rate),
   warmup: Number(args.warmup ?? 1),
+  sliceWarmup: Number(args['slice-warmup'] ?? (sideBySide ? 1 : 0)),
   connections: Number(args.connections),
   poolSize: Number(args.pool),
 };
@@ -226,7 +230,7 @@ async function main() {
   // Described before the runs, so the commit is the one the measured dist/ was built from.
   const described = machine(root);
   log(
-    `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, +${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
+    `${cases.length} cases × ${config.runs} runs, ${config.duration}s each (+${config.warmup}s warm-up, ${config.sliceWarmup > 0 ? `+${config.sliceWarmup}s unmeasured before each, ` : ''}+${config.pacedDuration}s at ${config.pacedRate} req/s), ${config.connections} connections; 1-min load ${quietLoad}`,
   );
 
   const runs = sideBySide ? await measureSideBySide(cases, env) : await measureRoundRobin(cases, env);

@@ -211,6 +211,11 @@ export async function closeCase(opened) {
  */
 export async function measureCase(opened, env, config, window = undefined) {
   const { c, runId, upstream, server, load, loadConfig, phaseTimeout } = opened;
+  // Side by side, a case can sit idle for a minute between its slices while the baseline, measured
+  // every few slices, stays busy; the load resumes, unmeasured, before the window opens.
+  if (config.sliceWarmup > 0) {
+    await loadPhase(load, { ...loadConfig, warmup: config.sliceWarmup }, 'warmup', phaseTimeout);
+  }
   const usesRedis = c.store === 'redis';
   const loadBefore = loadavg();
   const redisBefore = usesRedis ? await redisCommandCalls(env.redis) : undefined;

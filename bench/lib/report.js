@@ -258,7 +258,7 @@ function markdown({ meta, cases, byCase, targets, peers, pngWritten, analysis })
   push(
     `- One route, \`POST /payments\` with a ${Buffer.byteLength(REQUEST_BODY)}-byte JSON body, answering \`201\` with a small JSON payment. Every variant runs the same business logic and reads the body as JSON.`,
     meta.sideBySide
-      ? `- Each case: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up; then each slice measures ${meta.config.duration} s.`
+      ? `- Each case: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up; then each slice measures ${meta.config.duration} s${meta.config.sliceWarmup > 0 ? `, after ${meta.config.sliceWarmup} s of the same load unmeasured (a case waits most of a minute between its slices, the baseline a few seconds)` : ''}.`
       : `- Each run: a fresh server process (and a fresh upstream for the proxies), an emptied store, autocannon in its own process with ${meta.config.connections} connections, no pipelining, ${meta.config.warmup} s warm-up, then ${meta.config.duration} s measured.`,
     `- **fresh**: every request carries a new \`Idempotency-Key\` (the execute path). **replay**: a pool of ${meta.config.poolSize} keys is completed first, then requests cycle through it (the replay path). Bare servers get the same requests and ignore the header.`,
     meta.sideBySide
