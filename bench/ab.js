@@ -23,7 +23,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { TARGETS } from './cases.js';
-import { parseToolArgs } from './lib/cli.js';
+import { parseToolArgs, refuse } from './lib/cli.js';
 import {
   checkEnvironment,
   closeCase,
@@ -40,30 +40,30 @@ import { median } from './lib/report.js';
 const { values: args, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: {
-    slices: { type: 'string', default: '12' },
-    slice: { type: 'string', default: '2' },
-    warmup: { type: 'string', default: '1' },
-    'slice-warmup': { type: 'string', default: '1' },
-    connections: { type: 'string', default: '20' },
-    paced: { type: 'string', default: '0' },
-    rate: { type: 'string', default: '2000' },
-    pool: { type: 'string', default: '1000' },
+    slices: { type: 'string', default: '12', number: 'count' },
+    slice: { type: 'string', default: '2', number: 'positive' },
+    warmup: { type: 'string', default: '1', number: 'seconds' },
+    'slice-warmup': { type: 'string', default: '1', number: 'seconds' },
+    connections: { type: 'string', default: '20', number: 'count' },
+    paced: { type: 'string', default: '0', number: 'seconds' },
+    rate: { type: 'string', default: '2000', number: 'count' },
+    pool: { type: 'string', default: '1000', number: 'count' },
     json: { type: 'string' },
   },
 });
 
 const config = {
-  duration: Number(args.slice),
-  warmup: Number(args.warmup),
-  sliceWarmup: Number(args['slice-warmup']),
-  pacedDuration: Number(args.paced),
-  pacedRate: Number(args.rate),
-  connections: Number(args.connections),
-  poolSize: Number(args.pool),
+  duration: args.slice,
+  warmup: args.warmup,
+  sliceWarmup: args['slice-warmup'],
+  pacedDuration: args.paced,
+  pacedRate: args.rate,
+  connections: args.connections,
+  poolSize: args.pool,
 };
-const slices = Number(args.slices);
+const slices = args.slices;
 if (positionals.length < 2)
-  throw new Error('name at least two cases, the reference first (e.g. proxy/fresh gateway-sqlite/fresh)');
+  refuse(import.meta.url, 'name at least two cases, the reference first (e.g. proxy/fresh gateway-sqlite/fresh)');
 const cases = namedCases(positionals);
 
 /** Issue 20's target for `c` measured against `reference`, if it has one (both of one build). */

@@ -44,7 +44,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { costDifferences, functionCosts, perfMapPath } from './lib/callgrind.js';
-import { parseToolArgs } from './lib/cli.js';
+import { parseToolArgs, refuse } from './lib/cli.js';
 import {
   checkEnvironment,
   closeCase,
@@ -60,34 +60,32 @@ import { median } from './lib/report.js';
 const { values: args, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: {
-    windows: { type: 'string', default: '10' },
-    discard: { type: 'string', default: '3' },
-    window: { type: 'string', default: '4' },
-    warmup: { type: 'string', default: '20' },
-    connections: { type: 'string', default: '20' },
-    pool: { type: 'string', default: '1000' },
+    windows: { type: 'string', default: '10', number: 'count' },
+    discard: { type: 'string', default: '3', number: 'whole' },
+    window: { type: 'string', default: '4', number: 'positive' },
+    warmup: { type: 'string', default: '20', number: 'seconds' },
+    connections: { type: 'string', default: '20', number: 'count' },
+    pool: { type: 'string', default: '1000', number: 'count' },
     json: { type: 'string' },
     'node-args': { type: 'string', default: '--single-threaded' },
-    functions: { type: 'string' },
+    functions: { type: 'string', number: 'whole' },
   },
 });
 
-const windows = Number(args.windows);
-const functionRows = args.functions === undefined ? 0 : Number(args.functions);
-if (!(Number.isInteger(functionRows) && functionRows >= 0))
-  throw new Error(`--functions (${args.functions}) must be a whole number of rows`);
-const discard = Number(args.discard);
-if (!(Number.isInteger(windows) && Number.isInteger(discard) && discard >= 0 && windows > discard))
-  throw new Error(`--windows (${args.windows}) must be an integer above --discard (${args.discard})`);
+const windows = args.windows;
+const functionRows = args.functions ?? 0;
+const discard = args.discard;
+if (windows <= discard) refuse(import.meta.url, `--windows (${windows}) must be above --discard (${discard})`);
 const config = {
-  duration: Number(args.window),
-  warmup: Number(args.warmup),
+  duration: args.window,
+  warmup: args.warmup,
   pacedDuration: 0,
   pacedRate: 0,
-  connections: Number(args.connections),
-  poolSize: Number(args.pool),
+  connections: args.connections,
+  poolSize: args.pool,
 };
-if (positionals.length < 1) throw new Error('name the cases to count, the reference first (e.g. fastify/fresh)');
+if (positionals.length < 1)
+  refuse(import.meta.url, 'name the cases to count, the reference first (e.g. fastify/fresh)');
 const cases = namedCases(positionals);
 
 for (const tool of ['valgrind', 'callgrind_control']) {

@@ -24,13 +24,12 @@ const { values: args } = parseToolArgs(import.meta.url, {
   options: {
     stores: { type: 'string', default: 'memory,sqlite,redis,postgres' },
     sizes: { type: 'string', default: '10000,100000,1000000' },
-    samples: { type: 'string', default: '2000' },
-    concurrency: { type: 'string', default: '1' },
+    samples: { type: 'string', default: '2000', number: 'count' },
+    concurrency: { type: 'string', default: '1', number: 'count' },
   },
 });
 const sizes = args.sizes.split(',').map(Number);
-const samples = Number(args.samples);
-const concurrency = Number(args.concurrency);
+const { samples, concurrency } = args;
 const TTL = 86_400_000;
 const LEASE = 30_000;
 const FINGERPRINT = 'f'.repeat(64);

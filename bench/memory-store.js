@@ -22,26 +22,26 @@
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseToolArgs, positiveInteger } from './lib/cli.js';
+import { parseToolArgs } from './lib/cli.js';
 import { median } from './lib/report.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: {
-    entries: { type: 'string', default: '100000' },
-    pairs: { type: 'string', default: '200000' },
-    turns: { type: 'string', default: '3' },
+    entries: { type: 'string', default: '100000', number: 'count' },
+    pairs: { type: 'string', default: '200000', number: 'count' },
+    turns: { type: 'string', default: '3', number: 'count' },
     one: { type: 'string' },
   },
 });
-const ENTRIES = positiveInteger(values, 'entries');
-const PAIRS = positiveInteger(values, 'pairs');
+const ENTRIES = values.entries;
+const PAIRS = values.pairs;
 const TTL = 86_400_000;
 const CONTENT_TYPE = 'application/json; charset=utf-8';
 
 if (values.one === undefined) {
   const dirs = positionals.length > 0 ? positionals : ['.'];
-  const turns = positiveInteger(values, 'turns');
+  const { turns } = values;
   const figures = new Map(dirs.map((dir) => [dir, []]));
   for (let turn = 0; turn < turns; turn++) {
     for (const dir of turn % 2 === 0 ? dirs : [...dirs].reverse()) {

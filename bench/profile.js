@@ -10,7 +10,7 @@ import { parseToolArgs } from './lib/cli.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
-  options: { top: { type: 'string', default: '30' } },
+  options: { top: { type: 'string', default: '30', number: 'count' } },
 });
 if (positionals.length === 0) {
   console.error('usage: node bench/profile.js FILE.cpuprofile [--top N]');
@@ -48,7 +48,7 @@ for (const file of positionals) {
     console.log(`  ${((time / busy) * 100).toFixed(1).padStart(5)}%  ${place}`);
   }
   console.log(`\ntop ${values.top} functions by self time (% of busy time)`);
-  for (const [key, time] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, Number(values.top))) {
+  for (const [key, time] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, values.top)) {
     console.log(`  ${((time / busy) * 100).toFixed(1).padStart(5)}%  ${key}`);
   }
   console.log('\ninclusive time of idempo functions (% of busy time)');

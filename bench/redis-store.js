@@ -23,30 +23,30 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { STORED_RESPONSE } from './lib/app.js';
-import { parseToolArgs, positiveInteger } from './lib/cli.js';
+import { parseToolArgs } from './lib/cli.js';
 import { redisOptions } from './lib/env.js';
 import { median } from './lib/report.js';
 import { emptyRedis } from './lib/stores.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   options: {
-    rounds: { type: 'string', default: '8' },
-    pairs: { type: 'string', default: '6000' },
-    'body-bytes': { type: 'string' },
+    rounds: { type: 'string', default: '8', number: 'count' },
+    pairs: { type: 'string', default: '6000', number: 'count' },
+    'body-bytes': { type: 'string', number: 'count' },
     'non-ascii': { type: 'boolean', default: false },
   },
   allowPositionals: true,
 });
 
-const ROUNDS = positiveInteger(values, 'rounds');
+const ROUNDS = values.rounds;
 const BATCH = 20;
-const TURNS = Math.ceil(positiveInteger(values, 'pairs') / BATCH);
+const TURNS = Math.ceil(values.pairs / BATCH);
 const TTL = 60_000;
 const FINGERPRINT = 'kq4DBn5m1XzQ0pT1b6Q8v2yq0Hn4Jq3W9VnJZ0e7ZQk';
 
 function bodyOf() {
   if (values['body-bytes'] === undefined) return STORED_RESPONSE;
-  const size = positiveInteger(values, 'body-bytes');
+  const size = values['body-bytes'];
   // Four bytes a repeat either way ('é' is two in UTF-8), inside the 11 bytes of {"data":""}.
   const filler = values['non-ascii'] ? 'éxx' : 'exxx';
   const text = JSON.stringify({ data: filler.repeat(Math.max(0, Math.floor((size - 11) / 4))) });

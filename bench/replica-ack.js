@@ -24,14 +24,14 @@ import { parseToolArgs } from './lib/cli.js';
 
 const { values } = parseToolArgs(import.meta.url, {
   options: {
-    seconds: { type: 'string', default: '3' },
-    concurrency: { type: 'string', default: '64' },
-    stall: { type: 'string', default: '2' },
+    seconds: { type: 'string', default: '3', number: 'positive' },
+    concurrency: { type: 'string', default: '64', number: 'count' },
+    stall: { type: 'string', default: '2', number: 'seconds' },
   },
 });
-const SECONDS = Number(values.seconds);
-const CONCURRENCY = Number(values.concurrency);
-const STALL_MS = Number(values.stall) * 1_000;
+const SECONDS = values.seconds;
+const CONCURRENCY = values.concurrency;
+const STALL_MS = values.stall * 1_000;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function freePort() {

@@ -38,17 +38,17 @@ const root = join(here, '..');
 const { values: args } = parseToolArgs(import.meta.url, {
   options: {
     quick: { type: 'boolean', default: false },
-    runs: { type: 'string' },
-    duration: { type: 'string' },
-    warmup: { type: 'string' },
-    'slice-warmup': { type: 'string' },
-    connections: { type: 'string', default: '20' },
-    rate: { type: 'string', default: '2000' },
-    paced: { type: 'string' },
-    pool: { type: 'string', default: '1000' },
+    runs: { type: 'string', number: 'count' },
+    duration: { type: 'string', number: 'positive' },
+    warmup: { type: 'string', number: 'seconds' },
+    'slice-warmup': { type: 'string', number: 'seconds' },
+    connections: { type: 'string', default: '20', number: 'count' },
+    rate: { type: 'string', default: '2000', number: 'count' },
+    paced: { type: 'string', number: 'seconds' },
+    pool: { type: 'string', default: '1000', number: 'count' },
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
-    'wait-quiet': { type: 'string', default: '0' },
+    'wait-quiet': { type: 'string', default: '0', number: 'seconds' },
     'side-by-side': { type: 'boolean', default: false },
     out: { type: 'string' },
     from: { type: 'string' },
@@ -58,14 +58,14 @@ const { values: args } = parseToolArgs(import.meta.url, {
 // Side by side, a run is a slice: more of them, shorter, so each case meets its baseline often.
 const sideBySide = args['side-by-side'];
 const config = {
-  runs: Number(args.runs ?? (args.quick ? 1 : sideBySide ? 6 : 3)),
-  duration: Number(args.duration ?? (args.quick || sideBySide ? 2 : 3)),
-  pacedDuration: Number(args.paced ?? 2),
-  pacedRate: Number(args.rate),
-  warmup: Number(args.warmup ?? 1),
-  sliceWarmup: Number(args['slice-warmup'] ?? (sideBySide ? 1 : 0)),
-  connections: Number(args.connections),
-  poolSize: Number(args.pool),
+  runs: args.runs ?? (args.quick ? 1 : sideBySide ? 6 : 3),
+  duration: args.duration ?? (args.quick || sideBySide ? 2 : 3),
+  pacedDuration: args.paced ?? 2,
+  pacedRate: args.rate,
+  warmup: args.warmup ?? 1,
+  sliceWarmup: args['slice-warmup'] ?? (sideBySide ? 1 : 0),
+  connections: args.connections,
+  poolSize: args.pool,
 };
 const partial = args.quick || args.only !== undefined || args.profile || args.runs !== undefined;
 const outDir = args.out ?? (partial ? join(here, 'results', 'raw', 'partial') : join(here, 'results'));
@@ -225,7 +225,7 @@ async function main() {
     .map((c) => ({ case: c.id, missing: missingNeeds(c, env) }));
   if (args.profile) mkdirSync(profileDir, { recursive: true });
 
-  const quietLoad = await waitQuiet(Number(args['wait-quiet']));
+  const quietLoad = await waitQuiet(args['wait-quiet']);
   const startedAt = new Date();
   // Described before the runs, so the commit is the one the measured dist/ was built from.
   const described = machine(root);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error: a plain JavaScript module of the benchmarks, without types.
-import { usageOf } from '../../bench/lib/cli.js';
+import { parseToolArgs, usageOf } from '../../bench/lib/cli.js';
 import { ROOT } from '../helpers/servers.js';
 
 const TOOLS = ['ab', 'instructions', 'keys-curve', 'profile', 'redis-store', 'replica-ack', 'run', 'sqlite-store'];
@@ -42,6 +42,51 @@ describe('bench tools: --help and unknown options', () => {
     const result = tool('ab', '-h');
     expect(result.status).toBe(0);
     expect(result.stdout).toContain('Side by side');
+  });
+
+  it.each([
+    ['run', '--runs', 'two', 'a whole number of 1 or more'],
+    ['run', '--duration', '0', 'a number above 0'],
+    ['ab', '--slice-warmup', '1s', 'a number of seconds, 0 or more'],
+    ['ab', '--paced', '-1', 'a number of seconds, 0 or more'],
+    ['ab', '--slices', '', 'a whole number of 1 or more'],
+    ['instructions', '--discard', '1.5', 'a whole number of 0 or more'],
+    ['sqlite-store', '--loops', ' 4', 'a whole number of 1 or more'],
+  ])(
+    '%s %s=%j names the option and the kind of number, prints the usage and exits 2',
+    (name, option, value, expected) => {
+      const result = tool(name, `${option}=${value}`);
+      expect(result.status).toBe(2);
+      expect(result.stderr).toContain(`${option}: expected ${expected}, got ${JSON.stringify(value)}`);
+      expect(result.stderr).toContain(usageFor(name));
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    },
+  );
+
+  it.each([
+    ['instructions', ['--windows=3', '--discard=3', 'fastify/fresh'], '--windows (3) must be above --discard (3)'],
+    ['instructions', [], 'name the cases to count'],
+    ['ab', ['fastify/fresh'], 'name at least two cases'],
+  ])('%s %j: what the options and cases must agree on, with the usage, exit 2', (name, args, expected) => {
+    const result = tool(name, ...args);
+    expect(result.status).toBe(2);
+    expect(result.stderr).toContain(expected);
+    expect(result.stderr).toContain(usageFor(name));
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('returns numeric options as numbers, defaults included, and leaves an absent one undefined', () => {
+    const { values } = parseToolArgs(pathToFileURL(toolPath('ab')).href, {
+      args: ['--slice', '0.5', '--paced=0'],
+      options: {
+        slice: { type: 'string', default: '2', number: 'positive' },
+        paced: { type: 'string', number: 'seconds' },
+        slices: { type: 'string', default: '12', number: 'count' },
+        rate: { type: 'string', number: 'count' },
+        json: { type: 'string' },
+      },
+    });
+    expect(values).toEqual({ slice: 0.5, paced: 0, slices: 12, json: undefined, rate: undefined });
   });
 
   it('reads a usage written as line comments', () => {
