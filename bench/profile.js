@@ -6,16 +6,13 @@
  *   node bench/profile.js bench/results/raw/profiles/fastify-idempo-memory-fresh.cpuprofile [--top 30]
  */
 import { readFileSync } from 'node:fs';
-import { parseToolArgs } from './lib/cli.js';
+import { parseToolArgs, refuse } from './lib/cli.js';
 
 const { values, positionals } = parseToolArgs(import.meta.url, {
   allowPositionals: true,
   options: { top: { type: 'string', default: '30', number: 'count' } },
 });
-if (positionals.length === 0) {
-  console.error('usage: node bench/profile.js FILE.cpuprofile [--top N]');
-  process.exit(2);
-}
+if (positionals.length === 0) refuse(import.meta.url, 'name at least one FILE.cpuprofile');
 
 for (const file of positionals) {
   const profile = JSON.parse(readFileSync(file, 'utf8'));
